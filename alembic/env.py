@@ -1,0 +1,49 @@
+"""Alembic environment: the URL comes from qualgent (qgjob db, the server, tests), or from
+QUALGENT_DATABASE_URL when the alembic CLI is used directly."""
+
+from __future__ import annotations
+
+import os
+
+from alembic import context
+from qualgent.db.engine import create_sync_engine, normalize_url
+from qualgent.db.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _url() -> str:
+    url = config.get_main_option("sqlalchemy.url") or os.environ.get("QUALGENT_DATABASE_URL")
+    if not url:
+        raise SystemExit("set QUALGENT_DATABASE_URL, or use `qgjob db upgrade`")
+    return normalize_url(url)
+
+
+def run_offline() -> None:
+    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        context.configure(connection=connection, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = create_sync_engine(_url())
+    try:
+        with engine.connect() as conn:
+            context.configure(connection=conn, target_metadata=target_metadata)
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_offline()
+else:
+    run_online()

@@ -1,0 +1,3 @@
+from qualgent.cli.main import main
+
+main()

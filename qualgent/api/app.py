@@ -1,0 +1,82 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from litestar import Litestar, Router
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from qualgent import __version__
+from qualgent.api.controllers.agents import AgentController
+from qualgent.api.controllers.health import HealthController
+from qualgent.api.controllers.jobs import JobController
+from qualgent.api.controllers.monitoring import MonitoringController
+from qualgent.api.controllers.orgs import OrgController
+from qualgent.api.deps import Services, provide_services
+from qualgent.api.errors import EXCEPTION_HANDLERS
+from qualgent.db.engine import create_server_engine
+from qualgent.queue import claims
+from qualgent.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litestar:
+    """Build the app. The engine is made (or taken) at start-up and disposed at shutdown; nothing
+    connects at import or here."""
+    if settings.database_url is None and engine is None:
+        raise ValueError("create_app needs settings.database_url (the server resolves the embedded one first)")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        own_engine = engine is None
+        active = engine or create_server_engine(settings.database_url or "")
+        app.state.services = Services(engine=active, settings=settings)
+        rescuer = asyncio.create_task(_rescue_loop(active, settings.lease_seconds), name="qualgent-rescue")
+        try:
+            yield
+        finally:
+            rescuer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rescuer
+            if own_engine:
+                await active.dispose()
+
+    api = Router(
+        path="/api",
+        route_handlers=[JobController, AgentController, OrgController, HealthController, MonitoringController],
+    )
+    return Litestar(
+        route_handlers=[api],
+        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(
+            title="qualgent",
+            version=__version__,
+            description="Queue, group and dispatch mobile end-to-end tests to test agents.",
+            path="/api/schema",
+        ),
+        request_max_body_size=8 * 1024 * 1024,
+        logging_config=None,
+        debug=False,
+    )
+
+
+async def _rescue_loop(engine: AsyncEngine, lease_seconds: float) -> None:
+    """Hand back claims whose lease lapsed. Every server runs this; SKIP LOCKED makes it safe."""
+    interval = max(0.5, min(5.0, lease_seconds / 3))
+    while True:
+        try:
+            rescued = await claims.rescue_lapsed(engine)
+            if rescued:
+                log.warning("rescued %d claim(s) whose lease lapsed", rescued)
+        except Exception:  # noqa: BLE001 - a database hiccup must not end the loop
+            log.warning("lease rescue failed; retrying", exc_info=True)
+        await asyncio.sleep(interval)

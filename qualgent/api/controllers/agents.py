@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import uuid
+
+from litestar import Controller, Response, delete, get, post, put
+
+from qualgent.api.deps import Services
+from qualgent.api.schemas import (
+    AgentIn,
+    AgentOut,
+    AgentStatusIn,
+    ClaimedJob,
+    ClaimIn,
+    ClaimOut,
+    HeartbeatIn,
+    HeartbeatOut,
+    JobOut,
+    ReleaseIn,
+    ResultIn,
+    StartIn,
+    agent_out,
+    job_out,
+)
+from qualgent.domain import AgentStatus, InvalidInput, Priority, Target
+from qualgent.queue import agents, claims
+
+
+class AgentController(Controller):
+    path = "/agents"
+    tags = ["agents"]
+
+    @post("", status_code=201, summary="Register an agent and the targets it serves")
+    async def register(self, services: Services, data: AgentIn) -> AgentOut:
+        return agent_out(await agents.register(services.engine, data.name, [t.value for t in data.targets]))
+
+    @get("", summary="List agents")
+    async def list_agents(self, services: Services, status: AgentStatus | None = None) -> list[AgentOut]:
+        rows = await agents.list_agents(services.engine, services.settings.lease_seconds, status)
+        return [agent_out(r) for r in rows]
+
+    @get("/{agent_id:uuid}")
+    async def get_agent(self, services: Services, agent_id: uuid.UUID) -> AgentOut:
+        return agent_out(await agents.get(services.engine, agent_id, services.settings.lease_seconds))
+
+    @put("/{agent_id:uuid}/heartbeat", summary="I am alive: extend my claims' leases")
+    async def heartbeat(self, services: Services, agent_id: uuid.UUID, data: HeartbeatIn | None = None) -> HeartbeatOut:
+        held = {c.group_id: c.token for c in data.claims} if data else {}
+        lease = services.settings.lease_seconds
+        answer = await claims.heartbeat(services.engine, agent_id, held, lease)
+        return HeartbeatOut(agent_id=agent_id, lease_seconds=lease, **answer)
+
+    @put("/{agent_id:uuid}/status", summary="Set an agent's status (offline: take no more work)")
+    async def set_status(self, services: Services, agent_id: uuid.UUID, data: AgentStatusIn) -> AgentOut:
+        row = await agents.set_status(services.engine, agent_id, data.status, services.settings.lease_seconds)
+        return agent_out(row)
+
+    @delete("/{agent_id:uuid}", status_code=200, summary="Deregister: held work goes back to the queue")
+    async def deregister(self, services: Services, agent_id: uuid.UUID) -> AgentOut:
+        return agent_out(await agents.deregister(services.engine, agent_id, services.settings.lease_seconds))
+
+    @post("/{agent_id:uuid}/claim", summary="Claim the best waiting group: 200 with it, or 204 when none")
+    async def claim(
+        self, services: Services, agent_id: uuid.UUID, data: ClaimIn | None = None
+    ) -> Response[ClaimOut | None]:
+        agent = await agents.get(services.engine, agent_id, services.settings.lease_seconds)
+        served = set(agent["targets"])
+        wanted = [t.value for t in data.targets] if data and data.targets else sorted(served)
+        if not set(wanted) <= served:
+            raise InvalidInput(f"agent {agent_id} does not serve {sorted(set(wanted) - served)}", field="targets")
+        lease = services.settings.lease_seconds
+        got = await claims.claim(services.engine, agent_id, wanted, lease)
+        if got is None:
+            return Response(None, status_code=204)
+        jobs = [
+            ClaimedJob(j["id"], j["test_path"], Priority(str(j["priority"])), j["attempts"], j["max_attempts"])
+            for j in got.jobs
+        ]
+        body = ClaimOut(got.group_id, got.token, got.org_id, got.app_version_id, Target(got.target),
+                        got.lease_expires_at, lease, jobs)
+        return Response(body, status_code=200)
+
+    @post("/{agent_id:uuid}/jobs/{job_id:uuid}/start", status_code=200, summary="Start a claimed job")
+    async def start_job(self, services: Services, agent_id: uuid.UUID, job_id: uuid.UUID, data: StartIn) -> JobOut:
+        row = await claims.start_job(
+            services.engine, agent_id, data.group_id, data.token, job_id, services.settings.lease_seconds
+        )
+        return job_out(row)
+
+    @post("/{agent_id:uuid}/jobs/{job_id:uuid}/result", status_code=200, summary="Report how a run ended")
+    async def report(self, services: Services, agent_id: uuid.UUID, job_id: uuid.UUID, data: ResultIn) -> JobOut:
+        result = claims.Result(data.exit_code, data.duration_ms, data.output_tail, data.error, data.outcome)
+        row = await claims.report_result(services.engine, agent_id, data.group_id, data.token, job_id, result)
+        return job_out(row)
+
+    @post("/{agent_id:uuid}/groups/{group_id:uuid}/release", status_code=200,
+          summary="Give a claimed group back; its unfinished jobs return to the queue")
+    async def release(self, services: Services, agent_id: uuid.UUID, group_id: uuid.UUID, data: ReleaseIn) -> dict[str, str]:
+        await claims.release(services.engine, agent_id, group_id, data.token, data.reason)
+        return {"group_id": str(group_id), "status": "released"}

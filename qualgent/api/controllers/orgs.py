@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from litestar import Controller, get, put
+
+from qualgent.api.deps import Services
+from qualgent.api.schemas import Identifier, OrgIn, OrgOut, org_out, validate
+from qualgent.queue import orgs
+
+
+class OrgController(Controller):
+    path = "/orgs"
+    tags = ["orgs"]
+
+    @put("/{org_id:str}", summary="Set an org's tier (premium > enterprise > standard)")
+    async def set_tier(self, services: Services, org_id: str, data: OrgIn) -> OrgOut:
+        validate(org_id, Identifier, "org_id")
+        return org_out(await orgs.set_tier(services.engine, org_id, data.tier))
+
+    @get("")
+    async def list_orgs(self, services: Services) -> list[OrgOut]:
+        return [org_out(r) for r in await orgs.list_orgs(services.engine)]
+
+    @get("/{org_id:str}")
+    async def get_org(self, services: Services, org_id: str) -> OrgOut:
+        return org_out(await orgs.get(services.engine, org_id))

@@ -1,0 +1,238 @@
+"""Request and response bodies. Validation lives in the types: a bad field is a 400 naming it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta, Struct
+
+from qualgent.domain import AgentStatus, InvalidInput, JobStatus, Outcome, Priority, Target, Tier
+
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+MAX_BULK = 10_000
+
+Identifier = Annotated[
+    str, Meta(min_length=1, max_length=128, pattern=_PRINTABLE, description="printable text, 1-128 characters")
+]
+TestPath = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[^\x00-\x1f\x7f-][^\x00-\x1f\x7f]*$",
+        description="a test file path; may not start with '-' (it would read as an option)",
+    ),
+]
+AgentName = Annotated[str, Meta(min_length=1, max_length=128, pattern=_PRINTABLE)]
+MaxAttempts = Annotated[int, Meta(ge=1, le=20)]
+
+
+class JobIn(Struct, forbid_unknown_fields=True):
+    org_id: Identifier
+    app_version_id: Identifier
+    test_path: TestPath
+    priority: Priority = Priority.MEDIUM
+    target: Target = Target.EMULATOR
+    max_attempts: MaxAttempts = 3
+
+
+JobsIn = Annotated[list[JobIn], Meta(min_length=1, max_length=MAX_BULK)]
+
+
+class JobResult(Struct):
+    exit_code: int | None
+    duration_ms: int | None
+    output_tail: str | None
+    error: str | None
+
+
+class AttemptOut(Struct):
+    number: int
+    agent_id: uuid.UUID
+    group_id: uuid.UUID
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    outcome: str | None
+    exit_code: int | None
+    duration_ms: int | None
+    error: str | None
+
+
+class JobOut(Struct):
+    id: uuid.UUID
+    org_id: str
+    app_version_id: str
+    test_path: str
+    priority: Priority
+    target: Target
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    group_id: uuid.UUID
+    agent_id: uuid.UUID | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    run_after: dt.datetime
+    result: JobResult | None
+    attempt_history: list[AttemptOut] | None = None
+
+
+def job_out(row: Mapping[str, Any]) -> JobOut:
+    finished = row["exit_code"] is not None or row["error"] is not None or row["finished_at"] is not None
+    result = (
+        JobResult(row["exit_code"], row["duration_ms"], row["output_tail"], row["error"]) if finished else None
+    )
+    history = row.get("attempt_history")
+    return JobOut(
+        id=row["id"],
+        org_id=row["org_id"],
+        app_version_id=row["app_version_id"],
+        test_path=row["test_path"],
+        priority=Priority(_value(row["priority"])),
+        target=Target(row["target"]),
+        status=JobStatus(row["status"]),
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        group_id=row["group_id"],
+        agent_id=row["agent_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        run_after=row["run_after"],
+        result=result,
+        attempt_history=None if history is None else [msgspec.convert(a, AttemptOut) for a in history],
+    )
+
+
+class JobStatusIn(Struct, forbid_unknown_fields=True):
+    """`cancelled` cancels the job; `pending` re-queues a finished job. Results come from agents only."""
+
+    status: JobStatus
+
+
+class AgentIn(Struct, forbid_unknown_fields=True):
+    name: AgentName
+    targets: Annotated[list[Target], Meta(min_length=1, max_length=3)] = msgspec.field(
+        default_factory=lambda: [Target.EMULATOR]
+    )
+
+
+class AgentOut(Struct):
+    id: uuid.UUID
+    name: str
+    targets: list[str]
+    status: AgentStatus
+    registered_at: dt.datetime
+    last_heartbeat_at: dt.datetime
+    group_id: uuid.UUID | None
+
+
+def agent_out(row: Mapping[str, Any]) -> AgentOut:
+    return msgspec.convert(dict(row), AgentOut, strict=False)
+
+
+class AgentStatusIn(Struct, forbid_unknown_fields=True):
+    status: AgentStatus
+
+
+class ClaimRef(Struct, forbid_unknown_fields=True):
+    group_id: uuid.UUID
+    token: uuid.UUID
+
+
+class HeartbeatIn(Struct, forbid_unknown_fields=True):
+    claims: Annotated[list[ClaimRef], Meta(max_length=100)] = msgspec.field(default_factory=list)
+
+
+class HeartbeatOut(Struct):
+    agent_id: uuid.UUID
+    held: list[uuid.UUID]
+    lost: list[uuid.UUID]
+    cancelled_job_ids: list[uuid.UUID]
+    lease_seconds: float
+
+
+class ClaimIn(Struct, forbid_unknown_fields=True):
+    targets: Annotated[list[Target], Meta(max_length=3)] | None = None
+
+
+class ClaimedJob(Struct):
+    id: uuid.UUID
+    test_path: str
+    priority: Priority
+    attempts: int
+    max_attempts: int
+
+
+class ClaimOut(Struct):
+    group_id: uuid.UUID
+    token: uuid.UUID
+    org_id: str
+    app_version_id: str
+    target: Target
+    lease_expires_at: dt.datetime
+    lease_seconds: float
+    jobs: list[ClaimedJob]
+
+
+class StartIn(Struct, forbid_unknown_fields=True):
+    group_id: uuid.UUID
+    token: uuid.UUID
+
+
+class ResultIn(Struct, forbid_unknown_fields=True):
+    group_id: uuid.UUID
+    token: uuid.UUID
+    exit_code: int | None
+    duration_ms: Annotated[int, Meta(ge=0)] | None = None
+    output_tail: Annotated[str, Meta(max_length=65_536)] | None = None
+    error: Annotated[str, Meta(max_length=4096)] | None = None
+    outcome: Outcome | None = None
+
+
+class ReleaseIn(Struct, forbid_unknown_fields=True):
+    token: uuid.UUID
+    reason: Annotated[str, Meta(max_length=512)] = "released by agent"
+
+
+class OrgIn(Struct, forbid_unknown_fields=True):
+    tier: Tier
+
+
+class OrgOut(Struct):
+    id: str
+    tier: Tier
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+def org_out(row: Mapping[str, Any]) -> OrgOut:
+    data = dict(row)
+    data["tier"] = Tier(_value(data["tier"]))
+    return msgspec.convert(data, OrgOut, strict=False)
+
+
+class ErrorOut(Struct):
+    status_code: int
+    detail: str
+    error: str
+    extra: dict[str, Any] | list[Any] | None = None
+
+
+def validate(value: Any, kind: Any, field: str) -> Any:
+    """Check a path parameter with the same rules as a body field."""
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError as err:
+        raise InvalidInput(f"invalid {field}: {err}", field=field) from None
+
+
+def _value(value: Any) -> str:
+    return str(getattr(value, "value", value))

@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy models, the engine, the embedded PostgreSQL, migrations and named SQL."""

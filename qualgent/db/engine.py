@@ -1,0 +1,29 @@
+"""Engines. The server is async (psycopg 3 async through SQLAlchemy); migrations use a sync engine."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def normalize_url(url: str) -> str:
+    """Accept the URLs people paste (postgres://, postgresql://) and use the psycopg 3 driver."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"qualgent needs PostgreSQL, got a {parsed.get_backend_name()} URL")
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def create_server_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        normalize_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,  # survive a PostgreSQL restart without restarting the server
+        pool_timeout=10,
+    )
+
+
+def create_sync_engine(url: str) -> Engine:
+    return create_engine(normalize_url(url), pool_pre_ping=True)

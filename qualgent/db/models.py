@@ -1,0 +1,193 @@
+"""The schema, as SQLAlchemy models. Alembic migrations are the only way it is made;
+tests/integration/test_schema.py checks that the migrations produce exactly this.
+
+Hot-path design (docs/architecture.md explains it):
+- job_groups is the small table the claim scans: one row per (org, app version, target) waiting,
+  with the scheduling keys (tier, best priority, oldest job) kept on the row, and a partial index
+  on exactly the claimable rows in claim order.
+- jobs holds every job for good; finished jobs never enter the claim's index.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from qualgent.domain.types import AgentStatus, GroupStatus, JobStatus, Outcome, Priority, Target, Tier
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _values(enum: type[Any]) -> str:
+    return ", ".join(f"'{member.value}'" for member in enum)
+
+
+def _in(column: str, enum: type[Any]) -> str:
+    return f"{column} IN ({_values(enum)})"
+
+
+# Native enums where order means something: SQL sorts and min()s them in declaration order.
+PRIORITY = Enum(Priority, name="job_priority", values_callable=lambda e: [m.value for m in e])
+TIER = Enum(Tier, name="org_tier", values_callable=lambda e: [m.value for m in e])
+
+HOT_TABLE = {"postgresql_with": {"fillfactor": 70}}
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Org(Base):
+    __tablename__ = "orgs"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    tier: Mapped[Tier] = mapped_column(TIER, nullable=False, server_default=Tier.STANDARD.value)
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+    __table_args__ = (CheckConstraint(_in("status", AgentStatus), name="status"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, server_default=func.gen_random_uuid())
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    targets: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=AgentStatus.IDLE.value)
+    registered_at: Mapped[dt.datetime] = _now()
+    last_heartbeat_at: Mapped[dt.datetime] = _now()
+
+
+class JobGroup(Base):
+    __tablename__ = "job_groups"
+    __table_args__ = (
+        CheckConstraint(_in("status", GroupStatus), name="status"),
+        CheckConstraint(_in("target", Target), name="target"),
+        # At most one pending group per key: new jobs of the key join it.
+        Index(
+            "uq_job_groups_pending_key",
+            "org_id",
+            "app_version_id",
+            "target",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+        ),
+        # The claim reads this index in order and stops at the first unlocked row.
+        Index(
+            "ix_job_groups_claimable",
+            "tier",
+            "best_priority",
+            "oldest_job_at",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        # Rescue of lapsed leases looks only at running groups.
+        Index("ix_job_groups_lease", "lease_expires_at", postgresql_where=text("status = 'running'")),
+        HOT_TABLE,
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, server_default=func.gen_random_uuid())
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), nullable=False)
+    app_version_id: Mapped[str] = mapped_column(Text, nullable=False)
+    target: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=GroupStatus.PENDING.value)
+    tier: Mapped[Tier] = mapped_column(TIER, nullable=False)
+    best_priority: Mapped[Priority] = mapped_column(PRIORITY, nullable=False)
+    oldest_job_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    available_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    job_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id"))
+    lease_token: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(_in("status", JobStatus), name="status"),
+        CheckConstraint(_in("target", Target), name="target"),
+        CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts"),
+        # The jobs a claimed group hands out, in run order; finished jobs drop out of it.
+        Index(
+            "ix_jobs_active_by_group",
+            "group_id",
+            "priority",
+            "created_at",
+            postgresql_where=text("status IN ('pending', 'running')"),
+        ),
+        Index("ix_jobs_org_id_created_at", "org_id", "created_at"),
+        Index("ix_jobs_status_created_at", "status", "created_at"),
+        HOT_TABLE,
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, server_default=func.gen_random_uuid())
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), nullable=False)
+    app_version_id: Mapped[str] = mapped_column(Text, nullable=False)
+    target: Mapped[str] = mapped_column(Text, nullable=False)
+    test_path: Mapped[str] = mapped_column(Text, nullable=False)
+    priority: Mapped[Priority] = mapped_column(PRIORITY, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=JobStatus.PENDING.value)
+    group_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("job_groups.id"), nullable=False)
+    agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id"))
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="3")
+    run_after: Mapped[dt.datetime] = _now()
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    output_tail: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Attempt(Base):
+    __tablename__ = "attempts"
+    __table_args__ = (
+        UniqueConstraint("job_id", "number"),
+        CheckConstraint(f"outcome IS NULL OR {_in('outcome', Outcome)}", name="outcome"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    agent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agents.id"), nullable=False)
+    group_id: Mapped[uuid.UUID] = mapped_column(UUID, nullable=False)
+    started_at: Mapped[dt.datetime] = _now()
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str | None] = mapped_column(Text)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,227 @@
+-- The hot-path SQL of qualgent, one named statement per block, parsed once by qualgent/db/sql.py.
+-- Bind parameters are :name; casts are written CAST(... AS ...) so they never collide with them.
+
+-- name: upsert_orgs
+-- An unknown org is created as standard on first submit.
+INSERT INTO orgs (id)
+SELECT DISTINCT unnest(CAST(:org_ids AS text[]))
+ON CONFLICT (id) DO NOTHING;
+
+-- name: upsert_pending_groups
+-- One row per (org, app version, target) key, in a fixed order so concurrent submits cannot deadlock.
+-- The key's pending group absorbs the new jobs' scheduling keys; a key with no pending group gets one.
+INSERT INTO job_groups (org_id, app_version_id, target, tier, best_priority, oldest_job_at, available_at, job_count)
+SELECT k.org_id, k.app_version_id, k.target, o.tier, k.best_priority, k.oldest_job_at, k.available_at, k.job_count
+FROM unnest(
+    CAST(:org_ids AS text[]), CAST(:app_version_ids AS text[]), CAST(:targets AS text[]),
+    CAST(:best_priorities AS job_priority[]), CAST(:oldest_job_ats AS timestamptz[]),
+    CAST(:available_ats AS timestamptz[]), CAST(:job_counts AS integer[])
+) AS k (org_id, app_version_id, target, best_priority, oldest_job_at, available_at, job_count)
+JOIN orgs o ON o.id = k.org_id
+ORDER BY k.org_id, k.app_version_id, k.target
+ON CONFLICT (org_id, app_version_id, target) WHERE status = 'pending' DO UPDATE SET
+    best_priority = LEAST(job_groups.best_priority, EXCLUDED.best_priority),
+    oldest_job_at = LEAST(job_groups.oldest_job_at, EXCLUDED.oldest_job_at),
+    available_at = LEAST(job_groups.available_at, EXCLUDED.available_at),
+    job_count = job_groups.job_count + EXCLUDED.job_count
+RETURNING id, org_id, app_version_id, target;
+
+-- name: insert_jobs
+INSERT INTO jobs (id, org_id, app_version_id, target, test_path, priority, max_attempts, group_id)
+SELECT *
+FROM unnest(
+    CAST(:ids AS uuid[]), CAST(:org_ids AS text[]), CAST(:app_version_ids AS text[]),
+    CAST(:targets AS text[]), CAST(:test_paths AS text[]), CAST(:priorities AS job_priority[]),
+    CAST(:max_attempts AS integer[]), CAST(:group_ids AS uuid[])
+)
+RETURNING *;
+
+-- name: claim_group
+-- The claim. The CTE is a fence: the planner cannot turn LIMIT 1 into "update every match".
+-- It walks ix_job_groups_claimable in scheduling order (tier, best priority, oldest job) and takes the
+-- first group it can lock; FOR NO KEY UPDATE lets jobs and attempts keep referencing the row meanwhile.
+WITH candidate AS (
+    SELECT id
+    FROM job_groups
+    WHERE status = 'pending'
+      AND target = ANY(CAST(:targets AS text[]))
+      AND available_at <= now()
+    ORDER BY tier, best_priority, oldest_job_at, id
+    LIMIT 1
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE job_groups g
+SET status = 'running',
+    agent_id = :agent_id,
+    lease_token = gen_random_uuid(),
+    lease_expires_at = now() + make_interval(secs => :lease_seconds),
+    claimed_at = now()
+FROM candidate
+WHERE g.id = candidate.id
+RETURNING g.id, g.org_id, g.app_version_id, g.target, g.lease_token, g.lease_expires_at;
+
+-- name: group_jobs_to_run
+SELECT id, org_id, app_version_id, target, test_path, priority, attempts, max_attempts, run_after, created_at
+FROM jobs
+WHERE group_id = :group_id AND status = 'pending'
+ORDER BY priority, created_at, id;
+
+-- name: job_keys_of
+-- Scheduling keys of jobs that go back to the queue, aggregated per (org, app version, target).
+SELECT org_id, app_version_id, target,
+       min(priority) AS best_priority, min(created_at) AS oldest_job_at,
+       min(run_after) AS available_at, count(*)::int AS job_count
+FROM jobs
+WHERE id = ANY(CAST(:job_ids AS uuid[]))
+GROUP BY org_id, app_version_id, target;
+
+-- name: move_jobs_to_groups
+UPDATE jobs j
+SET group_id = g.id, status = 'pending', agent_id = NULL, updated_at = now()
+FROM unnest(
+    CAST(:group_ids AS uuid[]), CAST(:org_ids AS text[]), CAST(:app_version_ids AS text[]),
+    CAST(:targets AS text[])
+) AS g (id, org_id, app_version_id, target)
+WHERE j.id = ANY(CAST(:job_ids AS uuid[]))
+  AND j.org_id = g.org_id AND j.app_version_id = g.app_version_id AND j.target = g.target;
+
+-- name: lock_claim
+-- Every agent write starts here: the claim must still be this agent's, under this token.
+SELECT id, status, agent_id, lease_token
+FROM job_groups
+WHERE id = :group_id
+FOR NO KEY UPDATE;
+
+-- name: extend_lease
+UPDATE job_groups
+SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+WHERE id = :group_id;
+
+-- name: start_job
+UPDATE jobs
+SET status = 'running', attempts = attempts + 1, agent_id = :agent_id,
+    started_at = now(), finished_at = NULL, updated_at = now()
+WHERE id = :job_id AND group_id = :group_id AND status = 'pending'
+RETURNING *;
+
+-- name: insert_attempt
+INSERT INTO attempts (job_id, number, agent_id, group_id)
+VALUES (:job_id, :number, :agent_id, :group_id);
+
+-- name: finish_attempt
+UPDATE attempts
+SET finished_at = now(), outcome = :outcome, exit_code = :exit_code, duration_ms = :duration_ms, error = :error
+WHERE job_id = :job_id AND number = :number AND finished_at IS NULL;
+
+-- name: finish_job
+UPDATE jobs
+SET status = :status, exit_code = :exit_code, duration_ms = :duration_ms, output_tail = :output_tail,
+    error = :error, finished_at = now(), updated_at = now()
+WHERE id = :job_id
+RETURNING *;
+
+-- name: schedule_retry
+UPDATE jobs
+SET exit_code = :exit_code, duration_ms = :duration_ms, output_tail = :output_tail, error = :error,
+    run_after = now() + make_interval(secs => :delay_seconds), updated_at = now()
+WHERE id = :job_id;
+
+-- name: close_group_if_done
+-- A claimed group is done when none of its jobs is left to run.
+UPDATE job_groups g
+SET status = 'done', finished_at = now(), lease_expires_at = NULL
+WHERE g.id = :group_id AND g.status = 'running'
+  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.group_id = g.id AND j.status IN ('pending', 'running'))
+RETURNING g.agent_id;
+
+-- name: mark_group_done
+UPDATE job_groups
+SET status = 'done', finished_at = now(), lease_expires_at = NULL
+WHERE id = :group_id
+RETURNING agent_id;
+
+-- name: refresh_pending_group
+-- After a cancel: recompute a pending group's keys, or retire it when nothing is left in it.
+UPDATE job_groups g
+SET best_priority = COALESCE(s.best_priority, g.best_priority),
+    oldest_job_at = COALESCE(s.oldest_job_at, g.oldest_job_at),
+    available_at = COALESCE(s.available_at, g.available_at),
+    status = CASE WHEN s.n = 0 THEN 'done' ELSE g.status END,
+    finished_at = CASE WHEN s.n = 0 THEN now() ELSE g.finished_at END
+FROM (
+    SELECT min(priority) AS best_priority, min(created_at) AS oldest_job_at,
+           min(run_after) AS available_at, count(*) AS n
+    FROM jobs WHERE group_id = :group_id AND status = 'pending'
+) s
+WHERE g.id = :group_id AND g.status = 'pending';
+
+-- name: running_attempt_of_group
+SELECT j.id AS job_id, j.attempts AS number
+FROM jobs j
+WHERE j.group_id = :group_id AND j.status = 'running';
+
+-- name: lapsed_claims
+-- Rescue: running groups whose lease lapsed. SKIP LOCKED: any number of servers may rescue at once.
+SELECT id
+FROM job_groups
+WHERE status = 'running' AND lease_expires_at < now()
+ORDER BY lease_expires_at
+LIMIT :limit
+FOR NO KEY UPDATE SKIP LOCKED;
+
+-- name: set_agent_status
+UPDATE agents SET status = :status WHERE id = :agent_id;
+
+-- name: agent_idle_if_free
+UPDATE agents a SET status = 'idle'
+WHERE a.id = :agent_id AND a.status = 'busy'
+  AND NOT EXISTS (SELECT 1 FROM job_groups g WHERE g.agent_id = a.id AND g.status = 'running');
+
+-- name: heartbeat_agent
+UPDATE agents SET last_heartbeat_at = now() WHERE id = :agent_id
+RETURNING id;
+
+-- name: extend_agent_leases
+-- Heartbeat: extend the leases this agent still holds under the tokens it presents.
+UPDATE job_groups g
+SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+FROM unnest(CAST(:group_ids AS uuid[]), CAST(:tokens AS uuid[])) AS c (group_id, token)
+WHERE g.id = c.group_id AND g.lease_token = c.token AND g.agent_id = :agent_id AND g.status = 'running'
+RETURNING g.id;
+
+-- name: cancelled_running_jobs
+-- Jobs this agent is running that someone cancelled: the heartbeat tells the agent to kill them.
+SELECT j.id
+FROM jobs j
+JOIN job_groups g ON g.id = j.group_id
+WHERE g.agent_id = :agent_id AND g.status = 'running' AND j.status = 'cancelled'
+  AND EXISTS (
+      SELECT 1 FROM attempts a
+      WHERE a.job_id = j.id AND a.number = j.attempts AND a.finished_at IS NULL
+  );
+
+-- name: cancel_job
+UPDATE jobs
+SET status = 'cancelled', finished_at = now(), updated_at = now()
+WHERE id = :job_id AND status IN ('pending', 'running')
+RETURNING *;
+
+-- name: group_status
+SELECT status FROM job_groups WHERE id = :group_id;
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = :job_id;
+
+-- name: job_attempts
+SELECT number, agent_id, group_id, started_at, finished_at, outcome, exit_code, duration_ms, error
+FROM attempts WHERE job_id = :job_id ORDER BY number;
+
+-- name: notify
+SELECT pg_notify('qualgent', :payload);
+
+-- name: reset_for_rerun
+-- A re-run keeps the attempt history and numbering, and grants the job its usual budget anew.
+UPDATE jobs
+SET max_attempts = attempts + 3, run_after = now(), exit_code = NULL, duration_ms = NULL,
+    output_tail = NULL, error = NULL, started_at = NULL, finished_at = NULL, updated_at = now()
+WHERE id = :job_id;

@@ -1,0 +1,103 @@
+"""What the queue modules share: notifications and moving jobs back into their key's pending group."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from qualgent.db.sql import Q
+
+# pg_notify payloads must stay under 8000 bytes; ids are 36 characters.
+_IDS_PER_NOTIFICATION = 150
+
+
+@dataclass(frozen=True, slots=True)
+class GroupKey:
+    org_id: str
+    app_version_id: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupAggregate:
+    key: GroupKey
+    best_priority: str
+    oldest_job_at: dt.datetime
+    available_at: dt.datetime
+    job_count: int
+
+
+async def notify_jobs(conn: AsyncConnection, status: str, job_ids: Iterable[uuid.UUID | str]) -> None:
+    """Tell listeners (waiting clients, other servers) which jobs changed, in the changing transaction:
+    ids only, one channel, chunked under PostgreSQL's payload limit."""
+    ids = [str(job_id) for job_id in job_ids]
+    for start in range(0, len(ids), _IDS_PER_NOTIFICATION):
+        payload = json.dumps({"kind": "jobs", "status": status, "ids": ids[start : start + _IDS_PER_NOTIFICATION]})
+        await conn.execute(Q.notify, {"payload": payload})
+
+
+async def notify_work_available(conn: AsyncConnection, targets: Iterable[str]) -> None:
+    payload = json.dumps({"kind": "work", "targets": sorted(set(targets))})
+    await conn.execute(Q.notify, {"payload": payload})
+
+
+async def upsert_pending_groups(
+    conn: AsyncConnection, aggregates: Sequence[GroupAggregate]
+) -> dict[GroupKey, uuid.UUID]:
+    """Each key's pending group, made or grown to take these jobs."""
+    if not aggregates:
+        return {}
+    rows = await conn.execute(
+        Q.upsert_pending_groups,
+        {
+            "org_ids": [a.key.org_id for a in aggregates],
+            "app_version_ids": [a.key.app_version_id for a in aggregates],
+            "targets": [a.key.target for a in aggregates],
+            "best_priorities": [a.best_priority for a in aggregates],
+            "oldest_job_ats": [a.oldest_job_at for a in aggregates],
+            "available_ats": [a.available_at for a in aggregates],
+            "job_counts": [a.job_count for a in aggregates],
+        },
+    )
+    return {GroupKey(r.org_id, r.app_version_id, r.target): r.id for r in rows}
+
+
+async def requeue(conn: AsyncConnection, job_ids: Sequence[uuid.UUID]) -> None:
+    """Put jobs back to pending in their key's pending group (made if there is none). Used by claim
+    (jobs still in backoff), retry, release and rescue: one way back into the queue."""
+    if not job_ids:
+        return
+    rows = (await conn.execute(Q.job_keys_of, {"job_ids": list(job_ids)})).all()
+    aggregates = [
+        GroupAggregate(
+            GroupKey(r.org_id, r.app_version_id, r.target),
+            _enum_value(r.best_priority),
+            r.oldest_job_at,
+            r.available_at,
+            r.job_count,
+        )
+        for r in rows
+    ]
+    groups = await upsert_pending_groups(conn, aggregates)
+    keys = list(groups)
+    await conn.execute(
+        Q.move_jobs_to_groups,
+        {
+            "job_ids": list(job_ids),
+            "group_ids": [groups[k] for k in keys],
+            "org_ids": [k.org_id for k in keys],
+            "app_version_ids": [k.app_version_id for k in keys],
+            "targets": [k.target for k in keys],
+        },
+    )
+    await notify_work_available(conn, (k.target for k in keys))
+
+
+def _enum_value(value: Any) -> str:
+    return str(getattr(value, "value", value))

@@ -1,0 +1,99 @@
+"""Agents as the queue sees them: registration, listing, status, deregistration."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import RowMapping, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from qualgent.db.sql import Q
+from qualgent.domain import NotFound
+from qualgent.domain.types import AgentStatus
+from qualgent.queue import claims
+
+# An agent silent for this many leases is shown offline, whatever it last said.
+OFFLINE_AFTER_LEASES = 3
+
+_SELECT = """
+SELECT a.id, a.name, a.targets, a.registered_at, a.last_heartbeat_at,
+       CASE WHEN a.status <> 'offline'
+                 AND a.last_heartbeat_at < now() - make_interval(secs => :offline_after)
+            THEN 'offline' ELSE a.status END AS status,
+       (SELECT g.id FROM job_groups g WHERE g.agent_id = a.id AND g.status = 'running'
+        ORDER BY g.claimed_at DESC LIMIT 1) AS group_id
+FROM agents a
+"""
+
+
+async def register(engine: AsyncEngine, name: str, targets: list[str]) -> RowMapping:
+    async with engine.begin() as conn:
+        row = (
+            await conn.execute(
+                text("INSERT INTO agents (name, targets) VALUES (:name, :targets) RETURNING id"),
+                {"name": name, "targets": sorted(set(targets))},
+            )
+        ).one()
+    return await get(engine, row.id, lease_seconds=1.0)
+
+
+async def get(engine: AsyncEngine, agent_id: uuid.UUID, lease_seconds: float) -> RowMapping:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text(_SELECT + " WHERE a.id = :agent_id"),
+                {"agent_id": agent_id, "offline_after": lease_seconds * OFFLINE_AFTER_LEASES},
+            )
+        ).mappings().first()
+    if row is None:
+        raise NotFound(f"no agent {agent_id}", agent_id=str(agent_id))
+    return row
+
+
+async def list_agents(
+    engine: AsyncEngine, lease_seconds: float, status: AgentStatus | None = None, limit: int = 500
+) -> list[RowMapping]:
+    query = f"SELECT * FROM ({_SELECT}) s"  # noqa: S608 - constant text
+    params: dict[str, Any] = {"offline_after": lease_seconds * OFFLINE_AFTER_LEASES, "limit": limit}
+    if status is not None:
+        query += " WHERE s.status = :status"
+        params["status"] = status.value
+    query += " ORDER BY s.registered_at DESC LIMIT :limit"
+    async with engine.connect() as conn:
+        return list((await conn.execute(text(query), params)).mappings())
+
+
+async def set_status(engine: AsyncEngine, agent_id: uuid.UUID, status: AgentStatus, lease_seconds: float) -> RowMapping:
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            text("UPDATE agents SET status = :status, last_heartbeat_at = now() WHERE id = :agent_id RETURNING id"),
+            {"status": status.value, "agent_id": agent_id},
+        )
+        if result.first() is None:
+            raise NotFound(f"no agent {agent_id}", agent_id=str(agent_id))
+    return await get(engine, agent_id, lease_seconds)
+
+
+async def deregister(engine: AsyncEngine, agent_id: uuid.UUID, lease_seconds: float) -> RowMapping:
+    """The agent leaves: whatever it holds goes back to the queue, and it is kept, offline, for history."""
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            text("UPDATE agents SET status = 'offline' WHERE id = :agent_id RETURNING id"), {"agent_id": agent_id}
+        )
+        if result.first() is None:
+            raise NotFound(f"no agent {agent_id}", agent_id=str(agent_id))
+        held = await conn.execute(
+            text("SELECT id, lease_token FROM job_groups WHERE agent_id = :agent_id AND status = 'running'"),
+            {"agent_id": agent_id},
+        )
+        held_claims = list(held)
+    for group in held_claims:
+        await claims.release(engine, agent_id, group.id, group.lease_token, "agent deregistered")
+    await _set_offline(engine, agent_id)
+    return await get(engine, agent_id, lease_seconds)
+
+
+async def _set_offline(engine: AsyncEngine, agent_id: uuid.UUID) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(Q.set_agent_status, {"agent_id": agent_id, "status": AgentStatus.OFFLINE.value})

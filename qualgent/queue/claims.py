@@ -1,0 +1,270 @@
+"""What agents do to the queue: claim a whole group, start and report its jobs, heartbeat, release.
+Every write checks the claim's token (fencing): a stale token changes nothing and raises StaleClaim."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from qualgent.db.sql import Q
+from qualgent.domain import Conflict, JobStatus, NotFound, Outcome, StaleClaim
+from qualgent.domain.types import AgentStatus, GroupStatus, retry_delay_seconds
+from qualgent.queue._common import notify_jobs, requeue
+
+OUTPUT_TAIL_LIMIT = 16_384
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    group_id: uuid.UUID
+    token: uuid.UUID
+    org_id: str
+    app_version_id: str
+    target: str
+    lease_expires_at: dt.datetime
+    jobs: list[RowMapping] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What an agent reports for one run of one job."""
+
+    exit_code: int | None
+    duration_ms: int | None = None
+    output_tail: str | None = None
+    error: str | None = None
+    outcome: Outcome | None = None  # given when the agent knows better than the exit code (timeout, install)
+
+
+async def claim(
+    engine: AsyncEngine, agent_id: uuid.UUID, targets: list[str], lease_seconds: float
+) -> Claim | None:
+    """Take the best pending group this agent can run, whole, in one transaction."""
+    async with engine.begin() as conn:
+        await _require_agent(conn, agent_id)
+        for _ in range(3):  # a group emptied by cancels or backoff is retired and the next one tried
+            group = (
+                await conn.execute(
+                    Q.claim_group,
+                    {"targets": targets, "agent_id": agent_id, "lease_seconds": lease_seconds},
+                )
+            ).mappings().first()
+            if group is None:
+                return None
+            jobs = list((await conn.execute(Q.group_jobs_to_run, {"group_id": group["id"]})).mappings())
+            now = dt.datetime.now(dt.UTC)
+            deferred = [j["id"] for j in jobs if j["run_after"] > now]
+            runnable = [j for j in jobs if j["run_after"] <= now]
+            await requeue(conn, deferred)
+            if not runnable:
+                await conn.execute(Q.mark_group_done, {"group_id": group["id"]})
+                continue
+            await conn.execute(Q.set_agent_status, {"agent_id": agent_id, "status": AgentStatus.BUSY.value})
+            return Claim(
+                group_id=group["id"],
+                token=group["lease_token"],
+                org_id=group["org_id"],
+                app_version_id=group["app_version_id"],
+                target=group["target"],
+                lease_expires_at=group["lease_expires_at"],
+                jobs=runnable,
+            )
+        return None
+
+
+async def start_job(
+    engine: AsyncEngine,
+    agent_id: uuid.UUID,
+    group_id: uuid.UUID,
+    token: uuid.UUID,
+    job_id: uuid.UUID,
+    lease_seconds: float,
+) -> RowMapping:
+    """The agent is about to run this job: it becomes running and an attempt is opened."""
+    async with engine.begin() as conn:
+        await _lock_claim(conn, agent_id, group_id, token)
+        await conn.execute(Q.extend_lease, {"group_id": group_id, "lease_seconds": lease_seconds})
+        job = (
+            await conn.execute(Q.start_job, {"job_id": job_id, "group_id": group_id, "agent_id": agent_id})
+        ).mappings().first()
+        if job is None:
+            current = await _job_or_404(conn, job_id)
+            await _close_group_if_done(conn, group_id)
+            raise Conflict(f"job {job_id} is {current['status']}, not pending in this group",
+                           status=current["status"])
+        await conn.execute(
+            Q.insert_attempt,
+            {"job_id": job_id, "number": job["attempts"], "agent_id": agent_id, "group_id": group_id},
+        )
+        await notify_jobs(conn, JobStatus.RUNNING, [job_id])
+        return job
+
+
+async def report_result(
+    engine: AsyncEngine,
+    agent_id: uuid.UUID,
+    group_id: uuid.UUID,
+    token: uuid.UUID,
+    job_id: uuid.UUID,
+    result: Result,
+) -> RowMapping:
+    """Record how a run ended and move the job on: completed, failed, or back to pending for a retry."""
+    async with engine.begin() as conn:
+        await _lock_claim(conn, agent_id, group_id, token)
+        job = await _job_or_404(conn, job_id)
+        if job["group_id"] != group_id:
+            raise Conflict(f"job {job_id} is not in group {group_id}")
+        outcome = result.outcome or _outcome_of(result.exit_code)
+        if job["status"] == JobStatus.CANCELLED:
+            await _finish_attempt(conn, job, Outcome.CANCELLED, result)
+            await _close_group_if_done(conn, group_id)
+            raise Conflict(f"job {job_id} was cancelled; its result is not recorded", status="cancelled")
+        if job["status"] != JobStatus.RUNNING:
+            raise Conflict(f"job {job_id} is {job['status']}, not running", status=job["status"])
+        await _finish_attempt(conn, job, outcome, result)
+        updated = await _settle(conn, job, outcome, result)
+        await _close_group_if_done(conn, group_id)
+        return updated
+
+
+async def _settle(conn: AsyncConnection, job: RowMapping, outcome: Outcome, result: Result) -> RowMapping:
+    fields = {
+        "job_id": job["id"],
+        "exit_code": result.exit_code,
+        "duration_ms": result.duration_ms,
+        "output_tail": _tail(result.output_tail),
+        "error": result.error,
+    }
+    retry = outcome == Outcome.INFRA_ERROR and job["attempts"] < job["max_attempts"]
+    if retry:
+        delay = retry_delay_seconds(job["attempts"])
+        await conn.execute(Q.schedule_retry, {**fields, "delay_seconds": delay})
+        await requeue(conn, [job["id"]])
+        await notify_jobs(conn, JobStatus.PENDING, [job["id"]])
+        return await _job_or_404(conn, job["id"])
+    status = JobStatus.COMPLETED if outcome == Outcome.PASSED else JobStatus.FAILED
+    if status == JobStatus.FAILED and outcome == Outcome.INFRA_ERROR and not result.error:
+        fields["error"] = f"infrastructure error after {job['attempts']} attempt(s)"
+    row = (await conn.execute(Q.finish_job, {**fields, "status": status.value})).mappings().one()
+    await notify_jobs(conn, status, [job["id"]])
+    return row
+
+
+async def heartbeat(
+    engine: AsyncEngine, agent_id: uuid.UUID, claims: dict[uuid.UUID, uuid.UUID], lease_seconds: float
+) -> dict[str, Any]:
+    """Extend the leases the agent still holds; say which of its claims are lost and which of its
+    running jobs were cancelled."""
+    async with engine.begin() as conn:
+        if (await conn.execute(Q.heartbeat_agent, {"agent_id": agent_id})).first() is None:
+            raise NotFound(f"no agent {agent_id}", agent_id=str(agent_id))
+        held: set[uuid.UUID] = set()
+        if claims:
+            rows = await conn.execute(
+                Q.extend_agent_leases,
+                {
+                    "agent_id": agent_id,
+                    "group_ids": list(claims),
+                    "tokens": list(claims.values()),
+                    "lease_seconds": lease_seconds,
+                },
+            )
+            held = {r.id for r in rows}
+        cancelled = [r.id for r in await conn.execute(Q.cancelled_running_jobs, {"agent_id": agent_id})]
+        return {
+            "held": sorted(held, key=str),
+            "lost": sorted(set(claims) - held, key=str),
+            "cancelled_job_ids": cancelled,
+        }
+
+
+async def release(
+    engine: AsyncEngine, agent_id: uuid.UUID, group_id: uuid.UUID, token: uuid.UUID, reason: str
+) -> None:
+    """The agent gives the group back (shutting down): its unfinished jobs return to the queue."""
+    async with engine.begin() as conn:
+        await _lock_claim(conn, agent_id, group_id, token)
+        await _hand_back(conn, group_id, agent_id, reason)
+
+
+async def rescue_lapsed(engine: AsyncEngine, limit: int = 100) -> int:
+    """Hand back every claim whose lease lapsed: its agent is presumed dead. Safe on many servers."""
+    async with engine.begin() as conn:
+        groups = [r.id for r in await conn.execute(Q.lapsed_claims, {"limit": limit})]
+        for group_id in groups:
+            agent_id = (await conn.execute(Q.mark_group_done, {"group_id": group_id})).scalar_one()
+            await _hand_back(conn, group_id, agent_id, "agent lost: its lease expired")
+        return len(groups)
+
+
+async def _hand_back(conn: AsyncConnection, group_id: uuid.UUID, agent_id: Any, reason: str) -> None:
+    """The interrupted job counts a failed attempt (infrastructure) and is retried if it may be;
+    the group's other unfinished jobs go back to pending untouched."""
+    interrupted = (await conn.execute(Q.running_attempt_of_group, {"group_id": group_id})).mappings().all()
+    for attempt in interrupted:
+        job = await _job_or_404(conn, attempt["job_id"])
+        result = Result(exit_code=None, error=reason, outcome=Outcome.INFRA_ERROR)
+        await _finish_attempt(conn, job, Outcome.INFRA_ERROR, result)
+        await _settle(conn, job, Outcome.INFRA_ERROR, result)
+    pending = [r.id for r in await conn.execute(Q.group_jobs_to_run, {"group_id": group_id})]
+    await requeue(conn, pending)
+    await conn.execute(Q.mark_group_done, {"group_id": group_id})
+    if agent_id is not None:
+        await conn.execute(Q.agent_idle_if_free, {"agent_id": agent_id})
+
+
+async def _require_agent(conn: AsyncConnection, agent_id: uuid.UUID) -> None:
+    if (await conn.execute(Q.heartbeat_agent, {"agent_id": agent_id})).first() is None:
+        raise NotFound(f"no agent {agent_id}: register first", agent_id=str(agent_id))
+
+
+async def _lock_claim(conn: AsyncConnection, agent_id: uuid.UUID, group_id: uuid.UUID, token: uuid.UUID) -> None:
+    group = (await conn.execute(Q.lock_claim, {"group_id": group_id})).mappings().first()
+    if group is None:
+        raise NotFound(f"no group {group_id}", group_id=str(group_id))
+    if group["status"] != GroupStatus.RUNNING or group["lease_token"] != token or group["agent_id"] != agent_id:
+        raise StaleClaim(group_id=str(group_id))
+
+
+async def _close_group_if_done(conn: AsyncConnection, group_id: uuid.UUID) -> None:
+    agent_id = (await conn.execute(Q.close_group_if_done, {"group_id": group_id})).scalar_one_or_none()
+    if agent_id is not None:
+        await conn.execute(Q.agent_idle_if_free, {"agent_id": agent_id})
+
+
+async def _finish_attempt(conn: AsyncConnection, job: RowMapping, outcome: Outcome, result: Result) -> None:
+    await conn.execute(
+        Q.finish_attempt,
+        {
+            "job_id": job["id"],
+            "number": job["attempts"],
+            "outcome": outcome.value,
+            "exit_code": result.exit_code,
+            "duration_ms": result.duration_ms,
+            "error": result.error,
+        },
+    )
+
+
+async def _job_or_404(conn: AsyncConnection, job_id: uuid.UUID) -> RowMapping:
+    job = (await conn.execute(Q.get_job, {"job_id": job_id})).mappings().first()
+    if job is None:
+        raise NotFound(f"no job {job_id}", job_id=str(job_id))
+    return job
+
+
+def _outcome_of(exit_code: int | None) -> Outcome:
+    from qualgent.domain import classify_exit_code
+
+    return classify_exit_code(exit_code)
+
+
+def _tail(output: str | None) -> str | None:
+    if output is None or len(output) <= OUTPUT_TAIL_LIMIT:
+        return output
+    return output[-OUTPUT_TAIL_LIMIT:]

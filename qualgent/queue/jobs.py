@@ -1,0 +1,165 @@
+"""Submitting, reading, listing and cancelling jobs."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import RowMapping, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from qualgent.db.sql import Q
+from qualgent.domain import FINAL_STATUSES, Conflict, JobStatus, NotFound, Priority, Target
+from qualgent.queue._common import (
+    GroupAggregate,
+    GroupKey,
+    notify_jobs,
+    notify_work_available,
+    requeue,
+    upsert_pending_groups,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One job as submitted (already validated by the caller's schema)."""
+
+    org_id: str
+    app_version_id: str
+    test_path: str
+    priority: Priority = Priority.MEDIUM
+    target: Target = Target.EMULATOR
+    max_attempts: int = 3
+
+    @property
+    def key(self) -> GroupKey:
+        return GroupKey(self.org_id, self.app_version_id, self.target.value)
+
+
+async def submit(engine: AsyncEngine, specs: Sequence[JobSpec]) -> list[RowMapping]:
+    """Queue jobs in one transaction: all of them or none. Returns them in the order given."""
+    async with engine.begin() as conn:
+        return await submit_in(conn, specs)
+
+
+async def submit_in(conn: AsyncConnection, specs: Sequence[JobSpec]) -> list[RowMapping]:
+    if not specs:
+        return []
+    now = (await conn.execute(text("SELECT now()"))).scalar_one()
+    await conn.execute(Q.upsert_orgs, {"org_ids": sorted({s.org_id for s in specs})})
+    groups = await upsert_pending_groups(conn, _aggregate(specs, now))
+    ids = [uuid.uuid4() for _ in specs]
+    rows = await conn.execute(
+        Q.insert_jobs,
+        {
+            "ids": ids,
+            "org_ids": [s.org_id for s in specs],
+            "app_version_ids": [s.app_version_id for s in specs],
+            "targets": [s.target.value for s in specs],
+            "test_paths": [s.test_path for s in specs],
+            "priorities": [s.priority.value for s in specs],
+            "max_attempts": [s.max_attempts for s in specs],
+            "group_ids": [groups[s.key] for s in specs],
+        },
+    )
+    by_id = {row.id: row for row in rows.mappings()}
+    await notify_jobs(conn, JobStatus.PENDING, ids)
+    await notify_work_available(conn, (s.target.value for s in specs))
+    return [by_id[job_id] for job_id in ids]
+
+
+def _aggregate(specs: Sequence[JobSpec], now: Any) -> list[GroupAggregate]:
+    by_key: dict[GroupKey, list[JobSpec]] = defaultdict(list)
+    for spec in specs:
+        by_key[spec.key].append(spec)
+    order = list(Priority)
+    return [
+        GroupAggregate(
+            key=key,
+            best_priority=min((s.priority for s in members), key=order.index).value,
+            oldest_job_at=now,
+            available_at=now,
+            job_count=len(members),
+        )
+        for key, members in by_key.items()
+    ]
+
+
+async def get(engine: AsyncEngine, job_id: uuid.UUID, with_attempts: bool = False) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        row = (await conn.execute(Q.get_job, {"job_id": job_id})).mappings().first()
+        if row is None:
+            raise NotFound(f"no job {job_id}", job_id=str(job_id))
+        job = dict(row)
+        if with_attempts:
+            attempts = await conn.execute(Q.job_attempts, {"job_id": job_id})
+            job["attempt_history"] = [dict(a) for a in attempts.mappings()]
+        return job
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    org_id: str | None = None
+    status: JobStatus | None = None
+    app_version_id: str | None = None
+    target: Target | None = None
+    group_id: uuid.UUID | None = None
+    before: uuid.UUID | None = None  # keyset pagination: jobs older than this one
+    limit: int = 50
+
+
+async def list_jobs(engine: AsyncEngine, f: JobFilter) -> list[RowMapping]:
+    """Newest first, keyset-paginated with `before`."""
+    where, params = [], {"limit": f.limit}
+    for column in ("org_id", "app_version_id", "group_id"):
+        value = getattr(f, column)
+        if value is not None:
+            where.append(f"{column} = :{column}")
+            params[column] = value
+    for column in ("status", "target"):
+        value = getattr(f, column)
+        if value is not None:
+            where.append(f"{column} = :{column}")
+            params[column] = value.value
+    if f.before is not None:
+        where.append("(created_at, id) < (SELECT created_at, id FROM jobs WHERE id = :before)")
+        params["before"] = f.before
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    query = text(f"SELECT * FROM jobs {clause} ORDER BY created_at DESC, id DESC LIMIT :limit")  # noqa: S608 - fixed column names
+    async with engine.connect() as conn:
+        return list((await conn.execute(query, params)).mappings())
+
+
+async def cancel(engine: AsyncEngine, job_id: uuid.UUID) -> RowMapping:
+    """A pending job is cancelled at once; a running one is marked cancelled, and its agent learns it
+    from its next heartbeat and kills the test. Nothing the agent reports afterwards changes it."""
+    async with engine.begin() as conn:
+        row = (await conn.execute(Q.cancel_job, {"job_id": job_id})).mappings().first()
+        if row is None:
+            current = (await conn.execute(Q.get_job, {"job_id": job_id})).mappings().first()
+            if current is None:
+                raise NotFound(f"no job {job_id}", job_id=str(job_id))
+            raise Conflict(f"job {job_id} is already {current['status']}", status=current["status"])
+        group_status = (await conn.execute(Q.group_status, {"group_id": row["group_id"]})).scalar_one()
+        if group_status == "pending":
+            await conn.execute(Q.refresh_pending_group, {"group_id": row["group_id"]})
+        await notify_jobs(conn, JobStatus.CANCELLED, [job_id])
+        return row
+
+
+async def rerun(engine: AsyncEngine, job_id: uuid.UUID) -> RowMapping:
+    """Re-queue a finished job with a fresh budget of attempts; its history is kept."""
+    async with engine.begin() as conn:
+        row = (await conn.execute(Q.get_job, {"job_id": job_id})).mappings().first()
+        if row is None:
+            raise NotFound(f"no job {job_id}", job_id=str(job_id))
+        if row["status"] not in {s.value for s in FINAL_STATUSES}:
+            raise Conflict(f"job {job_id} is {row['status']}: only a finished job can be re-queued",
+                           status=row["status"])
+        await conn.execute(Q.reset_for_rerun, {"job_id": job_id})
+        await requeue(conn, [job_id])
+        await notify_jobs(conn, JobStatus.PENDING, [job_id])
+        return (await conn.execute(Q.get_job, {"job_id": job_id})).mappings().one()

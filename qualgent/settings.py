@@ -1,0 +1,78 @@
+"""One typed settings object, built once at start-up from the environment and passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import platformdirs
+
+from qualgent.domain import InvalidInput
+
+ENV_PREFIX = "QUALGENT_"
+
+
+def default_data_dir() -> Path:
+    """Where the embedded PostgreSQL keeps its files when QUALGENT_DATA_DIR is unset.
+
+    As root, the embedded server runs as a separate OS user that must be able to traverse every parent
+    of its data directory; /var/lib is traversable already, whereas /root is not, and we will not open
+    /root up. Other users get their usual per-user data dir (the server runs as them, nothing changes).
+    """
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/qualgent")
+    return Path(platformdirs.user_data_dir("qualgent"))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str | None = None
+    data_dir: Path = field(default_factory=default_data_dir)
+    admin_token: str | None = None
+    lease_seconds: float = 30.0
+    host: str = "127.0.0.1"
+    port: int = 3000
+    migrate: bool = False
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(ENV_PREFIX + name)
+            return value if value else None
+
+        settings = cls()
+        updates: dict[str, object] = {}
+        if (url := get("DATABASE_URL")) is not None:
+            updates["database_url"] = url
+        if (data_dir := get("DATA_DIR")) is not None:
+            updates["data_dir"] = Path(data_dir).expanduser()
+        if (token := get("ADMIN_TOKEN")) is not None:
+            updates["admin_token"] = token
+        if (lease := get("LEASE_SECONDS")) is not None:
+            updates["lease_seconds"] = _positive_float("QUALGENT_LEASE_SECONDS", lease)
+        if (host := get("HOST")) is not None:
+            updates["host"] = host
+        if (port := get("PORT")) is not None:
+            updates["port"] = int(_positive_float("QUALGENT_PORT", port))
+        if (level := get("LOG_LEVEL")) is not None:
+            updates["log_level"] = level.lower()
+        return replace(settings, **updates)  # type: ignore[arg-type]
+
+    def with_overrides(self, **overrides: object) -> Settings:
+        """Flags override the environment; None means 'not given'."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise InvalidInput(f"{name} must be positive, got {raw!r}")
+    return value
