@@ -52,3 +52,18 @@ def _current(conn: Connection) -> str | None:
 
 def is_up_to_date(url: str) -> bool:
     return current_revision(url) == head_revision()
+
+
+def schema_differences(url: str) -> list[str]:
+    """What Alembic's autogenerate sees between the database and the models (empty: identical)."""
+    from alembic.autogenerate import compare_metadata
+
+    from qualgent.db.models import Base
+
+    engine = create_sync_engine(url)
+    try:
+        with engine.connect() as conn:
+            diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
+    return [repr(d) for d in diffs]

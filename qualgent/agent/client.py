@@ -1,0 +1,71 @@
+"""The agent's HTTP client (httpx, async): retries with backoff while the server or database is away,
+and turns 409 into StaleClaim/Conflict so the loop can drop a lost group."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+
+class ServerConflict(Exception):
+    """The server refused a write with 409: the claim is stale, or the job was cancelled."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(body.get("detail", "conflict"))
+        self.body = body
+
+    @property
+    def stale_claim(self) -> bool:
+        return self.body.get("error") == "StaleClaim"
+
+
+class ServerRejected(Exception):
+    """The server refused a request as invalid (4xx other than 409): retrying will not help."""
+
+
+class AgentClient:
+    def __init__(self, api_url: str, token: str | None, max_backoff: float = 10.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(base_url=api_url.rstrip("/"), headers=headers, timeout=30.0)
+        self.max_backoff = max_backoff
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def call(self, method: str, path: str, body: Any = None, retry_for: float | None = None) -> Any:
+        """Send, retrying transport errors and 5xx with jittered backoff (for `retry_for` seconds at
+        most; None: until it works)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if retry_for is None else loop.time() + retry_for
+        delay = 0.2
+        while True:
+            try:
+                response = await self._http.request(method, path, json=body)
+                if response.status_code < 500:
+                    return self._decode(response)
+                problem = f"server answered {response.status_code}"
+            except httpx.TransportError as err:
+                problem = f"{type(err).__name__}: {err}"
+            if deadline is not None and loop.time() + delay > deadline:
+                raise ConnectionError(f"{method} {path} failed: {problem}")
+            log.warning("%s %s failed (%s); retrying in %.1fs", method, path, problem, delay)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(self.max_backoff, delay * 2)
+
+    @staticmethod
+    def _decode(response: httpx.Response) -> Any:
+        if response.status_code == 204:
+            return None
+        body = response.json() if response.content else None
+        if response.status_code == 409:
+            raise ServerConflict(body or {})
+        if response.is_error:
+            detail = body.get("detail") if isinstance(body, dict) else response.text
+            raise ServerRejected(f"{response.status_code}: {detail}")
+        return body

@@ -1,0 +1,236 @@
+"""The agent loop: register, heartbeat, claim whole groups, install once, run each job, report.
+
+Rules it follows (docs/agent.md):
+- A failed install counts one infrastructure attempt for every job of the group (each is retried
+  with backoff, up to its max_attempts), because the group cannot run without its app.
+- The heartbeat runs beside the tests every third of the lease. If the server says a claim is lost,
+  the running test is killed and the group dropped: another agent owns it now. If it says a running
+  job was cancelled, that test's process tree is killed.
+- SIGTERM/SIGINT: finish the current test, give the rest of the group back, deregister, exit 0.
+  A second signal kills the current test too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from qualgent.agent.client import AgentClient, ServerConflict, ServerRejected
+from qualgent.agent.executor import Run, RunResult
+from qualgent.agent.templates import CommandTemplate
+
+log = logging.getLogger("qualgent.agent")
+
+
+@dataclass
+class AgentConfig:
+    api_url: str
+    token: str | None
+    targets: list[str]
+    install: CommandTemplate | None
+    run: CommandTemplate
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    test_timeout: float = 900.0
+    install_timeout: float = 600.0
+    idle_poll_max: float = 2.0
+    max_groups: int | None = None  # stop after this many groups (for scripted runs)
+
+
+@dataclass
+class _Current:
+    group_id: str
+    token: str
+    job_id: str | None = None
+    run: Run | None = None
+    lost: bool = False
+    cancelled: set[str] = field(default_factory=set)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.client = AgentClient(config.api_url, config.token)
+        self.agent_id: str | None = None
+        self.lease_seconds = 30.0
+        self._current: _Current | None = None
+        self._stopping = asyncio.Event()
+        self._signals = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal)
+        agent = await self.client.call("POST", "/agents", {"name": self.config.name, "targets": self.config.targets})
+        self.agent_id = agent["id"]
+        log.info("agent %s (%s) registered for %s", self.config.name, self.agent_id, ", ".join(self.config.targets))
+        beat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        try:
+            await self._work()
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            with contextlib.suppress(Exception):
+                await self.client.call("DELETE", f"/agents/{self.agent_id}", retry_for=10)
+            await self.client.close()
+            log.info("agent %s stopped", self.agent_id)
+
+    def _on_signal(self) -> None:
+        self._signals += 1
+        self._stopping.set()
+        if self._signals == 1:
+            log.info("stopping: finishing the current test, then giving the rest back")
+        elif self._current and self._current.run:
+            log.info("stopping now: killing the current test")
+            asyncio.get_running_loop().create_task(self._current.run.stop())
+
+    async def _work(self) -> None:
+        idle = 0.1
+        groups = 0
+        while not self._stopping.is_set():
+            claim = await self.client.call("POST", f"/agents/{self.agent_id}/claim", {})
+            if claim is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=idle)
+                idle = min(self.config.idle_poll_max, idle * 2)
+                continue
+            idle = 0.1
+            self.lease_seconds = float(claim.get("lease_seconds", self.lease_seconds))
+            await self._run_group(claim)
+            groups += 1
+            if self.config.max_groups is not None and groups >= self.config.max_groups:
+                return
+
+    # -- one group -------------------------------------------------------------------------------
+
+    async def _run_group(self, claim: dict[str, Any]) -> None:
+        current = self._current = _Current(group_id=claim["group_id"], token=claim["token"])
+        jobs: list[dict[str, Any]] = claim["jobs"]
+        log.info("claimed group %s: %s %s for %s, %d job(s)", claim["group_id"], claim["org_id"],
+                 claim["app_version_id"], claim["target"], len(jobs))
+        try:
+            install_error = await self._install(claim)
+            for job in jobs:
+                if self._stopping.is_set() or current.lost:
+                    break
+                await self._run_job(claim, job, install_error)
+            if self._stopping.is_set() and not current.lost:
+                await self._release(current, "agent shutting down")
+        finally:
+            self._current = None
+
+    async def _install(self, claim: dict[str, Any]) -> str | None:
+        if self.config.install is None:
+            return None
+        argv = self.config.install.render(**_fields(claim, claim["jobs"][0]))
+        log.info("installing %s: %s", claim["app_version_id"], argv)
+        result = await Run(argv, self.config.install_timeout, _env(claim, None)).execute()
+        if result.exit_code == 0:
+            return None
+        reason = result.error or f"install exited {result.exit_code}"
+        log.warning("install failed for %s: %s", claim["app_version_id"], reason)
+        return f"install failed: {reason}\n{result.output_tail[-2000:]}".strip()
+
+    async def _run_job(self, claim: dict[str, Any], job: dict[str, Any], install_error: str | None) -> None:
+        current = self._current
+        assert current is not None
+        ref = {"group_id": current.group_id, "token": current.token}
+        try:
+            await self.client.call("POST", f"/agents/{self.agent_id}/jobs/{job['id']}/start", ref)
+        except ServerConflict as conflict:
+            current.lost = conflict.stale_claim
+            log.info("skipping job %s: %s", job["id"], conflict)
+            return
+        current.job_id = job["id"]
+        if install_error is not None:
+            result = RunResult(None, 0, "", error=install_error)
+        else:
+            argv = self.config.run.render(**_fields(claim, job))
+            log.info("running job %s: %s", job["id"], argv)
+            current.run = Run(argv, self.config.test_timeout, _env(claim, job))
+            result = await current.run.execute()
+            current.run = None
+        current.job_id = None
+        if current.lost:
+            log.warning("claim on group %s was lost; the result of job %s is dropped", current.group_id, job["id"])
+            return
+        body = {**ref, "exit_code": result.exit_code, "duration_ms": result.duration_ms,
+                "output_tail": result.output_tail, "error": result.error}
+        if result.exit_code is None:
+            body["outcome"] = "cancelled" if job["id"] in current.cancelled else "infra_error"
+        try:
+            reported = await self.client.call("POST", f"/agents/{self.agent_id}/jobs/{job['id']}/result", body)
+            log.info("job %s %s (exit %s, %d ms)", job["id"], reported["status"], result.exit_code,
+                     result.duration_ms)
+        except ServerConflict as conflict:
+            current.lost = conflict.stale_claim
+            log.info("result of job %s not recorded: %s", job["id"], conflict)
+        except ServerRejected as err:
+            log.error("result of job %s rejected: %s", job["id"], err)
+
+    async def _release(self, current: _Current, reason: str) -> None:
+        with contextlib.suppress(ServerConflict, ServerRejected, ConnectionError):
+            await self.client.call("POST", f"/agents/{self.agent_id}/groups/{current.group_id}/release",
+                                   {"token": current.token, "reason": reason}, retry_for=10)
+            log.info("gave group %s back", current.group_id)
+
+    # -- heartbeat -------------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.2, self.lease_seconds / 3))
+            current = self._current
+            claims = [{"group_id": current.group_id, "token": current.token}] if current else []
+            try:
+                answer = await self.client.call("PUT", f"/agents/{self.agent_id}/heartbeat", {"claims": claims},
+                                                retry_for=self.lease_seconds)
+            except (ConnectionError, ServerRejected) as err:
+                log.warning("heartbeat failed: %s", err)
+                continue
+            self.lease_seconds = float(answer.get("lease_seconds", self.lease_seconds))
+            if current is not None and current is self._current:
+                await self._apply(current, answer)
+
+    async def _apply(self, current: _Current, answer: dict[str, Any]) -> None:
+        if current.group_id in answer.get("lost", []):
+            log.warning("lost the claim on group %s (lease lapsed): stopping its test", current.group_id)
+            current.lost = True
+            if current.run:
+                await current.run.stop()
+        cancelled = set(answer.get("cancelled_job_ids", []))
+        if current.job_id in cancelled and current.run:
+            log.info("job %s was cancelled: killing its test", current.job_id)
+            current.cancelled.add(current.job_id)
+            await current.run.stop()
+
+
+def _fields(claim: dict[str, Any], job: dict[str, Any]) -> dict[str, str]:
+    return {
+        "app_version_id": claim["app_version_id"],
+        "target": claim["target"],
+        "org_id": claim["org_id"],
+        "job_id": job["id"],
+        "test_path": job["test_path"],
+    }
+
+
+def _env(claim: dict[str, Any], job: dict[str, Any] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("CI", "true")  # AppWright's HTML reporter waits for a person unless CI is set
+    env.update({
+        "QUALGENT_ORG_ID": claim["org_id"],
+        "QUALGENT_APP_VERSION_ID": claim["app_version_id"],
+        "QUALGENT_TARGET": claim["target"],
+        "QUALGENT_GROUP_ID": claim["group_id"],
+    })
+    if job is not None:
+        env.update({"QUALGENT_JOB_ID": job["id"], "QUALGENT_TEST_PATH": job["test_path"]})
+    return env

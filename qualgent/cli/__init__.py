@@ -1,0 +1,1 @@
+"""The `qgjob` command: thin rich-click commands that parse, call and print."""

@@ -1,0 +1,64 @@
+"""The CLI's HTTP client (httpx, sync). Errors become ClickExceptions with the right exit code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import httpx
+
+from qualgent.cli.exit_codes import BAD_INPUT, INFRA_ERROR
+
+DEFAULT_API_URL = "http://127.0.0.1:3000/api"
+
+
+class CliError(click.ClickException):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class ApiClient:
+    def __init__(self, api_url: str, token: str | None = None, timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.api_url = api_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout)
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as err:
+            raise CliError(f"cannot reach the qualgent server at {self.api_url}: {err}", INFRA_ERROR) from err
+        if response.status_code == 204:
+            return None
+        if response.is_success:
+            return response.json()
+        raise CliError(_describe(response), BAD_INPUT if response.status_code < 500 else INFRA_ERROR)
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.request("POST", path, json=body)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+
+def _describe(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"server answered {response.status_code}: {response.text[:200]}"
+    detail = body.get("detail", "") if isinstance(body, dict) else str(body)
+    extra = body.get("extra") if isinstance(body, dict) else None
+    if isinstance(extra, list):
+        fields = "; ".join(f"{e.get('key', '?')}: {e.get('message', '')}" for e in extra if isinstance(e, dict))
+        detail = f"{detail} ({fields})" if fields else detail
+    return f"server answered {response.status_code}: {detail}"

@@ -1,0 +1,96 @@
+"""submit, status, list, cancel."""
+
+from __future__ import annotations
+
+import uuid
+
+import rich_click as click
+
+from qualgent.cli.common import api_options, client, json_option
+from qualgent.cli.output import console, job_detail, jobs_table, print_json
+from qualgent.domain import JobStatus, Priority, Target
+
+
+def _choice(enum: type[Priority] | type[Target] | type[JobStatus]) -> click.Choice:
+    return click.Choice([member.value for member in enum])
+
+
+@click.command()
+@click.option("--org-id", required=True, help="The organisation the tests belong to.")
+@click.option("--app-version-id", required=True, help="The app build under test; jobs of one build are grouped.")
+@click.option("--test", "tests", required=True, multiple=True, help="A test file to run. Repeat for more.")
+@click.option("--priority", type=_choice(Priority), default="medium", show_default=True)
+@click.option("--target", type=_choice(Target), default="emulator", show_default=True)
+@click.option("--max-attempts", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Runs allowed per job when infrastructure fails.")
+@api_options
+@json_option
+def submit(org_id: str, app_version_id: str, tests: tuple[str, ...], priority: str, target: str,
+           max_attempts: int, api_url: str, token: str | None, as_json: bool) -> None:
+    """Queue tests of one app build. All of them are queued in one transaction, or none."""
+    body = [
+        {"org_id": org_id, "app_version_id": app_version_id, "test_path": test, "priority": priority,
+         "target": target, "max_attempts": max_attempts}
+        for test in tests
+    ]
+    with client(api_url, token) as api:
+        jobs = api.post("/jobs", body)
+    if as_json:
+        print_json(jobs)
+        return
+    console.print(jobs_table(jobs, title=f"Queued {len(jobs)} job(s)"))
+
+
+def _job_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a job id (a UUID)", param_hint="--job-id") from None
+
+
+@click.command()
+@click.option("--job-id", required=True, help="The job to show.")
+@api_options
+@json_option
+def status(job_id: str, api_url: str, token: str | None, as_json: bool) -> None:
+    """Show one job: status, attempts, result."""
+    with client(api_url, token) as api:
+        job = api.get(f"/jobs/{_job_id(job_id)}")
+    if as_json:
+        print_json(job)
+    else:
+        console.print(job_detail(job))
+
+
+@click.command("list")
+@click.option("--org-id")
+@click.option("--status", "status_", type=_choice(JobStatus))
+@click.option("--app-version-id")
+@click.option("--target", type=_choice(Target))
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@api_options
+@json_option
+def list_jobs(org_id: str | None, status_: str | None, app_version_id: str | None, target: str | None,
+              limit: int, api_url: str, token: str | None, as_json: bool) -> None:
+    """List jobs, newest first."""
+    with client(api_url, token) as api:
+        jobs = api.get("/jobs", org_id=org_id, status=status_, app_version_id=app_version_id,
+                       target=target, limit=limit)
+    if as_json:
+        print_json(jobs)
+    else:
+        console.print(jobs_table(jobs))
+
+
+@click.command()
+@click.option("--job-id", required=True)
+@api_options
+@json_option
+def cancel(job_id: str, api_url: str, token: str | None, as_json: bool) -> None:
+    """Cancel a job. A running test is stopped by its agent within seconds."""
+    with client(api_url, token) as api:
+        job = api.delete(f"/jobs/{_job_id(job_id)}")
+    if as_json:
+        print_json(job)
+    else:
+        console.print(f"job {job['id']} is {job['status']}")

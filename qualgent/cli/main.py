@@ -1,0 +1,31 @@
+"""qgjob: the one command of qualgent."""
+
+from __future__ import annotations
+
+import rich_click as click
+
+from qualgent import __version__
+from qualgent.cli.agent import agent
+from qualgent.cli.exit_codes import HELP
+from qualgent.cli.jobs import cancel, list_jobs, status, submit
+from qualgent.cli.server import db, server
+
+click.rich_click.USE_MARKDOWN = False
+
+
+@click.group(epilog=HELP)
+@click.version_option(__version__, prog_name="qgjob")
+def cli() -> None:
+    """qualgent: queue, group and dispatch mobile end-to-end tests to test agents.
+
+    Jobs of one app build are grouped so an agent installs the build once and runs its tests
+    back to back. PostgreSQL is the only store; `qgjob server` starts an embedded one by default.
+    """
+
+
+for command in (submit, status, list_jobs, cancel, server, agent, db):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli()

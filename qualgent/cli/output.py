@@ -1,0 +1,70 @@
+"""Printing: rich tables for people, JSON (and nothing else on stdout) for machines."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+errors = Console(stderr=True)
+
+_STATUS_STYLE = {
+    "pending": "yellow",
+    "running": "cyan",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def status_text(status: str) -> str:
+    style = _STATUS_STYLE.get(status, "white")
+    return f"[{style}]{status}[/{style}]"
+
+
+def jobs_table(jobs: list[dict[str, Any]], title: str | None = None) -> Table:
+    table = Table(title=title, header_style="bold")
+    for column in ("job id", "org", "app version", "test", "priority", "target", "status", "attempts", "group"):
+        table.add_column(column, overflow="fold")
+    for job in jobs:
+        table.add_row(
+            job["id"],
+            job["org_id"],
+            job["app_version_id"],
+            job["test_path"],
+            job["priority"],
+            job["target"],
+            status_text(job["status"]),
+            f"{job['attempts']}/{job['max_attempts']}",
+            job["group_id"][:8],
+        )
+    return table
+
+
+def job_detail(job: dict[str, Any]) -> Table:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key in ("id", "org_id", "app_version_id", "test_path", "priority", "target"):
+        table.add_row(key, str(job[key]))
+    table.add_row("status", status_text(job["status"]))
+    table.add_row("attempts", f"{job['attempts']}/{job['max_attempts']}")
+    for key in ("group_id", "agent_id", "created_at", "started_at", "finished_at"):
+        table.add_row(key, str(job.get(key) or "-"))
+    result = job.get("result")
+    if result:
+        table.add_row("exit code", str(result.get("exit_code")))
+        if result.get("duration_ms") is not None:
+            table.add_row("duration", f"{result['duration_ms'] / 1000:.1f}s")
+        if result.get("error"):
+            table.add_row("error", result["error"])
+        if result.get("output_tail"):
+            table.add_row("output (tail)", result["output_tail"][-2000:])
+    return table

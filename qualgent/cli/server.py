@@ -1,0 +1,166 @@
+"""`qgjob server` and `qgjob db`: the processes that own a database."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import rich_click as click
+
+from qualgent.cli.client import CliError
+from qualgent.cli.exit_codes import BAD_INPUT, INFRA_ERROR
+from qualgent.db import migrate
+from qualgent.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from qualgent.domain import InvalidInput
+from qualgent.settings import Settings
+
+log = logging.getLogger("qualgent.server")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return Settings.from_env().with_overrides(**overrides)
+    except InvalidInput as err:
+        raise CliError(err.message, BAD_INPUT) from err
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to bind. [default: 127.0.0.1; env QUALGENT_HOST]")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="[default: 3000; env QUALGENT_PORT]")
+@click.option("--database-url", default=None,
+              help="PostgreSQL URL. [env QUALGENT_DATABASE_URL; unset: an embedded PostgreSQL]")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Where the embedded PostgreSQL lives. [env QUALGENT_DATA_DIR]")
+@click.option("--migrate", is_flag=True, default=None,
+              help="Upgrade an out-of-date external database schema at start-up instead of refusing to start.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
+def server(host: str | None, port: int | None, database_url: str | None, data_dir: Path | None,
+           migrate: bool | None, log_level: str | None) -> None:
+    """Run the API server. With no database URL it starts an embedded PostgreSQL 18 in the data dir,
+    migrates it, and stops it on exit (SIGTERM or Ctrl-C)."""
+    import uvicorn
+
+    from qualgent.api import create_app
+
+    settings = _settings(host=host, port=port, database_url=database_url, data_dir=data_dir,
+                         migrate=migrate, log_level=log_level)
+    configure_logging(settings.log_level)
+    embedded: EmbeddedPostgres | None = None
+    try:
+        if settings.database_url is None:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            try:
+                url = embedded.start()
+            except EmbeddedPostgresError as err:
+                raise CliError(str(err), INFRA_ERROR) from err
+            migrate.upgrade(url)
+            where = f"embedded PostgreSQL in {settings.data_dir}"
+        else:
+            url = settings.database_url
+            _check_schema(url, settings.migrate)
+            where = "external PostgreSQL"
+        settings = settings.with_overrides(database_url=url)
+        log.info("qgjob server on http://%s:%d/api (database: %s)", settings.host, settings.port, where)
+        config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                                log_level=settings.log_level, lifespan="on", access_log=False)
+        uvicorn.Server(config).run()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _check_schema(url: str, allow_migrate: bool) -> None:
+    try:
+        current, head = migrate.current_revision(url), migrate.head_revision()
+    except Exception as err:
+        raise CliError(f"cannot connect to the database: {str(err).splitlines()[0]}", INFRA_ERROR) from err
+    if current == head:
+        return
+    if allow_migrate:
+        log.info("upgrading the database schema from %s to %s", current, head)
+        migrate.upgrade(url)
+        return
+    raise CliError(
+        f"the database schema is at revision {current or 'none'}, this qgjob needs {head}: "
+        "run `qgjob db upgrade` (or start the server with --migrate)",
+        BAD_INPUT,
+    )
+
+
+def _database_url(database_url: str | None, data_dir: Path | None) -> tuple[str, EmbeddedPostgres | None]:
+    settings = _settings(database_url=database_url, data_dir=data_dir)
+    if settings.database_url is not None:
+        return settings.database_url, None
+    embedded = EmbeddedPostgres(settings.data_dir)
+    return embedded.start(), embedded
+
+
+def _db_options(func: click.decorators.FC) -> click.decorators.FC:  # type: ignore[name-defined]
+    func = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                        help="The embedded PostgreSQL's data dir. [env QUALGENT_DATA_DIR]")(func)
+    return click.option("--database-url", default=None, help="[env QUALGENT_DATABASE_URL; unset: embedded]")(func)
+
+
+@click.group()
+def db() -> None:
+    """Schema migrations (Alembic)."""
+
+
+@db.command()
+@_db_options
+@click.option("--sql", is_flag=True, help="Print the SQL instead of running it.")
+def upgrade(database_url: str | None, data_dir: Path | None, sql: bool) -> None:
+    """Upgrade the schema to this version of qgjob."""
+    url, embedded = _database_url(database_url, data_dir)
+    try:
+        before = None if sql else migrate.current_revision(url)
+        migrate.upgrade(url, sql=sql)
+        if not sql:
+            click.echo(f"schema upgraded: {before or 'empty'} -> {migrate.current_revision(url)}")
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+@db.command()
+@_db_options
+def current(database_url: str | None, data_dir: Path | None) -> None:
+    """Print the schema revision of the database and the one this qgjob needs."""
+    url, embedded = _database_url(database_url, data_dir)
+    try:
+        click.echo(f"database: {migrate.current_revision(url) or 'empty'}")
+        click.echo(f"qgjob needs: {migrate.head_revision()}")
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+@db.command()
+@_db_options
+def check(database_url: str | None, data_dir: Path | None) -> None:
+    """Exit 0 when the schema is up to date and matches the models exactly; 1 otherwise."""
+    url, embedded = _database_url(database_url, data_dir)
+    try:
+        current_rev, head = migrate.current_revision(url), migrate.head_revision()
+        if current_rev != head:
+            click.echo(f"out of date: database at {current_rev or 'empty'}, qgjob needs {head}")
+            sys.exit(1)
+        differences = migrate.schema_differences(url)
+        if differences:
+            click.echo("the schema differs from the models:")
+            for difference in differences:
+                click.echo(f"  {difference}")
+            sys.exit(1)
+        click.echo(f"schema up to date ({head})")
+    finally:
+        if embedded is not None:
+            embedded.stop()
