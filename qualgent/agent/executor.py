@@ -63,8 +63,13 @@ class Run:
         output = b"".join(tail)[-TAIL_BYTES:].decode("utf-8", errors="replace")
         code = self._process.returncode
         if timed_out:
-            return RunResult(None, duration_ms, output, timed_out=True,
-                             error=f"timed out after {self.timeout:g}s; process tree killed")
+            return RunResult(
+                None,
+                duration_ms,
+                output,
+                timed_out=True,
+                error=f"timed out after {self.timeout:g}s; process tree killed",
+            )
         if self._stopped:
             return RunResult(None, duration_ms, output, stopped=True, error="stopped by the agent")
         if code is not None and code < 0:

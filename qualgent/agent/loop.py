@@ -114,8 +114,14 @@ class Agent:
     async def _run_group(self, claim: dict[str, Any]) -> None:
         current = self._current = _Current(group_id=claim["group_id"], token=claim["token"])
         jobs: list[dict[str, Any]] = claim["jobs"]
-        log.info("claimed group %s: %s %s for %s, %d job(s)", claim["group_id"], claim["org_id"],
-                 claim["app_version_id"], claim["target"], len(jobs))
+        log.info(
+            "claimed group %s: %s %s for %s, %d job(s)",
+            claim["group_id"],
+            claim["org_id"],
+            claim["app_version_id"],
+            claim["target"],
+            len(jobs),
+        )
         try:
             install_error = await self._install(claim)
             for job in jobs:
@@ -162,14 +168,18 @@ class Agent:
         if current.lost:
             log.warning("claim on group %s was lost; the result of job %s is dropped", current.group_id, job["id"])
             return
-        body = {**ref, "exit_code": result.exit_code, "duration_ms": result.duration_ms,
-                "output_tail": result.output_tail, "error": result.error}
+        body = {
+            **ref,
+            "exit_code": result.exit_code,
+            "duration_ms": result.duration_ms,
+            "output_tail": result.output_tail,
+            "error": result.error,
+        }
         if result.exit_code is None:
             body["outcome"] = "cancelled" if job["id"] in current.cancelled else "infra_error"
         try:
             reported = await self.client.call("POST", f"/agents/{self.agent_id}/jobs/{job['id']}/result", body)
-            log.info("job %s %s (exit %s, %d ms)", job["id"], reported["status"], result.exit_code,
-                     result.duration_ms)
+            log.info("job %s %s (exit %s, %d ms)", job["id"], reported["status"], result.exit_code, result.duration_ms)
         except ServerConflict as conflict:
             current.lost = conflict.stale_claim
             log.info("result of job %s not recorded: %s", job["id"], conflict)
@@ -178,8 +188,12 @@ class Agent:
 
     async def _release(self, current: _Current, reason: str) -> None:
         with contextlib.suppress(ServerConflict, ServerRejected, ConnectionError):
-            await self.client.call("POST", f"/agents/{self.agent_id}/groups/{current.group_id}/release",
-                                   {"token": current.token, "reason": reason}, retry_for=10)
+            await self.client.call(
+                "POST",
+                f"/agents/{self.agent_id}/groups/{current.group_id}/release",
+                {"token": current.token, "reason": reason},
+                retry_for=10,
+            )
             log.info("gave group %s back", current.group_id)
 
     # -- heartbeat -------------------------------------------------------------------------------
@@ -190,8 +204,9 @@ class Agent:
             current = self._current
             claims = [{"group_id": current.group_id, "token": current.token}] if current else []
             try:
-                answer = await self.client.call("PUT", f"/agents/{self.agent_id}/heartbeat", {"claims": claims},
-                                                retry_for=self.lease_seconds)
+                answer = await self.client.call(
+                    "PUT", f"/agents/{self.agent_id}/heartbeat", {"claims": claims}, retry_for=self.lease_seconds
+                )
             except (ConnectionError, ServerRejected) as err:
                 log.warning("heartbeat failed: %s", err)
                 continue
@@ -206,7 +221,7 @@ class Agent:
             if current.run:
                 await current.run.stop()
         cancelled = set(answer.get("cancelled_job_ids", []))
-        if current.job_id in cancelled and current.run:
+        if current.job_id is not None and current.job_id in cancelled and current.run:
             log.info("job %s was cancelled: killing its test", current.job_id)
             current.cancelled.add(current.job_id)
             await current.run.stop()
@@ -225,12 +240,14 @@ def _fields(claim: dict[str, Any], job: dict[str, Any]) -> dict[str, str]:
 def _env(claim: dict[str, Any], job: dict[str, Any] | None) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("CI", "true")  # AppWright's HTML reporter waits for a person unless CI is set
-    env.update({
-        "QUALGENT_ORG_ID": claim["org_id"],
-        "QUALGENT_APP_VERSION_ID": claim["app_version_id"],
-        "QUALGENT_TARGET": claim["target"],
-        "QUALGENT_GROUP_ID": claim["group_id"],
-    })
+    env.update(
+        {
+            "QUALGENT_ORG_ID": claim["org_id"],
+            "QUALGENT_APP_VERSION_ID": claim["app_version_id"],
+            "QUALGENT_TARGET": claim["target"],
+            "QUALGENT_GROUP_ID": claim["group_id"],
+        }
+    )
     if job is not None:
         env.update({"QUALGENT_JOB_ID": job["id"], "QUALGENT_TEST_PATH": job["test_path"]})
     return env

@@ -77,6 +77,6 @@ async def _rescue_loop(engine: AsyncEngine, lease_seconds: float) -> None:
             rescued = await claims.rescue_lapsed(engine)
             if rescued:
                 log.warning("rescued %d claim(s) whose lease lapsed", rescued)
-        except Exception:  # noqa: BLE001 - a database hiccup must not end the loop
+        except Exception:
             log.warning("lease rescue failed; retrying", exc_info=True)
         await asyncio.sleep(interval)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qualgent.settings import Settings
@@ -14,6 +15,10 @@ from qualgent.settings import Settings
 class Services:
     engine: AsyncEngine
     settings: Settings
+
+
+ServicesDep = NamedDependency[Services]
+"""How a handler asks for them: `services: ServicesDep`."""
 
 
 def provide_services(state: State) -> Services:

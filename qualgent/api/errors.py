@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
@@ -29,18 +30,35 @@ def _body(status: int, error: str, detail: str, extra: object = None) -> Respons
     return Response(content, status_code=status)
 
 
-def qualgent_error(_: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+def qualgent_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     assert isinstance(exc, QualgentError)
     status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 400)
     return _body(status, type(exc).__name__, exc.message, exc.details or None)
 
 
-def http_error(_: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+def http_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     assert isinstance(exc, HTTPException)
-    return _body(exc.status_code, type(exc).__name__, exc.detail, exc.extra or None)
+    extra = exc.extra
+    if isinstance(extra, list):
+        extra = [_readable(item) for item in extra]
+    return _body(exc.status_code, type(exc).__name__, exc.detail, extra or None)
 
 
-def database_unavailable(request: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+_PATTERN_MEANING = {
+    "test_path": "must be printable text, not starting with '-' (it must never read as a command-line option)",
+}
+
+
+def _readable(item: object) -> object:
+    """msgspec names the regex a value failed; a user needs to know what the rule is."""
+    if isinstance(item, dict) and "matching regex" in str(item.get("message", "")):
+        key = str(item.get("key", ""))
+        meaning = _PATTERN_MEANING.get(key, "must be printable text with no control characters")
+        return {**item, "message": f"{key or 'value'} {meaning}"}
+    return item
+
+
+def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     """The database is down or restarting: a retryable 503, not a crash."""
     log.warning("database unavailable during %s %s: %s", request.method, request.url.path, str(exc).splitlines()[0])
     response = _body(503, "DatabaseUnavailable", "the database is unavailable; retry shortly")
@@ -48,7 +66,7 @@ def database_unavailable(request: Request[object, object, object], exc: Exceptio
     return response
 
 
-def database_error(request: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+def database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     assert isinstance(exc, DBAPIError)
     if exc.connection_invalidated or isinstance(exc, OperationalError):
         return database_unavailable(request, exc)

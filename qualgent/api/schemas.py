@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta, Struct
+from sqlalchemy import RowMapping
 
 from qualgent.domain import AgentStatus, InvalidInput, JobStatus, Outcome, Priority, Target, Tier
 
@@ -83,11 +84,9 @@ class JobOut(Struct):
     attempt_history: list[AttemptOut] | None = None
 
 
-def job_out(row: Mapping[str, Any]) -> JobOut:
+def job_out(row: Mapping[str, Any] | RowMapping) -> JobOut:
     finished = row["exit_code"] is not None or row["error"] is not None or row["finished_at"] is not None
-    result = (
-        JobResult(row["exit_code"], row["duration_ms"], row["output_tail"], row["error"]) if finished else None
-    )
+    result = JobResult(row["exit_code"], row["duration_ms"], row["output_tail"], row["error"]) if finished else None
     history = row.get("attempt_history")
     return JobOut(
         id=row["id"],
@@ -134,7 +133,7 @@ class AgentOut(Struct):
     group_id: uuid.UUID | None
 
 
-def agent_out(row: Mapping[str, Any]) -> AgentOut:
+def agent_out(row: Mapping[str, Any] | RowMapping) -> AgentOut:
     return msgspec.convert(dict(row), AgentOut, strict=False)
 
 
@@ -213,7 +212,7 @@ class OrgOut(Struct):
     updated_at: dt.datetime
 
 
-def org_out(row: Mapping[str, Any]) -> OrgOut:
+def org_out(row: Mapping[str, Any] | RowMapping) -> OrgOut:
     data = dict(row)
     data["tier"] = Tier(_value(data["tier"]))
     return msgspec.convert(data, OrgOut, strict=False)

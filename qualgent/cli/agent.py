@@ -25,24 +25,60 @@ def _template(_: click.Context, param: click.Parameter, value: str | None) -> Co
 
 
 @click.command()
-@click.option("--target", "targets", multiple=True, type=click.Choice([t.value for t in Target]),
-              default=["emulator"], show_default=True, help="A kind of target this host serves. Repeat for more.")
-@click.option("--install", callback=_template, default=None,
-              help=f"Run once per group, before its tests (install the build). Placeholders: {_PLACEHOLDERS}.")
-@click.option("--run", "run_", callback=_template, required=True,
-              help=f"Run once per job; exit 0 passed, 1 test failed, else infrastructure. Placeholders: {_PLACEHOLDERS}.")
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    type=click.Choice([t.value for t in Target]),
+    default=["emulator"],
+    show_default=True,
+    help="A kind of target this host serves. Repeat for more.",
+)
+@click.option(
+    "--install",
+    callback=_template,
+    default=None,
+    help=f"Run once per group, before its tests (install the build). Placeholders: {_PLACEHOLDERS}.",
+)
+@click.option(
+    "--run",
+    "run_",
+    callback=_template,
+    required=True,
+    help=f"Run once per job; exit 0 passed, 1 test failed, else infrastructure. Placeholders: {_PLACEHOLDERS}.",
+)
 @click.option("--name", default=None, help="How this agent is listed. [default: host-pid]")
-@click.option("--test-timeout", type=click.FloatRange(min=1), default=900, show_default=True,
-              help="Seconds a test may run before its process tree is killed.")
+@click.option(
+    "--test-timeout",
+    type=click.FloatRange(min=1),
+    default=900,
+    show_default=True,
+    help="Seconds a test may run before its process tree is killed.",
+)
 @click.option("--install-timeout", type=click.FloatRange(min=1), default=600, show_default=True)
-@click.option("--idle-poll-max", type=click.FloatRange(min=0.05), default=2.0, show_default=True,
-              help="Longest wait between claims when there is no work (the wait backs off up to it).")
+@click.option(
+    "--idle-poll-max",
+    type=click.FloatRange(min=0.05),
+    default=2.0,
+    show_default=True,
+    help="Longest wait between claims when there is no work (the wait backs off up to it).",
+)
 @click.option("--max-groups", type=click.IntRange(min=1), default=None, help="Exit after running this many groups.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 @api_options
-def agent(targets: tuple[str, ...], install: CommandTemplate | None, run_: CommandTemplate, name: str | None,
-          test_timeout: float, install_timeout: float, idle_poll_max: float, max_groups: int | None,
-          log_level: str, api_url: str, token: str | None) -> None:
+def agent(
+    targets: tuple[str, ...],
+    install: CommandTemplate | None,
+    run_: CommandTemplate,
+    name: str | None,
+    test_timeout: float,
+    install_timeout: float,
+    idle_poll_max: float,
+    max_groups: int | None,
+    log_level: str,
+    api_url: str,
+    token: str | None,
+) -> None:
     """Run tests on this host: claim whole app-version groups, install once, run each test, report.
 
     Commands are split like a shell line but no shell runs them; each word is formatted with the
@@ -54,9 +90,17 @@ def agent(targets: tuple[str, ...], install: CommandTemplate | None, run_: Comma
         --run "npx appwright test --project android {test_path}"
     """
     configure_logging(log_level)
-    config = AgentConfig(api_url=api_url, token=token, targets=sorted(set(targets)), install=install, run=run_,
-                         test_timeout=test_timeout, install_timeout=install_timeout,
-                         idle_poll_max=idle_poll_max, max_groups=max_groups)
+    config = AgentConfig(
+        api_url=api_url,
+        token=token,
+        targets=sorted(set(targets)),
+        install=install,
+        run=run_,
+        test_timeout=test_timeout,
+        install_timeout=install_timeout,
+        idle_poll_max=idle_poll_max,
+        max_groups=max_groups,
+    )
     if name:
         config.name = name
     asyncio.run(Agent(config).run_forever())

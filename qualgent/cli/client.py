@@ -13,9 +13,11 @@ DEFAULT_API_URL = "http://127.0.0.1:3000/api"
 
 
 class CliError(click.ClickException):
+    """A message for the user and the exit code it deserves (2 bad input, 3 infrastructure)."""
+
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares it a ClassVar; per-instance is intended
 
 
 class ApiClient:

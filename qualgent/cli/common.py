@@ -13,11 +13,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def api_options(func: F) -> F:
+    func = click.option("--token", envvar="QGJOB_TOKEN", default=None, show_envvar=True, help="API token (Bearer).")(
+        func
+    )
     func = click.option(
-        "--token", envvar="QGJOB_TOKEN", default=None, show_envvar=True, help="API token (Bearer)."
-    )(func)
-    func = click.option(
-        "--api-url", envvar="QGJOB_API_URL", default=DEFAULT_API_URL, show_default=True, show_envvar=True,
+        "--api-url",
+        envvar="QGJOB_API_URL",
+        default=DEFAULT_API_URL,
+        show_default=True,
+        show_envvar=True,
         help="The qualgent API.",
     )(func)
     return func

@@ -11,7 +11,7 @@ from qualgent.cli.output import console, job_detail, jobs_table, print_json
 from qualgent.domain import JobStatus, Priority, Target
 
 
-def _choice(enum: type[Priority] | type[Target] | type[JobStatus]) -> click.Choice:
+def _choice(enum: type[Priority] | type[Target] | type[JobStatus]) -> click.Choice[str]:
     return click.Choice([member.value for member in enum])
 
 
@@ -21,16 +21,36 @@ def _choice(enum: type[Priority] | type[Target] | type[JobStatus]) -> click.Choi
 @click.option("--test", "tests", required=True, multiple=True, help="A test file to run. Repeat for more.")
 @click.option("--priority", type=_choice(Priority), default="medium", show_default=True)
 @click.option("--target", type=_choice(Target), default="emulator", show_default=True)
-@click.option("--max-attempts", type=click.IntRange(1, 20), default=3, show_default=True,
-              help="Runs allowed per job when infrastructure fails.")
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(1, 20),
+    default=3,
+    show_default=True,
+    help="Runs allowed per job when infrastructure fails.",
+)
 @api_options
 @json_option
-def submit(org_id: str, app_version_id: str, tests: tuple[str, ...], priority: str, target: str,
-           max_attempts: int, api_url: str, token: str | None, as_json: bool) -> None:
+def submit(
+    org_id: str,
+    app_version_id: str,
+    tests: tuple[str, ...],
+    priority: str,
+    target: str,
+    max_attempts: int,
+    api_url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
     """Queue tests of one app build. All of them are queued in one transaction, or none."""
     body = [
-        {"org_id": org_id, "app_version_id": app_version_id, "test_path": test, "priority": priority,
-         "target": target, "max_attempts": max_attempts}
+        {
+            "org_id": org_id,
+            "app_version_id": app_version_id,
+            "test_path": test,
+            "priority": priority,
+            "target": target,
+            "max_attempts": max_attempts,
+        }
         for test in tests
     ]
     with client(api_url, token) as api:
@@ -70,12 +90,21 @@ def status(job_id: str, api_url: str, token: str | None, as_json: bool) -> None:
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @api_options
 @json_option
-def list_jobs(org_id: str | None, status_: str | None, app_version_id: str | None, target: str | None,
-              limit: int, api_url: str, token: str | None, as_json: bool) -> None:
+def list_jobs(
+    org_id: str | None,
+    status_: str | None,
+    app_version_id: str | None,
+    target: str | None,
+    limit: int,
+    api_url: str,
+    token: str | None,
+    as_json: bool,
+) -> None:
     """List jobs, newest first."""
     with client(api_url, token) as api:
-        jobs = api.get("/jobs", org_id=org_id, status=status_, app_version_id=app_version_id,
-                       target=target, limit=limit)
+        jobs = api.get(
+            "/jobs", org_id=org_id, status=status_, app_version_id=app_version_id, target=target, limit=limit
+        )
     if as_json:
         print_json(jobs)
     else:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-errors = Console(stderr=True)
+
+def _console(stderr: bool = False) -> Console:
+    made = Console(stderr=stderr)
+    if not made.is_terminal and "COLUMNS" not in os.environ:
+        made.width = 200  # a pipe or a CI log: keep ids whole rather than folded into 80 columns
+    return made
+
+
+console = _console()
+errors = _console(stderr=True)
 
 _STATUS_STYLE = {
     "pending": "yellow",
@@ -31,7 +40,8 @@ def status_text(status: str) -> str:
 
 def jobs_table(jobs: list[dict[str, Any]], title: str | None = None) -> Table:
     table = Table(title=title, header_style="bold")
-    for column in ("job id", "org", "app version", "test", "priority", "target", "status", "attempts", "group"):
+    table.add_column("job id", no_wrap=True)
+    for column in ("org", "app version", "test", "priority", "target", "status", "attempts"):
         table.add_column(column, overflow="fold")
     for job in jobs:
         table.add_row(
@@ -43,7 +53,6 @@ def jobs_table(jobs: list[dict[str, Any]], title: str | None = None) -> Table:
             job["target"],
             status_text(job["status"]),
             f"{job['attempts']}/{job['max_attempts']}",
-            job["group_id"][:8],
         )
     return table
 

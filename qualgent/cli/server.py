@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import rich_click as click
 
@@ -16,6 +18,7 @@ from qualgent.domain import InvalidInput
 from qualgent.settings import Settings
 
 log = logging.getLogger("qualgent.server")
+FC = TypeVar("FC", bound=Callable[..., Any])
 
 
 def configure_logging(level: str) -> None:
@@ -24,6 +27,7 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns what the agent says
 
 
 def _settings(**overrides: object) -> Settings:
@@ -36,23 +40,40 @@ def _settings(**overrides: object) -> Settings:
 @click.command()
 @click.option("--host", default=None, help="Address to bind. [default: 127.0.0.1; env QUALGENT_HOST]")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="[default: 3000; env QUALGENT_PORT]")
-@click.option("--database-url", default=None,
-              help="PostgreSQL URL. [env QUALGENT_DATABASE_URL; unset: an embedded PostgreSQL]")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Where the embedded PostgreSQL lives. [env QUALGENT_DATA_DIR]")
-@click.option("--migrate", is_flag=True, default=None,
-              help="Upgrade an out-of-date external database schema at start-up instead of refusing to start.")
+@click.option(
+    "--database-url", default=None, help="PostgreSQL URL. [env QUALGENT_DATABASE_URL; unset: an embedded PostgreSQL]"
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the embedded PostgreSQL lives. [env QUALGENT_DATA_DIR]",
+)
+@click.option(
+    "--migrate",
+    "migrate_schema",
+    is_flag=True,
+    default=None,
+    help="Upgrade an out-of-date external database schema at start-up instead of refusing to start.",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
-def server(host: str | None, port: int | None, database_url: str | None, data_dir: Path | None,
-           migrate: bool | None, log_level: str | None) -> None:
+def server(
+    host: str | None,
+    port: int | None,
+    database_url: str | None,
+    data_dir: Path | None,
+    migrate_schema: bool | None,
+    log_level: str | None,
+) -> None:
     """Run the API server. With no database URL it starts an embedded PostgreSQL 18 in the data dir,
     migrates it, and stops it on exit (SIGTERM or Ctrl-C)."""
     import uvicorn
 
     from qualgent.api import create_app
 
-    settings = _settings(host=host, port=port, database_url=database_url, data_dir=data_dir,
-                         migrate=migrate, log_level=log_level)
+    settings = _settings(
+        host=host, port=port, database_url=database_url, data_dir=data_dir, migrate=migrate_schema, log_level=log_level
+    )
     configure_logging(settings.log_level)
     embedded: EmbeddedPostgres | None = None
     try:
@@ -70,8 +91,14 @@ def server(host: str | None, port: int | None, database_url: str | None, data_di
             where = "external PostgreSQL"
         settings = settings.with_overrides(database_url=url)
         log.info("qgjob server on http://%s:%d/api (database: %s)", settings.host, settings.port, where)
-        config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                                log_level=settings.log_level, lifespan="on", access_log=False)
+        config = uvicorn.Config(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            lifespan="on",
+            access_log=False,
+        )
         uvicorn.Server(config).run()
     finally:
         if embedded is not None:
@@ -104,9 +131,13 @@ def _database_url(database_url: str | None, data_dir: Path | None) -> tuple[str,
     return embedded.start(), embedded
 
 
-def _db_options(func: click.decorators.FC) -> click.decorators.FC:  # type: ignore[name-defined]
-    func = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                        help="The embedded PostgreSQL's data dir. [env QUALGENT_DATA_DIR]")(func)
+def _db_options(func: FC) -> FC:
+    func = click.option(
+        "--data-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="The embedded PostgreSQL's data dir. [env QUALGENT_DATA_DIR]",
+    )(func)
     return click.option("--database-url", default=None, help="[env QUALGENT_DATABASE_URL; unset: embedded]")(func)
 
 

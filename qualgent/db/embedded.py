@@ -176,6 +176,13 @@ class EmbeddedPostgres:
         self.pgdata.chmod(0o700)
         _make_parents_traversable(bin_dir())
 
+    def _as_os_user(self) -> dict[str, Any]:
+        """Drop to the OS user entirely: keeping root's groups would put the process in group root,
+        and a root-owned 0701 parent (o+x only) would then refuse it by its group bits."""
+        if self.os_user is None:
+            return {}
+        return {"user": self.os_user, "group": self.os_user, "extra_groups": []}
+
     def _initdb(self) -> None:
         log.info("initialising embedded PostgreSQL in %s", self.pgdata)
         self._run("initdb", ["--auth=trust", "--encoding=UTF8", "--no-locale", "-U", "postgres"], 120)
@@ -198,8 +205,7 @@ class EmbeddedPostgres:
         options = f"-c listen_addresses='' -k {self.socket_dir} -p {PORT}"
         try:
             self._pg_ctl(
-                ["-w", "-t", str(int(self.start_timeout)), "-l", str(self.pgdata / "log"),
-                 "-o", options, "start"],
+                ["-w", "-t", str(int(self.start_timeout)), "-l", str(self.pgdata / "log"), "-o", options, "start"],
                 timeout=self.start_timeout + 10,
             )
         except (EmbeddedPostgresError, subprocess.TimeoutExpired) as err:
@@ -219,8 +225,16 @@ class EmbeddedPostgres:
         command = [str(bin_dir() / program), "-D", str(self.pgdata), *args]
         with tempfile.TemporaryFile("w+") as out:
             try:
-                subprocess.run(command, check=True, stdout=out, stderr=out, timeout=timeout,
-                               user=self.os_user, cwd=str(self.pgdata), start_new_session=True)
+                subprocess.run(
+                    command,
+                    check=True,
+                    stdout=out,
+                    stderr=out,
+                    timeout=timeout,
+                    cwd=str(self.pgdata),
+                    start_new_session=True,
+                    **self._as_os_user(),
+                )
             except subprocess.CalledProcessError as err:
                 out.seek(0)
                 raise EmbeddedPostgresError(f"{program} failed ({err.returncode}): {out.read()}") from err
@@ -230,9 +244,7 @@ class EmbeddedPostgres:
         while True:
             try:
                 with psycopg.connect(self.conninfo("postgres"), autocommit=True) as conn:
-                    exists = conn.execute(
-                        "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
-                    ).fetchone()
+                    exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
                     if exists is None:
                         conn.execute(f'CREATE DATABASE "{DATABASE}"')
                     return
@@ -256,8 +268,11 @@ def _ensure_os_user(name: str) -> pwd.struct_passwd:
         return pwd.getpwnam(name)
     except KeyError:
         log.warning("creating the OS user %s to run the embedded PostgreSQL (it refuses to run as root)", name)
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            check=True,
+            capture_output=True,
+        )
         return pwd.getpwnam(name)
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
+from alembic import command
 from qualgent.db.engine import create_sync_engine, normalize_url
 
 
@@ -67,3 +67,7 @@ def schema_differences(url: str) -> list[str]:
     finally:
         engine.dispose()
     return [repr(d) for d in diffs]
+
+
+def downgrade(url: str, revision: str) -> None:
+    command.downgrade(alembic_config(url), revision)

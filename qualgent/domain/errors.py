@@ -1,10 +1,10 @@
 """Errors of qualgent. One root; each default message is its docstring.
 
-    QualgentError
-    ├── InvalidInput   the request cannot be carried out as given       (HTTP 400/422, CLI exit 2)
-    ├── NotFound       no such job, agent, group or org                 (HTTP 404)
-    └── Conflict       the state does not allow it                      (HTTP 409)
-        └── StaleClaim the claim token is no longer the group's lease   (HTTP 409)
+QualgentError
+├── InvalidInput   the request cannot be carried out as given       (HTTP 400/422, CLI exit 2)
+├── NotFound       no such job, agent, group or org                 (HTTP 404)
+└── Conflict       the state does not allow it                      (HTTP 409)
+    └── StaleClaim the claim token is no longer the group's lease   (HTTP 409)
 """
 
 from __future__ import annotations

@@ -41,11 +41,15 @@ async def register(engine: AsyncEngine, name: str, targets: list[str]) -> RowMap
 async def get(engine: AsyncEngine, agent_id: uuid.UUID, lease_seconds: float) -> RowMapping:
     async with engine.connect() as conn:
         row = (
-            await conn.execute(
-                text(_SELECT + " WHERE a.id = :agent_id"),
-                {"agent_id": agent_id, "offline_after": lease_seconds * OFFLINE_AFTER_LEASES},
+            (
+                await conn.execute(
+                    text(_SELECT + " WHERE a.id = :agent_id"),
+                    {"agent_id": agent_id, "offline_after": lease_seconds * OFFLINE_AFTER_LEASES},
+                )
             )
-        ).mappings().first()
+            .mappings()
+            .first()
+        )
     if row is None:
         raise NotFound(f"no agent {agent_id}", agent_id=str(agent_id))
     return row

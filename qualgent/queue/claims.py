@@ -41,19 +41,21 @@ class Result:
     outcome: Outcome | None = None  # given when the agent knows better than the exit code (timeout, install)
 
 
-async def claim(
-    engine: AsyncEngine, agent_id: uuid.UUID, targets: list[str], lease_seconds: float
-) -> Claim | None:
+async def claim(engine: AsyncEngine, agent_id: uuid.UUID, targets: list[str], lease_seconds: float) -> Claim | None:
     """Take the best pending group this agent can run, whole, in one transaction."""
     async with engine.begin() as conn:
         await _require_agent(conn, agent_id)
         for _ in range(3):  # a group emptied by cancels or backoff is retired and the next one tried
             group = (
-                await conn.execute(
-                    Q.claim_group,
-                    {"targets": targets, "agent_id": agent_id, "lease_seconds": lease_seconds},
+                (
+                    await conn.execute(
+                        Q.claim_group,
+                        {"targets": targets, "agent_id": agent_id, "lease_seconds": lease_seconds},
+                    )
                 )
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
             if group is None:
                 return None
             jobs = list((await conn.execute(Q.group_jobs_to_run, {"group_id": group["id"]})).mappings())
@@ -90,13 +92,14 @@ async def start_job(
         await _lock_claim(conn, agent_id, group_id, token)
         await conn.execute(Q.extend_lease, {"group_id": group_id, "lease_seconds": lease_seconds})
         job = (
-            await conn.execute(Q.start_job, {"job_id": job_id, "group_id": group_id, "agent_id": agent_id})
-        ).mappings().first()
+            (await conn.execute(Q.start_job, {"job_id": job_id, "group_id": group_id, "agent_id": agent_id}))
+            .mappings()
+            .first()
+        )
         if job is None:
             current = await _job_or_404(conn, job_id)
             await _close_group_if_done(conn, group_id)
-            raise Conflict(f"job {job_id} is {current['status']}, not pending in this group",
-                           status=current["status"])
+            raise Conflict(f"job {job_id} is {current['status']}, not pending in this group", status=current["status"])
         await conn.execute(
             Q.insert_attempt,
             {"job_id": job_id, "number": job["attempts"], "agent_id": agent_id, "group_id": group_id},
@@ -183,9 +186,7 @@ async def heartbeat(
         }
 
 
-async def release(
-    engine: AsyncEngine, agent_id: uuid.UUID, group_id: uuid.UUID, token: uuid.UUID, reason: str
-) -> None:
+async def release(engine: AsyncEngine, agent_id: uuid.UUID, group_id: uuid.UUID, token: uuid.UUID, reason: str) -> None:
     """The agent gives the group back (shutting down): its unfinished jobs return to the queue."""
     async with engine.begin() as conn:
         await _lock_claim(conn, agent_id, group_id, token)

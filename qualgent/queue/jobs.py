@@ -113,7 +113,8 @@ class JobFilter:
 
 async def list_jobs(engine: AsyncEngine, f: JobFilter) -> list[RowMapping]:
     """Newest first, keyset-paginated with `before`."""
-    where, params = [], {"limit": f.limit}
+    where: list[str] = []
+    params: dict[str, object] = {"limit": f.limit}
     for column in ("org_id", "app_version_id", "group_id"):
         value = getattr(f, column)
         if value is not None:
@@ -157,8 +158,9 @@ async def rerun(engine: AsyncEngine, job_id: uuid.UUID) -> RowMapping:
         if row is None:
             raise NotFound(f"no job {job_id}", job_id=str(job_id))
         if row["status"] not in {s.value for s in FINAL_STATUSES}:
-            raise Conflict(f"job {job_id} is {row['status']}: only a finished job can be re-queued",
-                           status=row["status"])
+            raise Conflict(
+                f"job {job_id} is {row['status']}: only a finished job can be re-queued", status=row["status"]
+            )
         await conn.execute(Q.reset_for_rerun, {"job_id": job_id})
         await requeue(conn, [job_id])
         await notify_jobs(conn, JobStatus.PENDING, [job_id])

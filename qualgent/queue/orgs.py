@@ -11,15 +11,19 @@ from qualgent.domain import NotFound, Tier
 async def set_tier(engine: AsyncEngine, org_id: str, tier: Tier) -> RowMapping:
     async with engine.begin() as conn:
         row = (
-            await conn.execute(
-                text(
-                    "INSERT INTO orgs (id, tier) VALUES (:org_id, CAST(:tier AS org_tier)) "
-                    "ON CONFLICT (id) DO UPDATE SET tier = EXCLUDED.tier, updated_at = now() "
-                    "RETURNING id, tier, created_at, updated_at"
-                ),
-                {"org_id": org_id, "tier": tier.value},
+            (
+                await conn.execute(
+                    text(
+                        "INSERT INTO orgs (id, tier) VALUES (:org_id, CAST(:tier AS org_tier)) "
+                        "ON CONFLICT (id) DO UPDATE SET tier = EXCLUDED.tier, updated_at = now() "
+                        "RETURNING id, tier, created_at, updated_at"
+                    ),
+                    {"org_id": org_id, "tier": tier.value},
+                )
             )
-        ).mappings().one()
+            .mappings()
+            .one()
+        )
         await conn.execute(
             text(
                 "UPDATE job_groups SET tier = CAST(:tier AS org_tier) "
@@ -33,10 +37,14 @@ async def set_tier(engine: AsyncEngine, org_id: str, tier: Tier) -> RowMapping:
 async def get(engine: AsyncEngine, org_id: str) -> RowMapping:
     async with engine.connect() as conn:
         row = (
-            await conn.execute(
-                text("SELECT id, tier, created_at, updated_at FROM orgs WHERE id = :org_id"), {"org_id": org_id}
+            (
+                await conn.execute(
+                    text("SELECT id, tier, created_at, updated_at FROM orgs WHERE id = :org_id"), {"org_id": org_id}
+                )
             )
-        ).mappings().first()
+            .mappings()
+            .first()
+        )
     if row is None:
         raise NotFound(f"no org {org_id}", org_id=org_id)
     return row

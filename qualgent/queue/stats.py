@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from qualgent.domain import Priority, Target
 from qualgent.queue.agents import OFFLINE_AFTER_LEASES
 
 _PENDING_BY = """
@@ -53,8 +54,8 @@ async def queue_status(engine: AsyncEngine, group_limit: int = 100) -> dict[str,
     return {
         "pending": sum(by["priority"].values()),
         "running": running,
-        "pending_by_priority": by["priority"],
-        "pending_by_target": by["target"],
+        "pending_by_priority": {p.value: by["priority"].get(p.value, 0) for p in Priority},
+        "pending_by_target": {t.value: by["target"].get(t.value, 0) for t in Target},
         "pending_by_org": by["org"],
         "groups": groups,
         "oldest_wait_seconds": float(oldest) if oldest is not None else None,
@@ -65,25 +66,36 @@ async def counts(engine: AsyncEngine, lease_seconds: float) -> dict[str, Any]:
     """Jobs by status, agents by status and target, per target queue depth: the JSON metrics."""
     offline_after = lease_seconds * OFFLINE_AFTER_LEASES
     async with engine.connect() as conn:
-        jobs = {r.status: r.n for r in await conn.execute(
-            text("SELECT status, count(*) AS n FROM jobs GROUP BY status"))}
-        agents = [dict(r) for r in (await conn.execute(
-            text(
-                "SELECT t.target, "
-                "CASE WHEN a.status <> 'offline' AND a.last_heartbeat_at < now() - make_interval(secs => :o) "
-                "THEN 'offline' ELSE a.status END AS status, count(*) AS n "
-                "FROM agents a, unnest(a.targets) AS t(target) GROUP BY 1, 2"
-            ),
-            {"o": offline_after},
-        )).mappings()]
-        targets = [dict(r) for r in (await conn.execute(
-            text(
-                "SELECT g.target, count(DISTINCT g.id) AS groups, count(j.id) AS jobs, "
-                "EXTRACT(EPOCH FROM now() - min(j.created_at)) AS oldest_wait_seconds "
-                "FROM job_groups g JOIN jobs j ON j.group_id = g.id AND j.status = 'pending' "
-                "WHERE g.status = 'pending' GROUP BY g.target"
-            )
-        )).mappings()]
+        jobs = {
+            r.status: r.n for r in await conn.execute(text("SELECT status, count(*) AS n FROM jobs GROUP BY status"))
+        }
+        agents = [
+            dict(r)
+            for r in (
+                await conn.execute(
+                    text(
+                        "SELECT t.target, "
+                        "CASE WHEN a.status <> 'offline' AND a.last_heartbeat_at < now() - make_interval(secs => :o) "
+                        "THEN 'offline' ELSE a.status END AS status, count(*) AS n "
+                        "FROM agents a, unnest(a.targets) AS t(target) GROUP BY 1, 2"
+                    ),
+                    {"o": offline_after},
+                )
+            ).mappings()
+        ]
+        targets = [
+            dict(r)
+            for r in (
+                await conn.execute(
+                    text(
+                        "SELECT g.target, count(DISTINCT g.id) AS groups, count(j.id) AS jobs, "
+                        "EXTRACT(EPOCH FROM now() - min(j.created_at)) AS oldest_wait_seconds "
+                        "FROM job_groups g JOIN jobs j ON j.group_id = g.id AND j.status = 'pending' "
+                        "WHERE g.status = 'pending' GROUP BY g.target"
+                    )
+                )
+            ).mappings()
+        ]
     return {"jobs_by_status": jobs, "agents": agents, "pending_by_target": targets}
 
 
@@ -104,17 +116,19 @@ async def scale_recommendations(engine: AsyncEngine, lease_seconds: float) -> li
         add = max(0, groups - idle)
         remove = max(0, idle - 1) if groups == 0 else 0
         oldest = queue.get("oldest_wait_seconds")
-        advice.append({
-            "target": target,
-            "pending_groups": groups,
-            "pending_jobs": int(queue.get("jobs", 0)),
-            "oldest_wait_seconds": float(oldest) if oldest is not None else None,
-            "idle_agents": idle,
-            "busy_agents": busy,
-            "add_agents": add,
-            "remove_agents": remove,
-            "reason": _reason(groups, idle, add, remove),
-        })
+        advice.append(
+            {
+                "target": target,
+                "pending_groups": groups,
+                "pending_jobs": int(queue.get("jobs", 0)),
+                "oldest_wait_seconds": float(oldest) if oldest is not None else None,
+                "idle_agents": idle,
+                "busy_agents": busy,
+                "add_agents": add,
+                "remove_agents": remove,
+                "reason": _reason(groups, idle, add, remove),
+            }
+        )
     return advice
 
 
@@ -132,7 +146,7 @@ async def database_health(engine: AsyncEngine) -> dict[str, Any]:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
             revision = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one_or_none()
-    except Exception as err:  # noqa: BLE001 - health reports any failure rather than raising it
+    except Exception as err:
         return {"reachable": False, "error": str(err).splitlines()[0]}
     latency_ms = (time.perf_counter() - started) * 1000
     return {"reachable": True, "latency_ms": math.floor(latency_ms * 100) / 100, "schema_revision": revision}

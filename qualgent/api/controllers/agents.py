@@ -3,8 +3,9 @@ from __future__ import annotations
 import uuid
 
 from litestar import Controller, Response, delete, get, post, put
+from litestar.params import FromPath, FromQuery, JSONBody
 
-from qualgent.api.deps import Services
+from qualgent.api.deps import ServicesDep
 from qualgent.api.schemas import (
     AgentIn,
     AgentOut,
@@ -30,37 +31,41 @@ class AgentController(Controller):
     tags = ["agents"]
 
     @post("", status_code=201, summary="Register an agent and the targets it serves")
-    async def register(self, services: Services, data: AgentIn) -> AgentOut:
+    async def register(self, services: ServicesDep, data: JSONBody[AgentIn]) -> AgentOut:
         return agent_out(await agents.register(services.engine, data.name, [t.value for t in data.targets]))
 
     @get("", summary="List agents")
-    async def list_agents(self, services: Services, status: AgentStatus | None = None) -> list[AgentOut]:
+    async def list_agents(self, services: ServicesDep, status: FromQuery[AgentStatus | None] = None) -> list[AgentOut]:
         rows = await agents.list_agents(services.engine, services.settings.lease_seconds, status)
         return [agent_out(r) for r in rows]
 
     @get("/{agent_id:uuid}")
-    async def get_agent(self, services: Services, agent_id: uuid.UUID) -> AgentOut:
+    async def get_agent(self, services: ServicesDep, agent_id: FromPath[uuid.UUID]) -> AgentOut:
         return agent_out(await agents.get(services.engine, agent_id, services.settings.lease_seconds))
 
     @put("/{agent_id:uuid}/heartbeat", summary="I am alive: extend my claims' leases")
-    async def heartbeat(self, services: Services, agent_id: uuid.UUID, data: HeartbeatIn | None = None) -> HeartbeatOut:
+    async def heartbeat(
+        self, services: ServicesDep, agent_id: FromPath[uuid.UUID], data: JSONBody[HeartbeatIn | None] = None
+    ) -> HeartbeatOut:
         held = {c.group_id: c.token for c in data.claims} if data else {}
         lease = services.settings.lease_seconds
         answer = await claims.heartbeat(services.engine, agent_id, held, lease)
         return HeartbeatOut(agent_id=agent_id, lease_seconds=lease, **answer)
 
     @put("/{agent_id:uuid}/status", summary="Set an agent's status (offline: take no more work)")
-    async def set_status(self, services: Services, agent_id: uuid.UUID, data: AgentStatusIn) -> AgentOut:
+    async def set_status(
+        self, services: ServicesDep, agent_id: FromPath[uuid.UUID], data: JSONBody[AgentStatusIn]
+    ) -> AgentOut:
         row = await agents.set_status(services.engine, agent_id, data.status, services.settings.lease_seconds)
         return agent_out(row)
 
     @delete("/{agent_id:uuid}", status_code=200, summary="Deregister: held work goes back to the queue")
-    async def deregister(self, services: Services, agent_id: uuid.UUID) -> AgentOut:
+    async def deregister(self, services: ServicesDep, agent_id: FromPath[uuid.UUID]) -> AgentOut:
         return agent_out(await agents.deregister(services.engine, agent_id, services.settings.lease_seconds))
 
     @post("/{agent_id:uuid}/claim", summary="Claim the best waiting group: 200 with it, or 204 when none")
     async def claim(
-        self, services: Services, agent_id: uuid.UUID, data: ClaimIn | None = None
+        self, services: ServicesDep, agent_id: FromPath[uuid.UUID], data: JSONBody[ClaimIn | None] = None
     ) -> Response[ClaimOut | None]:
         agent = await agents.get(services.engine, agent_id, services.settings.lease_seconds)
         served = set(agent["targets"])
@@ -75,25 +80,50 @@ class AgentController(Controller):
             ClaimedJob(j["id"], j["test_path"], Priority(str(j["priority"])), j["attempts"], j["max_attempts"])
             for j in got.jobs
         ]
-        body = ClaimOut(got.group_id, got.token, got.org_id, got.app_version_id, Target(got.target),
-                        got.lease_expires_at, lease, jobs)
+        body = ClaimOut(
+            got.group_id,
+            got.token,
+            got.org_id,
+            got.app_version_id,
+            Target(got.target),
+            got.lease_expires_at,
+            lease,
+            jobs,
+        )
         return Response(body, status_code=200)
 
     @post("/{agent_id:uuid}/jobs/{job_id:uuid}/start", status_code=200, summary="Start a claimed job")
-    async def start_job(self, services: Services, agent_id: uuid.UUID, job_id: uuid.UUID, data: StartIn) -> JobOut:
+    async def start_job(
+        self, services: ServicesDep, agent_id: FromPath[uuid.UUID], job_id: FromPath[uuid.UUID], data: JSONBody[StartIn]
+    ) -> JobOut:
         row = await claims.start_job(
             services.engine, agent_id, data.group_id, data.token, job_id, services.settings.lease_seconds
         )
         return job_out(row)
 
     @post("/{agent_id:uuid}/jobs/{job_id:uuid}/result", status_code=200, summary="Report how a run ended")
-    async def report(self, services: Services, agent_id: uuid.UUID, job_id: uuid.UUID, data: ResultIn) -> JobOut:
+    async def report(
+        self,
+        services: ServicesDep,
+        agent_id: FromPath[uuid.UUID],
+        job_id: FromPath[uuid.UUID],
+        data: JSONBody[ResultIn],
+    ) -> JobOut:
         result = claims.Result(data.exit_code, data.duration_ms, data.output_tail, data.error, data.outcome)
         row = await claims.report_result(services.engine, agent_id, data.group_id, data.token, job_id, result)
         return job_out(row)
 
-    @post("/{agent_id:uuid}/groups/{group_id:uuid}/release", status_code=200,
-          summary="Give a claimed group back; its unfinished jobs return to the queue")
-    async def release(self, services: Services, agent_id: uuid.UUID, group_id: uuid.UUID, data: ReleaseIn) -> dict[str, str]:
+    @post(
+        "/{agent_id:uuid}/groups/{group_id:uuid}/release",
+        status_code=200,
+        summary="Give a claimed group back; its unfinished jobs return to the queue",
+    )
+    async def release(
+        self,
+        services: ServicesDep,
+        agent_id: FromPath[uuid.UUID],
+        group_id: FromPath[uuid.UUID],
+        data: JSONBody[ReleaseIn],
+    ) -> dict[str, str]:
         await claims.release(services.engine, agent_id, group_id, data.token, data.reason)
         return {"group_id": str(group_id), "status": "released"}

@@ -3,7 +3,7 @@ from __future__ import annotations
 from litestar import Controller, get
 
 from qualgent import __version__
-from qualgent.api.deps import Services
+from qualgent.api.deps import ServicesDep
 from qualgent.queue import stats
 
 
@@ -16,7 +16,7 @@ class HealthController(Controller):
         return {"status": "ok", "version": __version__}
 
     @get("/detailed", summary="Database reachability and latency, schema revision, agents and queue")
-    async def detailed(self, services: Services) -> dict[str, object]:
+    async def detailed(self, services: ServicesDep) -> dict[str, object]:
         database = await stats.database_health(services.engine)
         body: dict[str, object] = {"version": __version__, "database": database}
         if database["reachable"]:

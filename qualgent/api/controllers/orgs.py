@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from litestar import Controller, get, put
+from litestar.params import FromPath, JSONBody
 
-from qualgent.api.deps import Services
+from qualgent.api.deps import ServicesDep
 from qualgent.api.schemas import Identifier, OrgIn, OrgOut, org_out, validate
 from qualgent.queue import orgs
 
@@ -12,14 +13,14 @@ class OrgController(Controller):
     tags = ["orgs"]
 
     @put("/{org_id:str}", summary="Set an org's tier (premium > enterprise > standard)")
-    async def set_tier(self, services: Services, org_id: str, data: OrgIn) -> OrgOut:
+    async def set_tier(self, services: ServicesDep, org_id: FromPath[str], data: JSONBody[OrgIn]) -> OrgOut:
         validate(org_id, Identifier, "org_id")
         return org_out(await orgs.set_tier(services.engine, org_id, data.tier))
 
     @get("")
-    async def list_orgs(self, services: Services) -> list[OrgOut]:
+    async def list_orgs(self, services: ServicesDep) -> list[OrgOut]:
         return [org_out(r) for r in await orgs.list_orgs(services.engine)]
 
     @get("/{org_id:str}")
-    async def get_org(self, services: Services, org_id: str) -> OrgOut:
+    async def get_org(self, services: ServicesDep, org_id: FromPath[str]) -> OrgOut:
         return org_out(await orgs.get(services.engine, org_id))

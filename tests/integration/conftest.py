@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from qualgent.api import create_app
+from qualgent.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+class Api:
+    """The HTTP API as a test speaks it: helpers that assert the status and return the JSON."""
+
+    def __init__(self, client: AsyncTestClient[Any]) -> None:
+        self.client = client
+
+    async def call(self, method: str, path: str, body: Any = None, expect: int = 200, **params: Any) -> Any:
+        response = await self.client.request(method, f"/api{path}", json=body, params=params or None)
+        assert response.status_code == expect, (method, path, response.status_code, response.text)
+        return response.json() if response.content else None
+
+    async def submit(self, expect: int = 201, **job: Any) -> dict[str, Any]:
+        job.setdefault("org_id", "acme")
+        job.setdefault("app_version_id", "v1")
+        job.setdefault("test_path", "tests/login.spec.ts")
+        return await self.call("POST", "/jobs", job, expect=expect)  # type: ignore[no-any-return]
+
+    async def register(self, name: str = "agent", targets: list[str] | None = None) -> str:
+        agent = await self.call("POST", "/agents", {"name": name, "targets": targets or ["emulator"]}, expect=201)
+        return str(agent["id"])
+
+    async def claim(self, agent_id: str, expect: int = 200) -> dict[str, Any] | None:
+        return await self.call("POST", f"/agents/{agent_id}/claim", {}, expect=expect)  # type: ignore[no-any-return]
+
+    async def run(
+        self, agent_id: str, claim: dict[str, Any], job_id: str, exit_code: int | None, expect: int = 200, **extra: Any
+    ) -> dict[str, Any]:
+        ref = {"group_id": claim["group_id"], "token": claim["token"]}
+        await self.call("POST", f"/agents/{agent_id}/jobs/{job_id}/start", ref, expect=200 if expect == 200 else expect)
+        body = {**ref, "exit_code": exit_code, "duration_ms": 1200, **extra}
+        return await self.call(  # type: ignore[no-any-return]
+            "POST", f"/agents/{agent_id}/jobs/{job_id}/result", body, expect=expect
+        )
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return Settings(database_url=db_url, lease_seconds=30)
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        yield Api(client)

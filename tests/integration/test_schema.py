@@ -1,0 +1,78 @@
+"""The schema comes from Alembic only, and the claim query uses the index designed for it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import TextClause, text
+from sqlalchemy.engine import make_url
+
+from qualgent.db import migrate
+from qualgent.db.engine import create_sync_engine
+from qualgent.db.sql import Q
+
+
+def _conninfo(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def test_migrations_produce_exactly_the_models_schema(empty_db_url: str) -> None:
+    migrate.upgrade(empty_db_url)
+    assert migrate.schema_differences(empty_db_url) == []
+    assert migrate.current_revision(empty_db_url) == migrate.head_revision()
+
+
+def test_migrations_downgrade_to_nothing_and_back(empty_db_url: str) -> None:
+    migrate.upgrade(empty_db_url)
+    migrate.downgrade(empty_db_url, "base")
+    with psycopg.connect(_conninfo(empty_db_url)) as conn:
+        tables = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' "
+            "AND table_name <> 'alembic_version'"
+        ).fetchone()
+        assert tables == (0,)
+    migrate.upgrade(empty_db_url)
+    assert migrate.schema_differences(empty_db_url) == []
+
+
+def explain(url: str, query: TextClause, params: dict[str, object]) -> dict[str, Any]:
+    """The planner's plan for one of our named statements, with the production driver."""
+    engine = create_sync_engine(url)
+    try:
+        with engine.connect() as conn:
+            plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) {query.text}"), params).scalar_one()
+            conn.rollback()
+    finally:
+        engine.dispose()
+    return plan[0]["Plan"]  # type: ignore[no-any-return]
+
+
+def _index_names(plan: dict[str, object]) -> set[str]:
+    names = {str(plan["Index Name"])} if "Index Name" in plan else set()
+    for child in plan.get("Plans", []):  # type: ignore[attr-defined]
+        names |= _index_names(child)
+    return names
+
+
+@pytest.mark.parametrize("pending_groups", [2_000, 50_000])
+def test_the_claim_walks_the_claimable_index(db_url: str, pending_groups: int) -> None:
+    """With many pending groups and many more finished ones, the claim reads ix_job_groups_claimable
+    in scheduling order instead of scanning and sorting."""
+    with psycopg.connect(_conninfo(db_url)) as conn:
+        conn.execute("INSERT INTO orgs (id) VALUES ('acme')")
+        conn.execute(
+            """INSERT INTO job_groups (org_id, app_version_id, target, tier, best_priority, oldest_job_at,
+                                       available_at, job_count, status)
+               SELECT 'acme', 'v' || i, (ARRAY['emulator','device','browserstack'])[1 + mod(i, 3)], 'standard',
+                      (ARRAY['high','medium','low'])[1 + mod(i, 3)]::job_priority,
+                      now() - make_interval(secs => i), now() - make_interval(secs => i), 1,
+                      CASE WHEN mod(i, 5) = 0 THEN 'pending' ELSE 'done' END
+               FROM generate_series(1, %(n)s) AS i""",
+            {"n": pending_groups * 5},
+        )
+        conn.execute("ANALYZE job_groups")
+    plan = explain(db_url, Q.claim_group, {"targets": ["emulator"], "agent_id": None, "lease_seconds": 30})
+    assert "ix_job_groups_claimable" in _index_names(plan), json.dumps(plan, indent=1)
