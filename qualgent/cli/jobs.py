@@ -15,10 +15,22 @@ def _choice(enum: type[Priority] | type[Target] | type[JobStatus]) -> click.Choi
     return click.Choice([member.value for member in enum])
 
 
+def _test_paths(_: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """The same rule as the API's: a test path must never read as a command-line option of the runner."""
+    for value in values:
+        if value.startswith("-"):
+            raise click.BadParameter(f"{value!r} starts with '-' and would read as an option", param=param)
+        if not value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise click.BadParameter(f"{value!r} is empty or has control characters", param=param)
+    return values
+
+
 @click.command()
 @click.option("--org-id", required=True, help="The organisation the tests belong to.")
 @click.option("--app-version-id", required=True, help="The app build under test; jobs of one build are grouped.")
-@click.option("--test", "tests", required=True, multiple=True, help="A test file to run. Repeat for more.")
+@click.option(
+    "--test", "tests", required=True, multiple=True, callback=_test_paths, help="A test file to run. Repeat for more."
+)
 @click.option("--priority", type=_choice(Priority), default="medium", show_default=True)
 @click.option("--target", type=_choice(Target), default="emulator", show_default=True)
 @click.option(

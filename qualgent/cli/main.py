@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import rich_click as click
 
 from qualgent import __version__
@@ -11,6 +14,9 @@ from qualgent.cli.jobs import cancel, list_jobs, status, submit
 from qualgent.cli.server import db, server
 
 click.rich_click.USE_MARKDOWN = False
+if not sys.stderr.isatty() and "COLUMNS" not in os.environ:
+    # Errors in CI logs and pipes: one long line that grep finds, not a message folded into 80 columns.
+    click.rich_click.WIDTH = click.rich_click.MAX_WIDTH = 200
 
 
 @click.group(epilog=HELP)

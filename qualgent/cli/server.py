@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -99,10 +101,34 @@ def server(
             lifespan="on",
             access_log=False,
         )
-        uvicorn.Server(config).run()
+        with _stop_on_signals():
+            uvicorn.Server(config).run()
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGINT arrived: shut down cleanly (uvicorn has drained by then)."""
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the handler that was there before
+    it. Ours turns it into a clean exit, so the embedded PostgreSQL is stopped instead of the process
+    dying by the signal and leaving the postmaster behind."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise _Stopped(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    except _Stopped as stopped:
+        log.info("stopped by %s", stopped)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _check_schema(url: str, allow_migrate: bool) -> None:
