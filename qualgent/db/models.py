@@ -191,3 +191,25 @@ class Attempt(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class ApiToken(Base):
+    """A credential for the HTTP API (not to be confused with a claim's lease token). Only the SHA-256
+    of the secret is kept; the secret itself is shown once, when the token is made."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        CheckConstraint("role IN ('submitter', 'agent')", name="role"),
+        # A submitter acts for exactly one org; an agent token serves every org's work.
+        CheckConstraint("(role = 'submitter') = (org_id IS NOT NULL)", name="org_for_submitters"),
+        UniqueConstraint("token_hash"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, server_default=func.gen_random_uuid())
+    role: Mapped[str] = mapped_column(Text, nullable=False)
+    org_id: Mapped[str | None] = mapped_column(ForeignKey("orgs.id"))
+    name: Mapped[str | None] = mapped_column(Text)
+    prefix: Mapped[str] = mapped_column(Text, nullable=False)
+    token_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[dt.datetime] = _now()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
