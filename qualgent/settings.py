@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -36,6 +36,11 @@ class Settings:
     port: int = 3000
     migrate: bool = False
     log_level: str = "info"
+    # Requests per second a client may sustain, and the burst it may send at once (docs/security.md).
+    # Counted per server process; 0 turns rate limiting off.
+    rate_limit: float = 50.0
+    rate_burst: int = 200
+    insecure: bool = False  # serve a non-loopback address without an admin token (only by the --insecure flag)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -61,6 +66,7 @@ class Settings:
             updates["port"] = int(_positive_float("QUALGENT_PORT", port))
         if (level := get("LOG_LEVEL")) is not None:
             updates["log_level"] = level.lower()
+        updates.update(_rate_limits(get))
         return replace(settings, **updates)  # type: ignore[arg-type]
 
     def with_overrides(self, **overrides: object) -> Settings:
@@ -76,3 +82,12 @@ def _positive_float(name: str, raw: str) -> float:
     if value <= 0:
         raise InvalidInput(f"{name} must be positive, got {raw!r}")
     return value
+
+
+def _rate_limits(get: Callable[[str], str | None]) -> dict[str, object]:
+    updates: dict[str, object] = {}
+    if (rate := get("RATE_LIMIT")) is not None:
+        updates["rate_limit"] = 0.0 if rate.strip() == "0" else _positive_float("QUALGENT_RATE_LIMIT", rate)
+    if (burst := get("RATE_BURST")) is not None:
+        updates["rate_burst"] = int(_positive_float("QUALGENT_RATE_BURST", burst))
+    return updates
