@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import ExceptionHandlersMap
@@ -40,8 +42,32 @@ def http_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, 
     assert isinstance(exc, HTTPException)
     extra = exc.extra
     if isinstance(extra, list):
-        extra = [_readable(item) for item in extra]
-    return _body(exc.status_code, type(exc).__name__, exc.detail, extra or None)
+        extra = [_readable(item) for item in _located(extra, exc.__cause__)]
+    response = _body(exc.status_code, type(exc).__name__, exc.detail, extra or None)
+    response.headers.update(exc.headers or {})  # Retry-After of a 429, WWW-Authenticate of a 401
+    return response
+
+
+_AT = re.compile(r" - at `\$\.([A-Za-z_][A-Za-z0-9_]*)(.*)`$")
+
+
+def _located(extra: list[Any], cause: BaseException | None) -> list[Any]:
+    """Litestar names only the parameter of a bad value ("data" for a whole bulk body); msgspec's own
+    error knows the exact place, e.g. `[1].priority` for the second job of a list. Use it."""
+    match = _AT.search(str(cause)) if isinstance(cause, msgspec.ValidationError) else None
+    if match is None:
+        return extra
+    parameter, rest = match.groups()
+    if parameter == "data":
+        where, key = "body", rest.removeprefix(".") or "body"
+    else:
+        where, key = parameter, parameter + rest
+    return [
+        {**item, "key": key}
+        if isinstance(item, dict) and (item.get("source") == where or item.get("key") == where)
+        else item
+        for item in extra
+    ]
 
 
 _PATTERN_MEANING = {
@@ -53,7 +79,7 @@ def _readable(item: object) -> object:
     """msgspec names the regex a value failed; a user needs to know what the rule is."""
     if isinstance(item, dict) and "matching regex" in str(item.get("message", "")):
         key = str(item.get("key", ""))
-        meaning = _PATTERN_MEANING.get(key, "must be printable text with no control characters")
+        meaning = _PATTERN_MEANING.get(key.rsplit(".", 1)[-1], "must be printable text with no control characters")
         return {**item, "message": f"{key or 'value'} {meaning}"}
     return item
 
