@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qualgent import __version__
 from qualgent.api.controllers.agents import AgentController
+from qualgent.api.controllers.events import EventController
 from qualgent.api.controllers.health import HealthController
 from qualgent.api.controllers.jobs import JobController
 from qualgent.api.controllers.monitoring import MonitoringController
@@ -21,6 +22,7 @@ from qualgent.api.controllers.orgs import OrgController
 from qualgent.api.deps import Services, provide_services
 from qualgent.api.errors import EXCEPTION_HANDLERS
 from qualgent.db.engine import create_server_engine
+from qualgent.notify import Hub
 from qualgent.queue import claims
 from qualgent.settings import Settings
 
@@ -37,7 +39,9 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         own_engine = engine is None
         active = engine or create_server_engine(settings.database_url or "")
-        app.state.services = Services(engine=active, settings=settings)
+        hub = Hub(active.url.render_as_string(hide_password=False))
+        await hub.start()
+        app.state.services = Services(engine=active, settings=settings, hub=hub)
         rescuer = asyncio.create_task(_rescue_loop(active, settings.lease_seconds), name="qualgent-rescue")
         try:
             yield
@@ -45,12 +49,20 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             rescuer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await rescuer
+            await hub.stop()
             if own_engine:
                 await active.dispose()
 
     api = Router(
         path="/api",
-        route_handlers=[JobController, AgentController, OrgController, HealthController, MonitoringController],
+        route_handlers=[
+            JobController,
+            EventController,
+            AgentController,
+            OrgController,
+            HealthController,
+            MonitoringController,
+        ],
     )
     return Litestar(
         route_handlers=[api],

@@ -8,6 +8,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from qualgent.notify import Hub
 from qualgent.settings import Settings
 
 
@@ -15,6 +16,7 @@ from qualgent.settings import Settings
 class Services:
     engine: AsyncEngine
     settings: Settings
+    hub: Hub
 
 
 ServicesDep = NamedDependency[Services]

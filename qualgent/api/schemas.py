@@ -110,6 +110,19 @@ def job_out(row: Mapping[str, Any] | RowMapping) -> JobOut:
     )
 
 
+class WaitIn(Struct, forbid_unknown_fields=True):
+    """Wait until any of these jobs has a status other than the one given (null: answer at once)."""
+
+    jobs: Annotated[dict[uuid.UUID, JobStatus | None], Meta(min_length=1, max_length=10_000)]
+    timeout: Annotated[float, Meta(ge=0, le=300)] = 30.0
+
+
+class WaitOut(Struct):
+    changed: bool
+    jobs: list[JobOut]
+    groups_ahead: dict[uuid.UUID, int]
+
+
 class JobStatusIn(Struct, forbid_unknown_fields=True):
     """`cancelled` cancels the job; `pending` re-queues a finished job. Results come from agents only."""
 
@@ -160,6 +173,7 @@ class HeartbeatOut(Struct):
 
 class ClaimIn(Struct, forbid_unknown_fields=True):
     targets: Annotated[list[Target], Meta(max_length=3)] | None = None
+    wait: Annotated[float, Meta(ge=0, le=60, description="seconds to wait for work when there is none")] = 0.0
 
 
 class ClaimedJob(Struct):

@@ -225,3 +225,17 @@ UPDATE jobs
 SET max_attempts = attempts + 3, run_after = now(), exit_code = NULL, duration_ms = NULL,
     output_tail = NULL, error = NULL, started_at = NULL, finished_at = NULL, updated_at = now()
 WHERE id = :job_id;
+
+-- name: get_jobs
+SELECT * FROM jobs WHERE id = ANY(CAST(:job_ids AS uuid[]));
+
+-- name: groups_ahead
+-- For each pending group: how many pending groups of its target an agent would take before it.
+SELECT g.id,
+       (SELECT count(*)
+        FROM job_groups o
+        WHERE o.status = 'pending' AND o.target = g.target
+          AND (o.tier, o.best_priority, o.oldest_job_at, o.id) < (g.tier, g.best_priority, g.oldest_job_at, g.id)
+       )::int AS ahead
+FROM job_groups g
+WHERE g.id = ANY(CAST(:group_ids AS uuid[])) AND g.status = 'pending';

@@ -100,6 +100,25 @@ async def get(engine: AsyncEngine, job_id: uuid.UUID, with_attempts: bool = Fals
         return job
 
 
+async def get_many(engine: AsyncEngine, job_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+    """The jobs, in the order asked; NotFound names every id that does not exist."""
+    async with engine.connect() as conn:
+        rows = {r["id"]: dict(r) for r in (await conn.execute(Q.get_jobs, {"job_ids": list(job_ids)})).mappings()}
+    missing = [str(job_id) for job_id in job_ids if job_id not in rows]
+    if missing:
+        raise NotFound(f"no job {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""), job_ids=missing)
+    return [rows[job_id] for job_id in job_ids]
+
+
+async def groups_ahead(engine: AsyncEngine, group_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Queue position of pending groups: how many groups of the same target go first."""
+    if not group_ids:
+        return {}
+    async with engine.connect() as conn:
+        rows = await conn.execute(Q.groups_ahead, {"group_ids": list(set(group_ids))})
+        return {r.id: r.ahead for r in rows}
+
+
 @dataclass(frozen=True, slots=True)
 class JobFilter:
     org_id: str | None = None

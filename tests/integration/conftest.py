@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
-from litestar.testing import AsyncTestClient
+import uvicorn
 
 from qualgent.api import create_app
 from qualgent.settings import Settings
@@ -15,7 +19,7 @@ pytestmark = pytest.mark.anyio
 class Api:
     """The HTTP API as a test speaks it: helpers that assert the status and return the JSON."""
 
-    def __init__(self, client: AsyncTestClient[Any]) -> None:
+    def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
 
     async def call(self, method: str, path: str, body: Any = None, expect: int = 200, **params: Any) -> Any:
@@ -52,7 +56,28 @@ def settings(db_url: str) -> Settings:
     return Settings(database_url=db_url, lease_seconds=30)
 
 
+class _Uvicorn(uvicorn.Server):
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
+        return contextlib.nullcontext()  # Ctrl-C belongs to pytest
+
+
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[Api]:
-    async with AsyncTestClient(app=create_app(settings)) as client:
-        yield Api(client)
+    """The real app served by uvicorn on a free port in this test's event loop, spoken to over HTTP:
+    concurrent requests (long-polls, waiting claims) really run concurrently."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = _Uvicorn(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            serving.result()
+        await asyncio.sleep(0.01)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            yield Api(client)
+    finally:
+        server.should_exit = True
+        await serving

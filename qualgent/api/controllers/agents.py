@@ -23,6 +23,7 @@ from qualgent.api.schemas import (
     job_out,
 )
 from qualgent.domain import AgentStatus, InvalidInput, Priority, Target
+from qualgent.notify.waiting import claim_or_wait
 from qualgent.queue import agents, claims
 
 
@@ -73,7 +74,10 @@ class AgentController(Controller):
         if not set(wanted) <= served:
             raise InvalidInput(f"agent {agent_id} does not serve {sorted(set(wanted) - served)}", field="targets")
         lease = services.settings.lease_seconds
-        got = await claims.claim(services.engine, agent_id, wanted, lease)
+        wait = data.wait if data else 0.0
+        got = await claim_or_wait(
+            services.hub, wanted, wait, lambda: claims.claim(services.engine, agent_id, wanted, lease)
+        )
         if got is None:
             return Response(None, status_code=204)
         jobs = [

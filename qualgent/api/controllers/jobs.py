@@ -7,8 +7,9 @@ from litestar import Controller, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from qualgent.api.deps import ServicesDep
-from qualgent.api.schemas import JobIn, JobOut, JobsIn, JobStatusIn, job_out
+from qualgent.api.schemas import JobIn, JobOut, JobsIn, JobStatusIn, WaitIn, WaitOut, job_out
 from qualgent.domain import InvalidInput, JobStatus, Target
+from qualgent.notify import waiting
 from qualgent.queue import jobs, stats
 from qualgent.queue.jobs import JobFilter, JobSpec
 
@@ -48,6 +49,27 @@ class JobController(Controller):
     @get("/queue/status", summary="What is waiting and running, by priority, target, org and group")
     async def queue_status(self, services: ServicesDep) -> dict[str, object]:
         return await stats.queue_status(services.engine)
+
+    @get("/{job_id:uuid}/wait", summary="Long-poll: the job as soon as it is final, or as it is at the timeout")
+    async def wait(
+        self,
+        services: ServicesDep,
+        job_id: FromPath[uuid.UUID],
+        timeout: Annotated[float, QueryParameter(ge=0, le=300, description="seconds")] = 30.0,
+    ) -> JobOut:
+        return job_out(await waiting.wait_for_job(services.engine, services.hub, job_id, timeout))
+
+    @post("/wait", status_code=200, summary="Long-poll many jobs: answer when any status differs from the one given")
+    async def wait_many(self, services: ServicesDep, data: JSONBody[WaitIn]) -> WaitOut:
+        known = {job_id: (status.value if status else None) for job_id, status in data.jobs.items()}
+        current, changed = await waiting.wait_for_change(services.engine, services.hub, known, data.timeout)
+        pending_groups = [job["group_id"] for job in current if job["status"] == JobStatus.PENDING]
+        ahead = await jobs.groups_ahead(services.engine, pending_groups)
+        return WaitOut(
+            changed=changed,
+            jobs=[job_out(job) for job in current],
+            groups_ahead={job["id"]: ahead[job["group_id"]] for job in current if job["group_id"] in ahead},
+        )
 
     @get("/{job_id:uuid}", summary="A job, with its attempts")
     async def get_job(self, services: ServicesDep, job_id: FromPath[uuid.UUID]) -> JobOut:

@@ -1,0 +1,213 @@
+"""One LISTEN connection per server process, fanned out to in-process waiters.
+
+Waiters never hold a database connection while they wait: they hold an asyncio.Event that the hub sets
+when a notification names what they wait on. Whenever the hub (re)connects, it wakes every waiter, and
+each one re-reads the state it waits on: a notification lost while the connection was down can delay
+nothing longer than the reconnect. A waiter also re-reads on its own every `safety_interval`, so even a
+silently lost notification cannot leave it hanging.
+
+A dead connection that looks alive (a half-open TCP socket) is found by a probe query whenever the
+channel has been quiet for `probe_interval`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+CHANNEL = "qualgent"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Waiter:
+    """Set when something it watches changed, or when the hub reconnected (re-read everything)."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wake(self) -> None:
+        self.event.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds; True if woken. Clears the flag for the next round."""
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout=max(0.0, timeout))
+        except TimeoutError:
+            return False
+        finally:
+            self.event.clear()
+        return True
+
+
+@dataclass(eq=False)
+class Subscription:
+    """A stream of notifications (for SSE): every payload, in order, bounded. On overflow the oldest are
+    dropped and a `resync` marker tells the reader to re-read."""
+
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(maxsize=1000))
+
+    def put(self, payload: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(payload)
+        except asyncio.QueueFull:
+            with contextlib.suppress(asyncio.QueueEmpty):
+                while True:
+                    self.queue.get_nowait()
+            self.queue.put_nowait({"kind": "resync", "reason": "overflow"})
+
+
+class Hub:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        safety_interval: float = 15.0,
+        probe_interval: float = 10.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._conninfo = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.safety_interval = safety_interval
+        self.probe_interval = probe_interval
+        self.max_backoff = max_backoff
+        self.connected = False
+        self.reconnects = 0
+        self.delivered = 0
+        self._jobs: dict[str, set[Waiter]] = defaultdict(set)
+        self._work: dict[str, set[Waiter]] = defaultdict(set)
+        self._subscriptions: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, ready_timeout: float = 5.0) -> None:
+        """Start listening; wait briefly for the first connection (waiting works without it too)."""
+        self._task = asyncio.create_task(self._run(), name="qualgent-listen")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), ready_timeout)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.connected = False
+
+    # -- what waiters use ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def watch_jobs(self, job_ids: Iterable[Any]) -> Iterator[Waiter]:
+        ids = {str(job_id) for job_id in job_ids}
+        waiter = Waiter()
+        for job_id in ids:
+            self._jobs[job_id].add(waiter)
+        try:
+            yield waiter
+        finally:
+            for job_id in ids:
+                watchers = self._jobs.get(job_id)
+                if watchers is not None:
+                    watchers.discard(waiter)
+                    if not watchers:
+                        del self._jobs[job_id]
+
+    @contextlib.contextmanager
+    def watch_work(self, targets: Iterable[str]) -> Iterator[Waiter]:
+        wanted = set(targets)
+        waiter = Waiter()
+        for target in wanted:
+            self._work[target].add(waiter)
+        try:
+            yield waiter
+        finally:
+            for target in wanted:
+                self._work[target].discard(waiter)
+
+    @contextlib.contextmanager
+    def subscribe(self) -> Iterator[Subscription]:
+        subscription = Subscription()
+        self._subscriptions.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+
+    def safety_timeout(self, remaining: float) -> float:
+        """How long a waiter may sleep before re-reading on its own: jittered so waiters spread out."""
+        return min(remaining, self.safety_interval * random.uniform(0.8, 1.0))
+
+    @property
+    def waiters(self) -> int:
+        return len({w for ws in self._jobs.values() for w in ws}) + sum(len(w) for w in self._work.values())
+
+    # -- the listening loop ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=5
+                ) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.connected = True
+                    self._ready.set()
+                    backoff = 0.1
+                    self._wake_everyone("connected")
+                    await self._listen(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # any failure of the connection: reconnect
+                if self.connected:
+                    log.warning("LISTEN connection lost (%s); reconnecting", str(err).splitlines()[0] if err else err)
+                self.connected = False
+                self._wake_everyone("disconnected")
+                self.reconnects += 1
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(self.max_backoff, backoff * 2)
+
+    async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        while True:
+            quiet = True
+            async for notification in conn.notifies(timeout=self.probe_interval):
+                quiet = False
+                self._dispatch(notification.payload)
+            if quiet:  # nothing for a while: make sure the connection is really alive
+                await asyncio.wait_for(conn.execute("SELECT 1"), timeout=5)
+
+    def _dispatch(self, raw: str) -> None:
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            log.warning("ignoring a malformed notification: %.200s", raw)
+            return
+        self.delivered += 1
+        kind = payload.get("kind")
+        if kind == "jobs":
+            for job_id in payload.get("ids", ()):
+                for waiter in self._jobs.get(job_id, ()):
+                    waiter.wake()
+        elif kind == "work":
+            for target in payload.get("targets", ()):
+                for waiter in self._work.get(target, ()):
+                    waiter.wake()
+        for subscription in self._subscriptions:
+            subscription.put(payload)
+
+    def _wake_everyone(self, reason: str) -> None:
+        for waiters in (*self._jobs.values(), *self._work.values()):
+            for waiter in waiters:
+                waiter.wake()
+        for subscription in self._subscriptions:
+            subscription.put({"kind": "resync", "reason": reason})

@@ -1,0 +1,102 @@
+"""Long-poll and bulk waits wake on the job's final commit, through LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.integration.conftest import Api
+
+pytestmark = pytest.mark.anyio
+
+
+async def _finish_later(api: Api, agent: str, claim: dict[str, object], job_id: str, code: int, delay: float) -> float:
+    await asyncio.sleep(delay)
+    await api.run(agent, claim, job_id, code)
+    return time.monotonic()
+
+
+async def test_a_long_poll_returns_as_soon_as_the_job_is_final(api: Api) -> None:
+    job = await api.submit()
+    agent = await api.register()
+    claim = await api.claim(agent)
+    assert claim is not None
+    started = time.monotonic()
+    finisher = asyncio.create_task(_finish_later(api, agent, claim, job["id"], 0, 0.5))
+    waited = await api.call("GET", f"/jobs/{job['id']}/wait", timeout=20)
+    answered = time.monotonic()
+    finished = await finisher
+    assert waited["status"] == "completed"
+    assert answered - started < 10, "the long-poll must not wait for its timeout"
+    assert answered >= finished - 0.05
+
+
+async def test_a_long_poll_answers_with_the_current_state_at_its_timeout(api: Api) -> None:
+    job = await api.submit()
+    waited = await api.call("GET", f"/jobs/{job['id']}/wait", timeout=0.3)
+    assert waited["status"] == "pending"
+
+
+async def test_bulk_wait_answers_at_once_for_unknown_states_then_on_a_change(api: Api) -> None:
+    first = await api.submit(test_path="a.spec.ts")
+    second = await api.submit(test_path="b.spec.ts")
+    snapshot = await api.call("POST", "/jobs/wait", {"jobs": {first["id"]: None, second["id"]: None}, "timeout": 5})
+    assert snapshot["changed"] is True
+    assert {j["status"] for j in snapshot["jobs"]} == {"pending"}
+    assert snapshot["groups_ahead"] == {first["id"]: 0, second["id"]: 0}
+
+    agent = await api.register()
+    claim = await api.claim(agent)
+    assert claim is not None
+    known = {first["id"]: "pending", second["id"]: "pending"}
+    ref = {"group_id": claim["group_id"], "token": claim["token"]}
+    waiter = asyncio.create_task(api.call("POST", "/jobs/wait", {"jobs": known, "timeout": 20}))
+    await asyncio.sleep(0.3)
+    assert not waiter.done()
+    await api.call("POST", f"/agents/{agent}/jobs/{first['id']}/start", ref)
+    answer = await asyncio.wait_for(waiter, 10)
+    assert answer["changed"] is True
+    assert {j["id"]: j["status"] for j in answer["jobs"]}[first["id"]] == "running"
+
+
+async def test_bulk_wait_names_unknown_jobs(api: Api) -> None:
+    missing = "00000000-0000-4000-8000-000000000001"
+    body = await api.call("POST", "/jobs/wait", {"jobs": {missing: None}}, expect=404)
+    assert missing in body["detail"]
+
+
+async def test_an_idle_agent_is_woken_by_a_submission(api: Api) -> None:
+    agent = await api.register()
+    started = time.monotonic()
+    claiming = asyncio.create_task(api.call("POST", f"/agents/{agent}/claim", {"wait": 20}))
+    await asyncio.sleep(0.3)
+    assert not claiming.done()
+    job = await api.submit()
+    claim = await asyncio.wait_for(claiming, 10)
+    assert [j["id"] for j in claim["jobs"]] == [job["id"]]
+    assert time.monotonic() - started < 5
+
+
+async def test_a_waiter_gets_the_final_state_after_the_listen_connection_is_killed(api: Api, db_url: str) -> None:
+    job = await api.submit()
+    agent = await api.register()
+    claim = await api.claim(agent)
+    assert claim is not None
+    waiter = asyncio.create_task(api.call("GET", f"/jobs/{job['id']}/wait", timeout=25))
+    await asyncio.sleep(0.3)
+    conninfo = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        killed = await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+        )
+        assert (await killed.fetchall()) == [(True,)]
+    await api.run(agent, claim, job["id"], 1)
+    started = time.monotonic()
+    answer = await asyncio.wait_for(waiter, 25)
+    assert answer["status"] == "failed"
+    assert time.monotonic() - started < 5, "the reconnect must wake the waiter, not its safety re-check"
