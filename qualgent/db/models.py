@@ -213,3 +213,16 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[dt.datetime] = _now()
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Submission(Base):
+    """An idempotency key and what its first submission made: the same submission sent again (a retried
+    CI step) gets the same jobs back instead of queueing the tests twice."""
+
+    __tablename__ = "submissions"
+    __table_args__ = (Index("ix_submissions_created_at", "created_at"),)
+
+    idempotency_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    request_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    job_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID), nullable=False)
+    created_at: Mapped[dt.datetime] = _now()

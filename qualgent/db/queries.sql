@@ -239,3 +239,14 @@ SELECT g.id,
        )::int AS ahead
 FROM job_groups g
 WHERE g.id = ANY(CAST(:group_ids AS uuid[])) AND g.status = 'pending';
+
+-- name: claim_idempotency_key
+-- The first submission with a key inserts it; a concurrent second one waits here for the first to
+-- commit, then finds it taken.
+INSERT INTO submissions (idempotency_key, request_hash, job_ids)
+VALUES (:key, :request_hash, CAST(:job_ids AS uuid[]))
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING idempotency_key;
+
+-- name: submission_of_key
+SELECT request_hash, job_ids FROM submissions WHERE idempotency_key = :key;

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -39,19 +41,50 @@ class JobSpec:
         return GroupKey(self.org_id, self.app_version_id, self.target.value)
 
 
-async def submit(engine: AsyncEngine, specs: Sequence[JobSpec]) -> list[RowMapping]:
-    """Queue jobs in one transaction: all of them or none. Returns them in the order given."""
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    jobs: list[RowMapping]
+    replayed: bool = False  # the idempotency key was seen before: these are the jobs it made then
+
+
+async def submit(engine: AsyncEngine, specs: Sequence[JobSpec], idempotency_key: str | None = None) -> Submitted:
+    """Queue jobs in one transaction: all of them or none. Returns them in the order given. With an
+    idempotency key, the same submission sent again returns the jobs of the first one; the same key
+    with a different submission is a Conflict."""
+    ids = [uuid.uuid4() for _ in specs]
     async with engine.begin() as conn:
-        return await submit_in(conn, specs)
+        if idempotency_key is not None:
+            request_hash = _request_hash(specs)
+            params = {"key": idempotency_key, "request_hash": request_hash, "job_ids": ids}
+            if (await conn.execute(Q.claim_idempotency_key, params)).first() is None:
+                return await _replay(conn, idempotency_key, request_hash)
+        return Submitted(await submit_in(conn, specs, ids))
 
 
-async def submit_in(conn: AsyncConnection, specs: Sequence[JobSpec]) -> list[RowMapping]:
+async def _replay(conn: AsyncConnection, key: str, request_hash: str) -> Submitted:
+    first = (await conn.execute(Q.submission_of_key, {"key": key})).mappings().one()
+    if first["request_hash"] != request_hash:
+        raise Conflict(f"idempotency key {key!r} was already used for a different submission", idempotency_key=key)
+    rows = {r["id"]: r for r in (await conn.execute(Q.get_jobs, {"job_ids": first["job_ids"]})).mappings()}
+    return Submitted([rows[job_id] for job_id in first["job_ids"] if job_id in rows], replayed=True)
+
+
+def _request_hash(specs: Sequence[JobSpec]) -> str:
+    canonical = json.dumps(
+        [[s.org_id, s.app_version_id, s.test_path, s.priority.value, s.target.value, s.max_attempts] for s in specs]
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def submit_in(
+    conn: AsyncConnection, specs: Sequence[JobSpec], ids: Sequence[uuid.UUID] | None = None
+) -> list[RowMapping]:
     if not specs:
         return []
     now = (await conn.execute(text("SELECT now()"))).scalar_one()
     await conn.execute(Q.upsert_orgs, {"org_ids": sorted({s.org_id for s in specs})})
     groups = await upsert_pending_groups(conn, _aggregate(specs, now))
-    ids = [uuid.uuid4() for _ in specs]
+    ids = list(ids) if ids is not None else [uuid.uuid4() for _ in specs]
     rows = await conn.execute(
         Q.insert_jobs,
         {

@@ -100,3 +100,27 @@ async def test_a_waiter_gets_the_final_state_after_the_listen_connection_is_kill
     answer = await asyncio.wait_for(waiter, 25)
     assert answer["status"] == "failed"
     assert time.monotonic() - started < 5, "the reconnect must wake the waiter, not its safety re-check"
+
+
+async def test_the_same_idempotency_key_returns_the_same_jobs(api: Api) -> None:
+    body = [{"org_id": "acme", "app_version_id": "v1", "test_path": "a.spec.ts"}]
+    headers = {"Idempotency-Key": "ci-run-42-1"}
+    first = await api.client.post("/api/jobs", json=body, headers=headers)
+    again = await api.client.post("/api/jobs", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert [j["id"] for j in again.json()] == [j["id"] for j in first.json()]
+    assert len(await api.call("GET", "/jobs")) == 1
+    other = await api.client.post("/api/jobs", json=[{**body[0], "test_path": "b.spec.ts"}], headers=headers)
+    assert other.status_code == 409
+    assert "idempotency key" in other.json()["detail"]
+
+
+async def test_concurrent_submissions_with_one_key_make_the_jobs_once(api: Api) -> None:
+    body = [{"org_id": "acme", "app_version_id": "v1", "test_path": f"t{i}.spec.ts"} for i in range(50)]
+    answers = await asyncio.gather(
+        *(api.client.post("/api/jobs", json=body, headers={"Idempotency-Key": "same"}) for _ in range(8))
+    )
+    assert sorted(a.status_code for a in answers) == [200] * 7 + [201]
+    assert len({tuple(j["id"] for j in a.json()) for a in answers}) == 1
+    assert len(await api.call("GET", "/jobs", limit=1000)) == 50

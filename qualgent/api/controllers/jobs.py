@@ -3,8 +3,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from litestar import Controller, delete, get, post, put
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar import Controller, Response, delete, get, post, put
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from qualgent.api.deps import ServicesDep
 from qualgent.api.schemas import JobIn, JobOut, JobsIn, JobStatusIn, WaitIn, WaitOut, job_out
@@ -22,12 +22,30 @@ class JobController(Controller):
     path = "/jobs"
     tags = ["jobs"]
 
-    @post("", status_code=201, summary="Submit one job, or a list of jobs in one transaction")
-    async def submit(self, services: ServicesDep, data: JSONBody[JobIn | JobsIn]) -> JobOut | list[JobOut]:
+    @post(
+        "",
+        status_code=201,
+        summary="Submit one job, or a list of jobs in one transaction",
+        description="With an `Idempotency-Key` header, sending the same submission again returns the jobs the "
+        "first one made (status 200, header `Idempotent-Replayed: true`); the same key with a different "
+        "submission is a 409.",
+    )
+    async def submit(
+        self,
+        services: ServicesDep,
+        data: JSONBody[JobIn | JobsIn],
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(name="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
+        ] = None,
+    ) -> Response[JobOut | list[JobOut]]:
         specs = [_spec(j) for j in data] if isinstance(data, list) else [_spec(data)]
-        rows = await jobs.submit(services.engine, specs)
-        created = [job_out(r) for r in rows]
-        return created if isinstance(data, list) else created[0]
+        submitted = await jobs.submit(services.engine, specs, idempotency_key)
+        created = [job_out(r) for r in submitted.jobs]
+        body = created if isinstance(data, list) else created[0]
+        if submitted.replayed:
+            return Response(body, status_code=200, headers={"Idempotent-Replayed": "true"})
+        return Response(body, status_code=201)
 
     @get("", summary="List jobs, newest first")
     async def list_jobs(
