@@ -27,6 +27,8 @@ from qualgent.agent.templates import CommandTemplate
 
 log = logging.getLogger("qualgent.agent")
 
+CLAIM_WAIT_SECONDS = 20.0  # long-poll; the HTTP timeout (30 s) must exceed it
+
 
 @dataclass
 class AgentConfig:
@@ -96,7 +98,7 @@ class Agent:
         idle = 0.1
         groups = 0
         while not self._stopping.is_set():
-            claim = await self.client.call("POST", f"/agents/{self.agent_id}/claim", {})
+            claim = await self._claim()
             if claim is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=idle)
@@ -108,6 +110,27 @@ class Agent:
             groups += 1
             if self.config.max_groups is not None and groups >= self.config.max_groups:
                 return
+
+    async def _claim(self) -> dict[str, Any] | None:
+        """Ask for a group; the server holds the request until work for our targets is announced (or
+        CLAIM_WAIT_SECONDS pass), so an idle agent costs one request per CLAIM_WAIT_SECONDS. A stop
+        signal abandons the request: a group the server claimed for us meanwhile goes back to the
+        queue when we deregister."""
+        request = asyncio.create_task(
+            self.client.call("POST", f"/agents/{self.agent_id}/claim", {"wait": CLAIM_WAIT_SECONDS})
+        )
+        stop = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait({request, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not request.done():
+            request.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await request
+            return None
+        claim: dict[str, Any] | None = request.result()
+        return claim
 
     # -- one group -------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import click
@@ -48,6 +49,22 @@ class ApiClient:
 
     def post(self, path: str, body: Any) -> Any:
         return self.request("POST", path, json=body)
+
+    def submit(self, body: list[dict[str, Any]], idempotency_key: str | None) -> Any:
+        """POST /jobs. With an idempotency key a lost answer is safe to retry: retry with backoff while
+        the server or its database is away (a CI step should survive a server restart)."""
+        if idempotency_key is None:
+            return self.post("/jobs", body)
+        headers = {"Idempotency-Key": idempotency_key}
+        deadline, backoff = time.monotonic() + 60, 0.5
+        while True:
+            try:
+                return self.request("POST", "/jobs", json=body, headers=headers)
+            except CliError as err:
+                if err.exit_code != INFRA_ERROR or time.monotonic() > deadline:
+                    raise
+                time.sleep(backoff)
+                backoff = min(5.0, backoff * 2)
 
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)

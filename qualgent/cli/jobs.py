@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import sys
 import uuid
+from pathlib import Path
+from typing import Any
 
 import rich_click as click
 
 from qualgent.cli.common import api_options, client, json_option
-from qualgent.cli.output import console, job_detail, jobs_table, print_json
+from qualgent.cli.output import console, errors, job_detail, jobs_table, print_json
+from qualgent.cli.wait import junit_option, timeout_option, wait_and_report
 from qualgent.domain import JobStatus, Priority, Target
 
 
@@ -40,6 +47,16 @@ def _test_paths(_: click.Context, param: click.Parameter, values: tuple[str, ...
     show_default=True,
     help="Runs allowed per job when infrastructure fails.",
 )
+@click.option(
+    "--idempotency-key",
+    default=None,
+    help="Sending the same submission with the same key again returns the same jobs. Inside GitHub Actions "
+    "one is derived from the run unless --no-idempotency-key.",
+)
+@click.option("--no-idempotency-key", is_flag=True, help="Never send an idempotency key (not even a derived one).")
+@click.option("--wait", "wait_", is_flag=True, help="Wait for the results; the exit code says how they ended.")
+@timeout_option
+@junit_option
 @api_options
 @json_option
 def submit(
@@ -49,6 +66,11 @@ def submit(
     priority: str,
     target: str,
     max_attempts: int,
+    idempotency_key: str | None,
+    no_idempotency_key: bool,
+    wait_: bool,
+    timeout: float | None,
+    junit: Path | None,
     api_url: str,
     token: str | None,
     as_json: bool,
@@ -65,15 +87,31 @@ def submit(
         }
         for test in tests
     ]
+    key = None if no_idempotency_key else idempotency_key or derived_idempotency_key(body)
     with client(api_url, token) as api:
-        jobs = api.post("/jobs", body)
+        jobs = api.submit(body, key)
+        if wait_:
+            if not as_json:
+                errors.print(f"queued {len(jobs)} job(s) of {app_version_id}; waiting for the results")
+            sys.exit(wait_and_report(api, [job["id"] for job in jobs], timeout, as_json, junit))
     if as_json:
         print_json(jobs)
         return
     console.print(jobs_table(jobs, title=f"Queued {len(jobs)} job(s)"))
 
 
-def _job_id(value: str) -> str:
+def derived_idempotency_key(body: list[dict[str, Any]]) -> str | None:
+    """Inside GitHub Actions: the run, its attempt, the job and the submission, so a retried step finds
+    the jobs it queued before; a re-run of the workflow (a new attempt) queues them afresh."""
+    if os.environ.get("GITHUB_ACTIONS") != "true" or not os.environ.get("GITHUB_RUN_ID"):
+        return None
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
+    parts = [os.environ.get(name, "") for name in ("GITHUB_REPOSITORY", "GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT",
+                                                    "GITHUB_JOB")]  # fmt: skip
+    return "gha:" + ":".join(parts) + ":" + digest
+
+
+def job_id_value(value: str) -> str:
     try:
         return str(uuid.UUID(value))
     except ValueError:
@@ -87,7 +125,7 @@ def _job_id(value: str) -> str:
 def status(job_id: str, api_url: str, token: str | None, as_json: bool) -> None:
     """Show one job: status, attempts, result."""
     with client(api_url, token) as api:
-        job = api.get(f"/jobs/{_job_id(job_id)}")
+        job = api.get(f"/jobs/{job_id_value(job_id)}")
     if as_json:
         print_json(job)
     else:
@@ -130,7 +168,7 @@ def list_jobs(
 def cancel(job_id: str, api_url: str, token: str | None, as_json: bool) -> None:
     """Cancel a job. A running test is stopped by its agent within seconds."""
     with client(api_url, token) as api:
-        job = api.delete(f"/jobs/{_job_id(job_id)}")
+        job = api.delete(f"/jobs/{job_id_value(job_id)}")
     if as_json:
         print_json(job)
     else:

@@ -12,6 +12,7 @@ from qualgent.cli.agent import agent
 from qualgent.cli.exit_codes import HELP
 from qualgent.cli.jobs import cancel, list_jobs, status, submit
 from qualgent.cli.server import db, server
+from qualgent.cli.wait import wait
 
 click.rich_click.USE_MARKDOWN = False
 if not sys.stderr.isatty() and "COLUMNS" not in os.environ:
@@ -29,7 +30,7 @@ def cli() -> None:
     """
 
 
-for command in (submit, status, list_jobs, cancel, server, agent, db):
+for command in (submit, wait, status, list_jobs, cancel, server, agent, db):
     cli.add_command(command)
 
 

@@ -69,9 +69,7 @@ def server(
 ) -> None:
     """Run the API server. With no database URL it starts an embedded PostgreSQL 18 in the data dir,
     migrates it, and stops it on exit (SIGTERM or Ctrl-C)."""
-    import uvicorn
-
-    from qualgent.api import create_app
+    from qualgent.api import create_app, serving
 
     settings = _settings(
         host=host, port=port, database_url=database_url, data_dir=data_dir, migrate=migrate_schema, log_level=log_level
@@ -93,16 +91,9 @@ def server(
             where = "external PostgreSQL"
         settings = settings.with_overrides(database_url=url)
         log.info("qgjob server on http://%s:%d/api (database: %s)", settings.host, settings.port, where)
-        config = uvicorn.Config(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            lifespan="on",
-            access_log=False,
-        )
+        app = create_app(settings)
         with _stop_on_signals():
-            uvicorn.Server(config).run()
+            serving.Server(serving.config(app, settings.host, settings.port, settings.log_level)).run()
     finally:
         if embedded is not None:
             embedded.stop()

@@ -179,7 +179,7 @@ WHERE a.id = :agent_id AND a.status = 'busy'
 
 -- name: heartbeat_agent
 UPDATE agents SET last_heartbeat_at = now() WHERE id = :agent_id
-RETURNING id;
+RETURNING id, status;
 
 -- name: extend_agent_leases
 -- Heartbeat: extend the leases this agent still holds under the tokens it presents.

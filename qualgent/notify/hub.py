@@ -81,6 +81,7 @@ class Hub:
         self.probe_interval = probe_interval
         self.max_backoff = max_backoff
         self.connected = False
+        self.closing = False
         self.reconnects = 0
         self.delivered = 0
         self._jobs: dict[str, set[Waiter]] = defaultdict(set)
@@ -96,6 +97,12 @@ class Hub:
         self._task = asyncio.create_task(self._run(), name="qualgent-listen")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), ready_timeout)
+
+    def close_waiters(self) -> None:
+        """The server is shutting down: every waiter answers now with what it has (a long-poll returns the
+        job as it is, a waiting claim returns no work), so draining does not wait out long-polls."""
+        self.closing = True
+        self._wake_everyone("server shutting down")
 
     async def stop(self) -> None:
         if self._task is not None:

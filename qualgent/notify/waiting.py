@@ -24,7 +24,7 @@ async def wait_for_job(engine: AsyncEngine, hub: Hub, job_id: uuid.UUID, timeout
         while True:
             job = await jobs.get(engine, job_id, with_attempts=True)
             remaining = deadline - asyncio.get_running_loop().time()
-            if JobStatus(job["status"]) in FINAL_STATUSES or remaining <= 0:
+            if JobStatus(job["status"]) in FINAL_STATUSES or remaining <= 0 or hub.closing:
                 return job
             await waiter.wait(hub.safety_timeout(remaining))
 
@@ -41,7 +41,7 @@ async def wait_for_change(
             current = await jobs.get_many(engine, ids)
             changed = any(job["status"] != known[job["id"]] for job in current)
             remaining = deadline - asyncio.get_running_loop().time()
-            if changed or remaining <= 0:
+            if changed or remaining <= 0 or hub.closing:
                 return current, changed
             await waiter.wait(hub.safety_timeout(remaining))
 
@@ -56,6 +56,6 @@ async def claim_or_wait(
         while True:
             got = await claim()
             remaining = deadline - asyncio.get_running_loop().time()
-            if got is not None or remaining <= 0:
+            if got is not None or remaining <= 0 or hub.closing:
                 return got
             await waiter.wait(min(remaining, recheck))

@@ -1,16 +1,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from qualgent.api import create_app
+from qualgent.api import create_app, serving
 from qualgent.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -56,11 +54,6 @@ def settings(db_url: str) -> Settings:
     return Settings(database_url=db_url, lease_seconds=30)
 
 
-class _Uvicorn(uvicorn.Server):
-    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
-        return contextlib.nullcontext()  # Ctrl-C belongs to pytest
-
-
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[Api]:
     """The real app served by uvicorn on a free port in this test's event loop, spoken to over HTTP:
@@ -68,16 +61,15 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = _Uvicorn(config)
-    serving = asyncio.create_task(server.serve())
+    server = serving.Server(serving.config(create_app(settings), "127.0.0.1", port, "warning"), capture_signals=False)
+    task = asyncio.create_task(server.serve())
     while not server.started:
-        if serving.done():
-            serving.result()
+        if task.done():
+            task.result()
         await asyncio.sleep(0.01)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             yield Api(client)
     finally:
         server.should_exit = True
-        await serving
+        await task

@@ -169,3 +169,12 @@ async def _claim_or_none(api: Api, agent: str) -> dict[str, Any] | None:
     response = await api.client.post(f"/api/agents/{agent}/claim", json={})
     assert response.status_code in (200, 204), response.text
     return response.json() if response.status_code == 200 else None
+
+
+async def test_an_offline_agent_takes_no_work_until_set_idle(api: Api) -> None:
+    await api.submit()
+    agent = await api.register()
+    await api.call("PUT", f"/agents/{agent}/status", {"status": "offline"})
+    assert await api.claim(agent, expect=204) is None
+    await api.call("PUT", f"/agents/{agent}/status", {"status": "idle"})
+    assert await api.claim(agent) is not None
