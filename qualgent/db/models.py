@@ -148,6 +148,12 @@ class Job(Base):
         ),
         Index("ix_jobs_org_id_created_at", "org_id", "created_at"),
         Index("ix_jobs_status_created_at", "status", "created_at"),
+        # Reporting (migration 0005): time windows and recent results read finished jobs by finish time.
+        Index(
+            "ix_jobs_finished_at",
+            "finished_at",
+            postgresql_where=text("status IN ('completed', 'failed', 'cancelled')"),
+        ),
         HOT_TABLE,
     )
 
@@ -178,6 +184,9 @@ class Attempt(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "number"),
         CheckConstraint(f"outcome IS NULL OR {_in('outcome', Outcome)}", name="outcome"),
+        # Reporting (migration 0005): test runs by finish time (flaky tests), a group's attempts (installs).
+        Index("ix_attempts_finished_at", "finished_at", postgresql_where=text("outcome IN ('passed', 'test_failed')")),
+        Index("ix_attempts_group_id", "group_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
