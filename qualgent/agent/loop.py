@@ -1,6 +1,6 @@
 """The agent loop: register, heartbeat, claim whole groups, install once, run each job, report.
 
-Rules it follows (docs/agent.md):
+Rules it follows (docs/design.md):
 - A failed install counts one infrastructure attempt for every job of the group (each is retried
   with backoff, up to its max_attempts), because the group cannot run without its app.
 - The heartbeat runs beside the tests every third of the lease. If the server says a claim is lost,
@@ -62,6 +62,7 @@ class Agent:
         self.lease_seconds = 30.0
         self._current: _Current | None = None
         self._stopping = asyncio.Event()
+        self._beat_now = asyncio.Event()  # a new claim: confirm its lease at once, at the server's cadence
         self._signals = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -106,6 +107,7 @@ class Agent:
                 continue
             idle = 0.1
             self.lease_seconds = float(claim.get("lease_seconds", self.lease_seconds))
+            self._beat_now.set()
             await self._run_group(claim)
             groups += 1
             if self.config.max_groups is not None and groups >= self.config.max_groups:
@@ -161,7 +163,13 @@ class Agent:
             return None
         argv = self.config.install.render(**_fields(claim, claim["jobs"][0]))
         log.info("installing %s: %s", claim["app_version_id"], argv)
-        result = await Run(argv, self.config.install_timeout, _env(claim, None)).execute()
+        current = self._current
+        install = Run(argv, self.config.install_timeout, _env(claim, None))
+        if current is not None:
+            current.run = install  # a lost claim or a second signal stops the install too
+        result = await install.execute()
+        if current is not None:
+            current.run = None
         if result.exit_code == 0:
             return None
         reason = result.error or f"install exited {result.exit_code}"
@@ -184,8 +192,14 @@ class Agent:
         else:
             argv = self.config.run.render(**_fields(claim, job))
             log.info("running job %s: %s", job["id"], argv)
-            current.run = Run(argv, self.config.test_timeout, _env(claim, job))
-            result = await current.run.execute()
+            current.run = Run(argv, job.get("timeout_seconds") or self.config.test_timeout, _env(claim, job))
+            watch = asyncio.create_task(self._watch_for_cancel(current, job["id"]))
+            try:
+                result = await current.run.execute()
+            finally:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watch
             current.run = None
         current.job_id = None
         if current.lost:
@@ -219,11 +233,29 @@ class Agent:
             )
             log.info("gave group %s back", current.group_id)
 
+    async def _watch_for_cancel(self, current: _Current, job_id: str) -> None:
+        """Long-poll the job while it runs: a cancel stops the test within moments, not at the next
+        heartbeat. The heartbeat still reports cancels, should this request fail."""
+        path = f"/agents/{self.agent_id}/jobs/{job_id}/wait"
+        while current.run is not None and current.job_id == job_id:
+            try:
+                answer = await self.client.call("GET", f"{path}?timeout={CLAIM_WAIT_SECONDS}", retry_for=5)
+            except (ConnectionError, ServerRejected, ServerConflict):
+                await asyncio.sleep(self.lease_seconds / 3)
+                continue
+            if answer and answer.get("status") == "cancelled" and current.job_id == job_id and current.run:
+                log.info("job %s was cancelled: killing its test", job_id)
+                current.cancelled.add(job_id)
+                await current.run.stop()
+                return
+
     # -- heartbeat -------------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(max(0.2, self.lease_seconds / 3))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beat_now.wait(), timeout=max(0.2, self.lease_seconds / 3))
+            self._beat_now.clear()
             current = self._current
             claims = [{"group_id": current.group_id, "token": current.token}] if current else []
             try:
@@ -261,7 +293,8 @@ def _fields(claim: dict[str, Any], job: dict[str, Any]) -> dict[str, str]:
 
 
 def _env(claim: dict[str, Any], job: dict[str, Any] | None) -> dict[str, str]:
-    env = dict(os.environ)
+    # The agent's own credentials are not the test's business.
+    env = {k: v for k, v in os.environ.items() if k not in ("QGJOB_TOKEN", "QUALGENT_ADMIN_TOKEN")}
     env.setdefault("CI", "true")  # AppWright's HTML reporter waits for a person unless CI is set
     env.update(
         {

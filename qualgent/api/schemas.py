@@ -39,6 +39,15 @@ class JobIn(Struct, forbid_unknown_fields=True):
     priority: Priority = Priority.MEDIUM
     target: Target = Target.EMULATOR
     max_attempts: MaxAttempts = 3
+    test_retries: Annotated[
+        int, Meta(ge=0, le=10, description="also retry a failed test (exit 1) this many times, within max_attempts")
+    ] = 0
+    timeout_seconds: (
+        Annotated[
+            int, Meta(ge=1, le=86_400, description="run timeout of each attempt; default: the agent's --test-timeout")
+        ]
+        | None
+    ) = None
 
 
 JobsIn = Annotated[list[JobIn], Meta(min_length=1, max_length=MAX_BULK)]
@@ -81,6 +90,9 @@ class JobOut(Struct):
     finished_at: dt.datetime | None
     run_after: dt.datetime
     result: JobResult | None
+    test_retries: int = 0
+    timeout_seconds: int | None = None
+    flaky: bool = False
     attempt_history: list[AttemptOut] | None = None
 
 
@@ -106,6 +118,9 @@ def job_out(row: Mapping[str, Any] | RowMapping) -> JobOut:
         finished_at=row["finished_at"],
         run_after=row["run_after"],
         result=result,
+        test_retries=row.get("test_retries", 0),
+        timeout_seconds=row.get("timeout_seconds"),
+        flaky=row.get("flaky", False),
         attempt_history=None if history is None else [msgspec.convert(a, AttemptOut) for a in history],
     )
 
@@ -171,6 +186,11 @@ class HeartbeatOut(Struct):
     lease_seconds: float
 
 
+class JobStatusOut(Struct):
+    id: uuid.UUID
+    status: JobStatus
+
+
 class ClaimIn(Struct, forbid_unknown_fields=True):
     targets: Annotated[list[Target], Meta(max_length=3)] | None = None
     wait: Annotated[float, Meta(ge=0, le=60, description="seconds to wait for work when there is none")] = 0.0
@@ -182,6 +202,7 @@ class ClaimedJob(Struct):
     priority: Priority
     attempts: int
     max_attempts: int
+    timeout_seconds: int | None = None
 
 
 class ClaimOut(Struct):

@@ -48,6 +48,19 @@ def _test_paths(_: click.Context, param: click.Parameter, values: tuple[str, ...
     help="Runs allowed per job when infrastructure fails.",
 )
 @click.option(
+    "--test-retries",
+    type=click.IntRange(0, 10),
+    default=0,
+    show_default=True,
+    help="Also retry a failed test (exit 1) this many times; a test that passes on a retry is marked flaky.",
+)
+@click.option(
+    "--test-timeout",
+    type=click.IntRange(1, 86_400),
+    default=None,
+    help="Seconds each run may take before its process tree is killed. [default: the agent's --test-timeout]",
+)
+@click.option(
     "--idempotency-key",
     default=None,
     help="Sending the same submission with the same key again returns the same jobs. Inside GitHub Actions "
@@ -66,6 +79,8 @@ def submit(
     priority: str,
     target: str,
     max_attempts: int,
+    test_retries: int,
+    test_timeout: int | None,
     idempotency_key: str | None,
     no_idempotency_key: bool,
     wait_: bool,
@@ -84,6 +99,8 @@ def submit(
             "priority": priority,
             "target": target,
             "max_attempts": max_attempts,
+            "test_retries": test_retries,
+            "timeout_seconds": test_timeout,
         }
         for test in tests
     ]
@@ -173,3 +190,18 @@ def cancel(job_id: str, api_url: str, token: str | None, as_json: bool) -> None:
         print_json(job)
     else:
         console.print(f"job {job['id']} is {job['status']}")
+
+
+@click.command()
+@click.option("--job-id", "job_ids", required=True, multiple=True, help="A finished job to run again. Repeat for more.")
+@api_options
+@json_option
+def retry(job_ids: tuple[str, ...], api_url: str, token: str | None, as_json: bool) -> None:
+    """Queue finished jobs (failed, cancelled or completed) again, with their attempt budget anew.
+    Their attempt history is kept. Find candidates with `qgjob list --status failed`."""
+    with client(api_url, token) as api:
+        jobs = [api.request("PUT", f"/jobs/{job_id_value(j)}/status", json={"status": "pending"}) for j in job_ids]
+    if as_json:
+        print_json(jobs)
+    else:
+        console.print(jobs_table(jobs, title=f"Queued {len(jobs)} job(s) again"))

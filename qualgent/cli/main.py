@@ -10,7 +10,7 @@ import rich_click as click
 from qualgent import __version__
 from qualgent.cli.agent import agent
 from qualgent.cli.exit_codes import HELP
-from qualgent.cli.jobs import cancel, list_jobs, status, submit
+from qualgent.cli.jobs import cancel, list_jobs, retry, status, submit
 from qualgent.cli.server import db, server
 from qualgent.cli.wait import wait
 
@@ -30,7 +30,7 @@ def cli() -> None:
     """
 
 
-for command in (submit, wait, status, list_jobs, cancel, server, agent, db):
+for command in (submit, wait, status, list_jobs, cancel, retry, server, agent, db):
     cli.add_command(command)
 
 

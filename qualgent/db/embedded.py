@@ -202,7 +202,8 @@ class EmbeddedPostgres:
         return None
 
     def _start_postmaster(self) -> None:
-        options = f"-c listen_addresses='' -k {self.socket_dir} -p {PORT}"
+        # Unix socket only, and only for the OS user running it (and root): trust auth is safe then.
+        options = f"-c listen_addresses='' -c unix_socket_permissions=0700 -k {self.socket_dir} -p {PORT}"
         try:
             self._pg_ctl(
                 ["-w", "-t", str(int(self.start_timeout)), "-l", str(self.pgdata / "log"), "-o", options, "start"],

@@ -1,7 +1,7 @@
 """The schema, as SQLAlchemy models. Alembic migrations are the only way it is made;
 tests/integration/test_schema.py checks that the migrations produce exactly this.
 
-Hot-path design (docs/architecture.md explains it):
+Hot-path design (docs/design.md explains it):
 - job_groups is the small table the claim scans: one row per (org, app version, target) waiting,
   with the scheduling keys (tier, best priority, oldest job) kept on the row, and a partial index
   on exactly the claimable rows in claim order.
@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Enum,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     MetaData,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -138,6 +140,10 @@ class Job(Base):
         CheckConstraint(_in("status", JobStatus), name="status"),
         CheckConstraint(_in("target", Target), name="target"),
         CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts"),
+        CheckConstraint(
+            "test_retries >= 0 AND attempt_budget >= 1 AND (timeout_seconds IS NULL OR timeout_seconds > 0)",
+            name="retry_settings",
+        ),
         # The jobs a claimed group hands out, in run order; finished jobs drop out of it.
         Index(
             "ix_jobs_active_by_group",
@@ -168,6 +174,12 @@ class Job(Base):
     agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id"))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="3")
+    # What the submission asked for, kept so a re-run grants the same budget anew.
+    attempt_budget: Mapped[int] = mapped_column(Integer, nullable=False, server_default="3")
+    # Test failures (exit 1) retried as well, up to this many times (within max_attempts); 0: final.
+    test_retries: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    timeout_seconds: Mapped[int | None] = mapped_column(Integer)  # overrides the agent's --test-timeout
+    flaky: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())  # failed, then passed
     run_after: Mapped[dt.datetime] = _now()
     exit_code: Mapped[int | None] = mapped_column(Integer)
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)

@@ -27,13 +27,17 @@ ON CONFLICT (org_id, app_version_id, target) WHERE status = 'pending' DO UPDATE 
 RETURNING id, org_id, app_version_id, target;
 
 -- name: insert_jobs
-INSERT INTO jobs (id, org_id, app_version_id, target, test_path, priority, max_attempts, group_id)
-SELECT *
+INSERT INTO jobs (id, org_id, app_version_id, target, test_path, priority, max_attempts, attempt_budget,
+                  test_retries, timeout_seconds, group_id)
+SELECT id, org_id, app_version_id, target, test_path, priority, max_attempts, max_attempts,
+       test_retries, timeout_seconds, group_id
 FROM unnest(
     CAST(:ids AS uuid[]), CAST(:org_ids AS text[]), CAST(:app_version_ids AS text[]),
     CAST(:targets AS text[]), CAST(:test_paths AS text[]), CAST(:priorities AS job_priority[]),
-    CAST(:max_attempts AS integer[]), CAST(:group_ids AS uuid[])
-)
+    CAST(:max_attempts AS integer[]), CAST(:test_retries AS integer[]), CAST(:timeouts AS integer[]),
+    CAST(:group_ids AS uuid[])
+) AS j (id, org_id, app_version_id, target, test_path, priority, max_attempts, test_retries, timeout_seconds,
+        group_id)
 RETURNING *;
 
 -- name: claim_group
@@ -61,7 +65,9 @@ WHERE g.id = candidate.id
 RETURNING g.id, g.org_id, g.app_version_id, g.target, g.lease_token, g.lease_expires_at;
 
 -- name: group_jobs_to_run
-SELECT id, org_id, app_version_id, target, test_path, priority, attempts, max_attempts, run_after, created_at
+-- `runnable` by the database's clock, the same clock the claim chose the group by.
+SELECT id, org_id, app_version_id, target, test_path, priority, attempts, max_attempts, timeout_seconds,
+       run_after, created_at, run_after <= now() AS runnable
 FROM jobs
 WHERE group_id = :group_id AND status = 'pending'
 ORDER BY priority, created_at, id;
@@ -114,11 +120,17 @@ SET finished_at = now(), outcome = :outcome, exit_code = :exit_code, duration_ms
 WHERE job_id = :job_id AND number = :number AND finished_at IS NULL;
 
 -- name: finish_job
+-- A job that passes after a failed test attempt is flaky.
 UPDATE jobs
 SET status = :status, exit_code = :exit_code, duration_ms = :duration_ms, output_tail = :output_tail,
-    error = :error, finished_at = now(), updated_at = now()
+    error = :error, finished_at = now(), updated_at = now(),
+    flaky = (:status = 'completed' AND EXISTS (
+        SELECT 1 FROM attempts a WHERE a.job_id = jobs.id AND a.outcome = 'test_failed'))
 WHERE id = :job_id
 RETURNING *;
+
+-- name: test_failures_of_job
+SELECT count(*) FROM attempts WHERE job_id = :job_id AND outcome = 'test_failed';
 
 -- name: schedule_retry
 UPDATE jobs
@@ -156,9 +168,12 @@ FROM (
 WHERE g.id = :group_id AND g.status = 'pending';
 
 -- name: running_attempt_of_group
-SELECT j.id AS job_id, j.attempts AS number
-FROM jobs j
-WHERE j.group_id = :group_id AND j.status = 'running';
+-- Attempts of this group still open: the job running when its agent vanished, and one cancelled
+-- mid-run whose agent never reported back.
+SELECT a.job_id, a.number, j.status
+FROM attempts a
+JOIN jobs j ON j.id = a.job_id
+WHERE a.group_id = :group_id AND a.finished_at IS NULL;
 
 -- name: lapsed_claims
 -- Rescue: running groups whose lease lapsed. SKIP LOCKED: any number of servers may rescue at once.
@@ -222,7 +237,7 @@ SELECT pg_notify('qualgent', :payload);
 -- name: reset_for_rerun
 -- A re-run keeps the attempt history and numbering, and grants the job its usual budget anew.
 UPDATE jobs
-SET max_attempts = attempts + 3, run_after = now(), exit_code = NULL, duration_ms = NULL,
+SET max_attempts = attempts + attempt_budget, run_after = now(), exit_code = NULL, duration_ms = NULL,
     output_tail = NULL, error = NULL, started_at = NULL, finished_at = NULL, updated_at = now()
 WHERE id = :job_id;
 

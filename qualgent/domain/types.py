@@ -12,6 +12,7 @@ the database enums are declared in the same order, so SQL can sort and min() on 
 
 from __future__ import annotations
 
+import random
 from enum import StrEnum
 
 
@@ -75,6 +76,8 @@ def classify_exit_code(exit_code: int | None) -> Outcome:
     return Outcome.INFRA_ERROR
 
 
-def retry_delay_seconds(attempt: int, base: float = 2.0, cap: float = 300.0) -> float:
-    """Exponential backoff before attempt `attempt + 1` (attempt counts from 1)."""
-    return float(min(cap, base * 2 ** max(0, attempt - 1)))
+def retry_delay_seconds(attempt: int, base: float = 2.0, cap: float = 300.0, jitter: float = 0.25) -> float:
+    """Exponential backoff before attempt `attempt + 1` (attempt counts from 1), with +-25% jitter so
+    jobs failed together by one outage do not all come back at the same instant."""
+    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    return float(delay * random.uniform(1 - jitter, 1 + jitter))

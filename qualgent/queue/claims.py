@@ -12,7 +12,7 @@ from sqlalchemy import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from qualgent.db.sql import Q
-from qualgent.domain import Conflict, JobStatus, NotFound, Outcome, StaleClaim
+from qualgent.domain import Conflict, JobStatus, NotFound, Outcome, StaleClaim, classify_exit_code
 from qualgent.domain.types import AgentStatus, GroupStatus, retry_delay_seconds
 from qualgent.queue._common import notify_jobs, requeue
 
@@ -60,9 +60,8 @@ async def claim(engine: AsyncEngine, agent_id: uuid.UUID, targets: list[str], le
             if group is None:
                 return None
             jobs = list((await conn.execute(Q.group_jobs_to_run, {"group_id": group["id"]})).mappings())
-            now = dt.datetime.now(dt.UTC)
-            deferred = [j["id"] for j in jobs if j["run_after"] > now]
-            runnable = [j for j in jobs if j["run_after"] <= now]
+            deferred = [j["id"] for j in jobs if not j["runnable"]]
+            runnable = [j for j in jobs if j["runnable"]]
             await requeue(conn, deferred)
             if not runnable:
                 await conn.execute(Q.mark_group_done, {"group_id": group["id"]})
@@ -89,6 +88,7 @@ async def start_job(
     lease_seconds: float,
 ) -> RowMapping:
     """The agent is about to run this job: it becomes running and an attempt is opened."""
+    refusal: Conflict | None = None
     async with engine.begin() as conn:
         await _lock_claim(conn, agent_id, group_id, token)
         await conn.execute(Q.extend_lease, {"group_id": group_id, "lease_seconds": lease_seconds})
@@ -97,16 +97,21 @@ async def start_job(
             .mappings()
             .first()
         )
-        if job is None:
+        if job is None:  # cancelled (or moved) since the claim: refused, but the group may be done now
             current = await _job_or_404(conn, job_id)
             await _close_group_if_done(conn, group_id)
-            raise Conflict(f"job {job_id} is {current['status']}, not pending in this group", status=current["status"])
-        await conn.execute(
-            Q.insert_attempt,
-            {"job_id": job_id, "number": job["attempts"], "agent_id": agent_id, "group_id": group_id},
-        )
-        await notify_jobs(conn, JobStatus.RUNNING, [job_id])
-        return job
+            refusal = Conflict(
+                f"job {job_id} is {current['status']}, not pending in this group", status=current["status"]
+            )
+        else:
+            await conn.execute(
+                Q.insert_attempt,
+                {"job_id": job_id, "number": job["attempts"], "agent_id": agent_id, "group_id": group_id},
+            )
+            await notify_jobs(conn, JobStatus.RUNNING, [job_id])
+    if refusal is not None or job is None:
+        raise refusal or Conflict(f"job {job_id} cannot start")  # after the commit: the group's closing stands
+    return job
 
 
 async def report_result(
@@ -123,20 +128,34 @@ async def report_result(
         job = await _job_or_404(conn, job_id)
         if job["group_id"] != group_id:
             raise Conflict(f"job {job_id} is not in group {group_id}")
-        outcome = result.outcome or _outcome_of(result.exit_code)
         if job["status"] == JobStatus.CANCELLED:
+            # The run ends the attempt and may end the group; the job stays cancelled. Committed, then refused.
             await _finish_attempt(conn, job, Outcome.CANCELLED, result)
             await _close_group_if_done(conn, group_id)
-            raise Conflict(f"job {job_id} was cancelled; its result is not recorded", status="cancelled")
-        if job["status"] != JobStatus.RUNNING:
+            updated = None
+        elif job["status"] != JobStatus.RUNNING:
             raise Conflict(f"job {job_id} is {job['status']}, not running", status=job["status"])
-        await _finish_attempt(conn, job, outcome, result)
-        updated = await _settle(conn, job, outcome, result)
-        await _close_group_if_done(conn, group_id)
-        return updated
+        else:
+            outcome = outcome_of(result)
+            await _finish_attempt(conn, job, outcome, result)
+            updated = await _settle(conn, job, outcome, result)
+            await _close_group_if_done(conn, group_id)
+    if updated is None:
+        raise Conflict(f"job {job_id} was cancelled; its result is not recorded", status="cancelled")
+    return updated
+
+
+def outcome_of(result: Result) -> Outcome:
+    """The exit code decides (0 passed, 1 test failed, else infrastructure); an agent's own word counts only
+    where there is no exit code to go by (a timeout, a failed install, a kill) or to say it was cancelled."""
+    by_code = classify_exit_code(result.exit_code)
+    if result.outcome is None or (result.exit_code is not None and result.outcome != Outcome.CANCELLED):
+        return by_code
+    return result.outcome
 
 
 async def _settle(conn: AsyncConnection, job: RowMapping, outcome: Outcome, result: Result) -> RowMapping:
+    """After an attempt: retry (back to pending after a backoff) or finish (completed / failed)."""
     fields = {
         "job_id": job["id"],
         "exit_code": result.exit_code,
@@ -144,8 +163,7 @@ async def _settle(conn: AsyncConnection, job: RowMapping, outcome: Outcome, resu
         "output_tail": _tail(result.output_tail),
         "error": result.error,
     }
-    retry = outcome == Outcome.INFRA_ERROR and job["attempts"] < job["max_attempts"]
-    if retry:
+    if await _retries(conn, job, outcome):
         delay = retry_delay_seconds(job["attempts"])
         await conn.execute(Q.schedule_retry, {**fields, "delay_seconds": delay})
         await requeue(conn, [job["id"]])
@@ -157,6 +175,19 @@ async def _settle(conn: AsyncConnection, job: RowMapping, outcome: Outcome, resu
     row = (await conn.execute(Q.finish_job, {**fields, "status": status.value})).mappings().one()
     await notify_jobs(conn, status, [job["id"]])
     return row
+
+
+async def _retries(conn: AsyncConnection, job: RowMapping, outcome: Outcome) -> bool:
+    """Infrastructure errors are retried while attempts remain; a test failure only if the submission
+    asked for test retries and it has some left."""
+    if job["attempts"] >= job["max_attempts"]:
+        return False
+    if outcome == Outcome.INFRA_ERROR:
+        return True
+    if outcome == Outcome.TEST_FAILED and job["test_retries"] > 0:
+        failures = (await conn.execute(Q.test_failures_of_job, {"job_id": job["id"]})).scalar_one()
+        return bool(failures <= job["test_retries"])
+    return False
 
 
 async def heartbeat(
@@ -210,6 +241,9 @@ async def _hand_back(conn: AsyncConnection, group_id: uuid.UUID, agent_id: Any, 
     interrupted = (await conn.execute(Q.running_attempt_of_group, {"group_id": group_id})).mappings().all()
     for attempt in interrupted:
         job = await _job_or_404(conn, attempt["job_id"])
+        if job["status"] == JobStatus.CANCELLED:  # cancelled mid-run, and its agent never said so
+            await _finish_attempt(conn, job, Outcome.CANCELLED, Result(exit_code=None, error=reason))
+            continue
         result = Result(exit_code=None, error=reason, outcome=Outcome.INFRA_ERROR)
         await _finish_attempt(conn, job, Outcome.INFRA_ERROR, result)
         await _settle(conn, job, Outcome.INFRA_ERROR, result)
@@ -261,12 +295,6 @@ async def _job_or_404(conn: AsyncConnection, job_id: uuid.UUID) -> RowMapping:
     if job is None:
         raise NotFound(f"no job {job_id}", job_id=str(job_id))
     return job
-
-
-def _outcome_of(exit_code: int | None) -> Outcome:
-    from qualgent.domain import classify_exit_code
-
-    return classify_exit_code(exit_code)
 
 
 def _tail(output: str | None) -> str | None:

@@ -35,6 +35,8 @@ class JobSpec:
     priority: Priority = Priority.MEDIUM
     target: Target = Target.EMULATOR
     max_attempts: int = 3
+    test_retries: int = 0
+    timeout_seconds: int | None = None
 
     @property
     def key(self) -> GroupKey:
@@ -70,10 +72,10 @@ async def _replay(conn: AsyncConnection, key: str, request_hash: str) -> Submitt
 
 
 def _request_hash(specs: Sequence[JobSpec]) -> str:
-    canonical = json.dumps(
-        [[s.org_id, s.app_version_id, s.test_path, s.priority.value, s.target.value, s.max_attempts] for s in specs]
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    fields = ("org_id", "app_version_id", "test_path", "priority", "target", "max_attempts", "test_retries")
+    rows = [[str(getattr(getattr(s, name), "value", getattr(s, name))) for name in fields] for s in specs]
+    rows = [[*row, str(s.timeout_seconds)] for row, s in zip(rows, specs, strict=True)]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
 async def submit_in(
@@ -95,6 +97,8 @@ async def submit_in(
             "test_paths": [s.test_path for s in specs],
             "priorities": [s.priority.value for s in specs],
             "max_attempts": [s.max_attempts for s in specs],
+            "test_retries": [s.test_retries for s in specs],
+            "timeouts": [s.timeout_seconds for s in specs],
             "group_ids": [groups[s.key] for s in specs],
         },
     )

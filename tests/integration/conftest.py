@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -54,8 +55,8 @@ def settings(db_url: str) -> Settings:
     return Settings(database_url=db_url, lease_seconds=30)
 
 
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[Api]:
+@contextlib.asynccontextmanager
+async def serve_api(settings: Settings) -> AsyncIterator[Api]:
     """The real app served by uvicorn on a free port in this test's event loop, spoken to over HTTP:
     concurrent requests (long-polls, waiting claims) really run concurrently."""
     with socket.socket() as probe:
@@ -73,3 +74,9 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
     finally:
         server.should_exit = True
         await task
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    async with serve_api(settings) as served:
+        yield served

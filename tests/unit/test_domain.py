@@ -15,9 +15,11 @@ def test_exit_codes_of_the_run_command(code: int | None, outcome: Outcome) -> No
     assert classify_exit_code(code) is outcome
 
 
-def test_backoff_doubles_and_is_capped() -> None:
-    assert [retry_delay_seconds(n) for n in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 16.0]
-    assert retry_delay_seconds(50) == 300.0
+def test_backoff_doubles_is_capped_and_jittered() -> None:
+    for attempt, nominal in ((1, 2.0), (2, 4.0), (3, 8.0), (4, 16.0), (50, 300.0)):
+        delays = {retry_delay_seconds(attempt) for _ in range(50)}
+        assert all(0.75 * nominal <= d <= 1.25 * nominal for d in delays)
+        assert len(delays) > 1, "jitter spreads retries out"
 
 
 def test_enum_order_is_scheduling_order() -> None:

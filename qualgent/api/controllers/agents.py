@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 from litestar import Controller, Response, delete, get, post, put
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from qualgent.api.deps import ServicesDep
 from qualgent.api.schemas import (
@@ -16,14 +17,15 @@ from qualgent.api.schemas import (
     HeartbeatIn,
     HeartbeatOut,
     JobOut,
+    JobStatusOut,
     ReleaseIn,
     ResultIn,
     StartIn,
     agent_out,
     job_out,
 )
-from qualgent.domain import AgentStatus, InvalidInput, Priority, Target
-from qualgent.notify.waiting import claim_or_wait
+from qualgent.domain import AgentStatus, InvalidInput, JobStatus, Priority, Target
+from qualgent.notify.waiting import claim_or_wait, wait_for_change
 from qualgent.queue import agents, claims
 
 
@@ -81,7 +83,14 @@ class AgentController(Controller):
         if got is None:
             return Response(None, status_code=204)
         jobs = [
-            ClaimedJob(j["id"], j["test_path"], Priority(str(j["priority"])), j["attempts"], j["max_attempts"])
+            ClaimedJob(
+                j["id"],
+                j["test_path"],
+                Priority(str(j["priority"])),
+                j["attempts"],
+                j["max_attempts"],
+                j["timeout_seconds"],
+            )
             for j in got.jobs
         ]
         body = ClaimOut(
@@ -95,6 +104,20 @@ class AgentController(Controller):
             jobs,
         )
         return Response(body, status_code=200)
+
+    @get(
+        "/{agent_id:uuid}/jobs/{job_id:uuid}/wait",
+        summary="Long-poll a running job: answers when it is no longer running (a cancel), or at the timeout",
+    )
+    async def wait_job(
+        self,
+        services: ServicesDep,
+        agent_id: FromPath[uuid.UUID],
+        job_id: FromPath[uuid.UUID],
+        timeout: Annotated[float, QueryParameter(ge=0, le=60)] = 20.0,
+    ) -> JobStatusOut:
+        current, _ = await wait_for_change(services.engine, services.hub, {job_id: JobStatus.RUNNING.value}, timeout)
+        return JobStatusOut(id=job_id, status=JobStatus(current[0]["status"]))
 
     @post("/{agent_id:uuid}/jobs/{job_id:uuid}/start", status_code=200, summary="Start a claimed job")
     async def start_job(

@@ -15,7 +15,16 @@ from qualgent.queue.jobs import JobFilter, JobSpec
 
 
 def _spec(job: JobIn) -> JobSpec:
-    return JobSpec(job.org_id, job.app_version_id, job.test_path, job.priority, job.target, job.max_attempts)
+    return JobSpec(
+        job.org_id,
+        job.app_version_id,
+        job.test_path,
+        job.priority,
+        job.target,
+        job.max_attempts,
+        job.test_retries,
+        job.timeout_seconds,
+    )
 
 
 class JobController(Controller):

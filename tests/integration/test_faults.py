@@ -1,0 +1,124 @@
+"""Retries, fencing, cancel and rescue, through the agent protocol."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from qualgent.settings import Settings
+from tests.integration.conftest import Api, serve_api
+
+pytestmark = pytest.mark.anyio
+
+
+def _skip_backoff(db_url: str) -> None:
+    """Tests need not wait out the retry backoff (2 s, 4 s, ...): make retried jobs due now."""
+    conninfo = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("UPDATE jobs SET run_after = now() WHERE status = 'pending'")
+        conn.execute("UPDATE job_groups SET available_at = now() WHERE status = 'pending'")
+
+
+async def _run_once(api: Api, agent: str, code: int | None, db_url: str, **extra: Any) -> dict[str, Any]:
+    _skip_backoff(db_url)
+    claim = await api.claim(agent)
+    assert claim is not None
+    return await api.run(agent, claim, claim["jobs"][0]["id"], code, **extra)
+
+
+async def test_an_infrastructure_error_then_a_pass_completes_after_two_attempts(api: Api, db_url: str) -> None:
+    job = await api.submit()
+    agent = await api.register()
+    retried = await _run_once(api, agent, 3, db_url)
+    assert (retried["status"], retried["attempts"]) == ("pending", 1)
+    assert retried["run_after"] > retried["updated_at"][:19]
+    done = await _run_once(api, agent, 0, db_url)
+    assert (done["status"], done["attempts"]) == ("completed", 2)
+    history = (await api.call("GET", f"/jobs/{job['id']}"))["attempt_history"]
+    assert [(a["outcome"], a["exit_code"]) for a in history] == [("infra_error", 3), ("passed", 0)]
+
+
+async def test_infrastructure_errors_every_time_fail_after_max_attempts(api: Api, db_url: str) -> None:
+    await api.submit()
+    agent = await api.register()
+    for _ in range(3):
+        last = await _run_once(api, agent, 3, db_url)
+    assert (last["status"], last["attempts"]) == ("failed", 3)
+    assert "exit" in (last["result"]["error"] or "") or last["result"]["exit_code"] == 3
+    assert await api.claim(agent, expect=204) is None
+
+
+async def test_a_test_failure_is_final_unless_test_retries_were_asked(api: Api, db_url: str) -> None:
+    await api.submit(test_path="plain.spec.ts")
+    agent = await api.register()
+    failed = await _run_once(api, agent, 1, db_url)
+    assert (failed["status"], failed["attempts"]) == ("failed", 1)
+
+    await api.submit(test_path="flaky.spec.ts", test_retries=1)
+    retried = await _run_once(api, agent, 1, db_url)
+    assert retried["status"] == "pending"
+    passed = await _run_once(api, agent, 0, db_url)
+    assert (passed["status"], passed["attempts"], passed["flaky"]) == ("completed", 2, True)
+
+
+async def test_the_agent_cannot_claim_an_outcome_its_exit_code_contradicts(api: Api, db_url: str) -> None:
+    await api.submit()
+    agent = await api.register()
+    reported = await _run_once(api, agent, 1, db_url, outcome="passed")
+    assert reported["status"] == "failed"
+
+
+async def test_a_stale_token_is_refused_and_changes_nothing(api: Api) -> None:
+    job = await api.submit()
+    agent = await api.register()
+    claim = await api.claim(agent)
+    assert claim is not None
+    forged = {**claim, "token": "00000000-0000-4000-8000-000000000000"}
+    body = await api.call("POST", f"/agents/{agent}/jobs/{job['id']}/start",
+                          {"group_id": forged["group_id"], "token": forged["token"]}, expect=409)  # fmt: skip
+    assert body["error"] == "StaleClaim"
+    assert (await api.call("GET", f"/jobs/{job['id']}"))["status"] == "pending"
+
+
+async def test_cancel_during_a_run_wins_over_the_late_result(api: Api) -> None:
+    job = await api.submit()
+    agent = await api.register()
+    claim = await api.claim(agent)
+    assert claim is not None
+    ref = {"group_id": claim["group_id"], "token": claim["token"]}
+    await api.call("POST", f"/agents/{agent}/jobs/{job['id']}/start", ref)
+    await api.call("DELETE", f"/jobs/{job['id']}")
+    beat = await api.call("PUT", f"/agents/{agent}/heartbeat", {"claims": [ref]})
+    assert beat["cancelled_job_ids"] == [job["id"]]
+    await api.call("POST", f"/agents/{agent}/jobs/{job['id']}/result", {**ref, "exit_code": 0}, expect=409)
+    shown = await api.call("GET", f"/jobs/{job['id']}")
+    assert shown["status"] == "cancelled"
+    assert [(a["outcome"], a["finished_at"] is not None) for a in shown["attempt_history"]] == [("cancelled", True)]
+    agent_row = await api.call("GET", f"/agents/{agent}")
+    assert agent_row["status"] == "idle", "the group ended with its only job: the agent is free"
+
+
+async def test_a_lapsed_lease_is_rescued_and_the_late_agent_is_fenced(db_url: str) -> None:
+    async with serve_api(Settings(database_url=db_url, lease_seconds=1)) as api:
+        first = await api.submit(test_path="a.spec.ts")
+        second = await api.submit(test_path="b.spec.ts")
+        frozen = await api.register("frozen")
+        claim = await api.claim(frozen)
+        assert claim is not None
+        ref = {"group_id": claim["group_id"], "token": claim["token"]}
+        await api.call("POST", f"/agents/{frozen}/jobs/{first['id']}/start", ref)
+        for _ in range(50):  # the rescue loop runs every half second with a 1 s lease
+            if (await api.call("GET", f"/jobs/{first['id']}"))["status"] == "pending":
+                break
+            await asyncio.sleep(0.2)
+        rescued = await api.call("GET", f"/jobs/{first['id']}")
+        assert rescued["status"] == "pending"
+        assert rescued["attempt_history"][0]["outcome"] == "infra_error"
+        assert (await api.call("GET", f"/jobs/{second['id']}"))["status"] == "pending"
+        late = {**ref, "exit_code": 0}
+        await api.call("POST", f"/agents/{frozen}/jobs/{first['id']}/result", late, expect=409)
+        assert (await api.call("GET", f"/jobs/{first['id']}"))["status"] == "pending"
