@@ -17,12 +17,14 @@ from qualgent.api.controllers.agents import AgentController
 from qualgent.api.controllers.events import EventController
 from qualgent.api.controllers.health import HealthController
 from qualgent.api.controllers.jobs import JobController
-from qualgent.api.controllers.monitoring import MonitoringController
+from qualgent.api.controllers.monitoring import MonitoringController, prometheus_metrics
 from qualgent.api.controllers.orgs import OrgController
+from qualgent.api.controllers.reports import ReportController
 from qualgent.api.deps import Services, provide_services
 from qualgent.api.errors import EXCEPTION_HANDLERS
 from qualgent.db.engine import create_server_engine
 from qualgent.notify import Hub
+from qualgent.observability import metrics
 from qualgent.queue import claims
 from qualgent.settings import Settings
 
@@ -62,10 +64,11 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             OrgController,
             HealthController,
             MonitoringController,
+            ReportController,
         ],
     )
     return Litestar(
-        route_handlers=[api],
+        route_handlers=[api, prometheus_metrics],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
@@ -87,6 +90,7 @@ async def _rescue_loop(engine: AsyncEngine, lease_seconds: float) -> None:
     while True:
         try:
             rescued = await claims.rescue_lapsed(engine)
+            metrics.leases_rescued(rescued)
             if rescued:
                 log.warning("rescued %d claim(s) whose lease lapsed", rescued)
         except Exception:

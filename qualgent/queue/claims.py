@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from qualgent.db.sql import Q
 from qualgent.domain import Conflict, JobStatus, NotFound, Outcome, StaleClaim, classify_exit_code
 from qualgent.domain.types import AgentStatus, GroupStatus, retry_delay_seconds
+from qualgent.observability import metrics
 from qualgent.queue._common import notify_jobs, requeue
 
 OUTPUT_TAIL_LIMIT = 16_384
@@ -41,6 +42,7 @@ class Result:
     outcome: Outcome | None = None  # given when the agent knows better than the exit code (timeout, install)
 
 
+@metrics.timed_claim
 async def claim(engine: AsyncEngine, agent_id: uuid.UUID, targets: list[str], lease_seconds: float) -> Claim | None:
     """Take the best pending group this agent can run, whole, in one transaction."""
     async with engine.begin() as conn:
@@ -111,6 +113,7 @@ async def start_job(
             await notify_jobs(conn, JobStatus.RUNNING, [job_id])
     if refusal is not None or job is None:
         raise refusal or Conflict(f"job {job_id} cannot start")  # after the commit: the group's closing stands
+    metrics.job_started(job)
     return job
 
 
@@ -174,6 +177,7 @@ async def _settle(conn: AsyncConnection, job: RowMapping, outcome: Outcome, resu
         fields["error"] = f"infrastructure error after {job['attempts']} attempt(s)"
     row = (await conn.execute(Q.finish_job, {**fields, "status": status.value})).mappings().one()
     await notify_jobs(conn, status, [job["id"]])
+    metrics.job_finished(row)
     return row
 
 

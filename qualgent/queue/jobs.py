@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from qualgent.db.sql import Q
 from qualgent.domain import FINAL_STATUSES, Conflict, JobStatus, NotFound, Priority, Target
+from qualgent.observability import metrics
 from qualgent.queue._common import (
     GroupAggregate,
     GroupKey,
@@ -204,6 +205,7 @@ async def cancel(engine: AsyncEngine, job_id: uuid.UUID) -> RowMapping:
         if group_status == "pending":
             await conn.execute(Q.refresh_pending_group, {"group_id": row["group_id"]})
         await notify_jobs(conn, JobStatus.CANCELLED, [job_id])
+        metrics.job_finished(row)
         return row
 
 

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
-from litestar import Controller, get
+import functools
+from typing import Any
+
+from litestar import Controller, Response, get
 
 from qualgent import __version__
 from qualgent.api.deps import ServicesDep
+from qualgent.db import migrate
+from qualgent.notify import Hub
 from qualgent.queue import stats
 
 
@@ -15,11 +20,36 @@ class HealthController(Controller):
     async def health(self) -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    @get("/detailed", summary="Database reachability and latency, schema revision, agents and queue")
-    async def detailed(self, services: ServicesDep) -> dict[str, object]:
+    @get(
+        "/detailed",
+        summary="Readiness: database reachable (503 if not), its latency and schema revision, the LISTEN "
+        "connection, agents by status, queue depth",
+    )
+    async def detailed(self, services: ServicesDep) -> Response[dict[str, Any]]:
         database = await stats.database_health(services.engine)
-        body: dict[str, object] = {"version": __version__, "database": database}
+        database["expected_schema_revision"] = _head_revision()
+        listen = listen_state(services.hub)
+        body: dict[str, Any] = {"version": __version__, "database": database, "listen": listen}
         if database["reachable"]:
-            body.update(await stats.counts(services.engine, services.settings.lease_seconds))
-        body["status"] = "ok" if database["reachable"] else "degraded"
-        return body
+            snapshot = await stats.gauges(services.engine, services.settings.lease_seconds)
+            totals = stats.totals(snapshot)
+            body["agents"] = totals.pop("agents_by_status")
+            body["queue"] = totals
+        healthy = database["reachable"] and database["schema_revision"] == database["expected_schema_revision"]
+        body["status"] = "ok" if healthy and listen["connected"] else "degraded"
+        return Response(body, status_code=200 if database["reachable"] else 503)
+
+
+def listen_state(hub: Hub) -> dict[str, Any]:
+    """This process's LISTEN connection: when it is down, waiting falls back to polling (slower, not stuck)."""
+    return {
+        "connected": hub.connected,
+        "reconnects": hub.reconnects,
+        "notifications_delivered": hub.delivered,
+        "waiters": hub.waiters,
+    }
+
+
+@functools.cache
+def _head_revision() -> str | None:
+    return migrate.head_revision()

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
-from litestar import Controller, get
+from typing import Any
 
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+
+from qualgent.api.controllers.health import listen_state
 from qualgent.api.deps import ServicesDep
+from qualgent.observability import metrics
 from qualgent.queue import stats
 
 
@@ -10,10 +15,33 @@ class MonitoringController(Controller):
     path = "/monitoring"
     tags = ["monitoring"]
 
-    @get("/metrics", summary="Jobs by status, agents by status and target, queue depth (JSON)")
-    async def metrics(self, services: ServicesDep) -> dict[str, object]:
-        return await stats.counts(services.engine, services.settings.lease_seconds)
+    @get("/metrics", summary="What /metrics says, in JSON: the queue's state, this process's counters")
+    async def metrics(self, services: ServicesDep, state: State) -> dict[str, Any]:
+        snapshot = await _gauges(state).get(services.engine, services.settings.lease_seconds)
+        return {
+            "database_up": snapshot is not None,
+            "state": snapshot,
+            "totals": stats.totals(snapshot) if snapshot is not None else None,
+            "listen": listen_state(services.hub),
+            "process": metrics.as_json(),
+            "state_cached_seconds": metrics.SNAPSHOT_TTL,
+        }
 
-    @get("/scale-recommendations", summary="Per target: agents to add or remove, and why")
+    @get("/scale-recommendations", summary="Per target: agents to add or remove, and the figures behind it")
     async def scale(self, services: ServicesDep) -> list[dict[str, object]]:
         return await stats.scale_recommendations(services.engine, services.settings.lease_seconds)
+
+
+@get("/metrics", summary="Prometheus metrics (text exposition format)", tags=["monitoring"])
+async def prometheus_metrics(services: ServicesDep, state: State) -> Response[bytes]:
+    snapshot = await _gauges(state).get(services.engine, services.settings.lease_seconds)
+    body = metrics.exposition(snapshot, listen_state(services.hub))
+    return Response(body, media_type=metrics.CONTENT_TYPE)
+
+
+def _gauges(state: State) -> stats.CachedGauges:
+    """One cache per app: every scrape within SNAPSHOT_TTL shares one read of the database."""
+    cache: stats.CachedGauges | None = state.get("qualgent_gauges")
+    if cache is None:
+        cache = state["qualgent_gauges"] = stats.CachedGauges(metrics.SNAPSHOT_TTL)
+    return cache
