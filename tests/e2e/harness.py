@@ -109,12 +109,15 @@ FAKE_APPWRIGHT = """\
 #!{python}
 # Stands in for `npx appwright test`: logs each call, then exits by the test's name:
 # *fail* exits 1 (test failed), *infra* exits 3 (infrastructure), *sleep<N>* sleeps N seconds first.
+# FAKE_EXIT in the environment overrides the exit code of runs (to tell two agents' runs apart).
 import os, re, sys, time
 with open({log!r}, "a") as log:
-    log.write(" ".join(sys.argv[1:]) + " pid=%d\\n" % os.getpid())
+    log.write(" ".join(sys.argv[1:]) + " pid=%d job=%s\\n" % (os.getpid(), os.environ.get("QUALGENT_JOB_ID", "-")))
 name = " ".join(sys.argv[1:])
 match = re.search(r"sleep(\\d+(?:\\.\\d+)?)", name)
 time.sleep(float(match.group(1)) if match else 0.05)
+if os.environ.get("FAKE_EXIT") and sys.argv[1] == "run":
+    sys.exit(int(os.environ["FAKE_EXIT"]))
 sys.exit(1 if "fail" in name else 3 if "infra" in name else 0)
 """
 
