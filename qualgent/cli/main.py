@@ -11,7 +11,9 @@ from qualgent import __version__
 from qualgent.cli.agent import agent
 from qualgent.cli.exit_codes import HELP
 from qualgent.cli.jobs import cancel, list_jobs, retry, status, submit
+from qualgent.cli.report import report
 from qualgent.cli.server import db, server
+from qualgent.cli.top import top
 from qualgent.cli.wait import wait
 
 click.rich_click.USE_MARKDOWN = False
@@ -30,7 +32,7 @@ def cli() -> None:
     """
 
 
-for command in (submit, wait, status, list_jobs, cancel, retry, server, agent, db):
+for command in (submit, wait, status, list_jobs, cancel, retry, report, top, server, agent, db):
     cli.add_command(command)
 
 
