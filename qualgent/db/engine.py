@@ -22,6 +22,12 @@ def create_server_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         max_overflow=pool_size,
         pool_pre_ping=True,  # survive a PostgreSQL restart without restarting the server
         pool_timeout=10,
+        # No request may hang on an unreachable or stuck database: fail (503, retried by clients) instead.
+        connect_args={
+            "connect_timeout": 5,
+            "options": "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000",
+            "application_name": "qgjob server",
+        },
     )
 
 
