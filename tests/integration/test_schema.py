@@ -50,6 +50,13 @@ def explain(url: str, query: TextClause, params: dict[str, object]) -> dict[str,
     return plan[0]["Plan"]  # type: ignore[no-any-return]
 
 
+def _node_types(plan: dict[str, Any]) -> set[str]:
+    types = {str(plan["Node Type"])}
+    for child in plan.get("Plans", []):
+        types |= _node_types(child)
+    return types
+
+
 def _index_names(plan: dict[str, object]) -> set[str]:
     names = {str(plan["Index Name"])} if "Index Name" in plan else set()
     for child in plan.get("Plans", []):  # type: ignore[attr-defined]
@@ -76,3 +83,4 @@ def test_the_claim_walks_the_claimable_index(db_url: str, pending_groups: int) -
         conn.execute("ANALYZE job_groups")
     plan = explain(db_url, Q.claim_group, {"targets": ["emulator"], "agent_id": None, "lease_seconds": 30})
     assert "ix_job_groups_claimable" in _index_names(plan), json.dumps(plan, indent=1)
+    assert "Sort" not in _node_types(plan), "the index gives the order: no sort of every candidate"
