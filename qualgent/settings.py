@@ -36,6 +36,7 @@ class Settings:
     port: int = 3000
     migrate: bool = False
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one JSON object per line (qualgent.logs)
     # Requests per second a client may sustain, and the burst it may send at once (docs/security.md).
     # Counted per server process; 0 turns rate limiting off.
     rate_limit: float = 50.0
@@ -64,14 +65,24 @@ class Settings:
             updates["host"] = host
         if (port := get("PORT")) is not None:
             updates["port"] = int(_positive_float("QUALGENT_PORT", port))
-        if (level := get("LOG_LEVEL")) is not None:
-            updates["log_level"] = level.lower()
+        updates.update(_logging(get))
         updates.update(_rate_limits(get))
         return replace(settings, **updates)  # type: ignore[arg-type]
 
     def with_overrides(self, **overrides: object) -> Settings:
         """Flags override the environment; None means 'not given'."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+
+
+def _logging(get: Callable[[str], str | None]) -> dict[str, object]:
+    updates: dict[str, object] = {}
+    if (level := get("LOG_LEVEL")) is not None:
+        updates["log_level"] = level.lower()
+    if (log_format := get("LOG_FORMAT")) is not None:
+        if log_format.lower() not in ("text", "json"):
+            raise InvalidInput(f"QUALGENT_LOG_FORMAT must be text or json, got {log_format!r}")
+        updates["log_format"] = log_format.lower()
+    return updates
 
 
 def _positive_float(name: str, raw: str) -> float:

@@ -21,6 +21,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from qualgent import logs
 from qualgent.agent.client import AgentClient, ServerConflict, ServerRejected
 from qualgent.agent.executor import Run, RunResult
 from qualgent.agent.templates import CommandTemplate
@@ -73,6 +74,7 @@ class Agent:
             loop.add_signal_handler(sig, self._on_signal)
         agent = await self.client.call("POST", "/agents", {"name": self.config.name, "targets": self.config.targets})
         self.agent_id = agent["id"]
+        logs.bind(agent_id=self.agent_id)
         log.info("agent %s (%s) registered for %s", self.config.name, self.agent_id, ", ".join(self.config.targets))
         beat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         try:
@@ -139,6 +141,7 @@ class Agent:
     async def _run_group(self, claim: dict[str, Any]) -> None:
         current = self._current = _Current(group_id=claim["group_id"], token=claim["token"])
         jobs: list[dict[str, Any]] = claim["jobs"]
+        logs.bind(group_id=claim["group_id"], org_id=claim["org_id"], app_version_id=claim["app_version_id"])
         log.info(
             "claimed group %s: %s %s for %s, %d job(s)",
             claim["group_id"],
@@ -157,6 +160,7 @@ class Agent:
                 await self._release(current, "agent shutting down")
         finally:
             self._current = None
+            logs.bind(group_id=None, org_id=None, app_version_id=None, job_id=None)
 
     async def _install(self, claim: dict[str, Any]) -> str | None:
         if self.config.install is None:
@@ -180,6 +184,7 @@ class Agent:
         current = self._current
         assert current is not None
         ref = {"group_id": current.group_id, "token": current.token}
+        logs.bind(job_id=job["id"])
         try:
             await self.client.call("POST", f"/agents/{self.agent_id}/jobs/{job['id']}/start", ref)
         except ServerConflict as conflict:

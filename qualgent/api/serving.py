@@ -39,5 +39,6 @@ def config(app: Litestar, host: str, port: int, log_level: str = "info") -> uvic
         log_level=log_level,
         lifespan="on",
         access_log=False,
+        log_config=None,  # qualgent.logs formats uvicorn's records like ours (text or JSON)
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )

@@ -9,8 +9,8 @@ import rich_click as click
 from qualgent.agent.loop import Agent, AgentConfig
 from qualgent.agent.templates import FIELDS, CommandTemplate, TemplateError
 from qualgent.cli.common import api_options
-from qualgent.cli.server import configure_logging
 from qualgent.domain import Target
+from qualgent.logs import FORMATS, LogFormat, configure_logging
 
 _PLACEHOLDERS = ", ".join(f"{{{f}}}" for f in FIELDS)
 
@@ -65,6 +65,15 @@ def _template(_: click.Context, param: click.Parameter, value: str | None) -> Co
 )
 @click.option("--max-groups", type=click.IntRange(min=1), default=None, help="Exit after running this many groups.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
+@click.option(
+    "--log-format",
+    type=click.Choice(FORMATS),
+    envvar="QUALGENT_LOG_FORMAT",
+    show_envvar=True,
+    default="text",
+    show_default=True,
+    help="Log lines as text or JSON; either way each line carries the agent, group and job ids.",
+)
 @api_options
 def agent(
     targets: tuple[str, ...],
@@ -76,6 +85,7 @@ def agent(
     idle_poll_max: float,
     max_groups: int | None,
     log_level: str,
+    log_format: LogFormat,
     api_url: str,
     token: str | None,
 ) -> None:
@@ -89,7 +99,7 @@ def agent(
         qgjob agent --target emulator --install "adb install -r builds/{app_version_id}.apk"
         --run "npx appwright test --project android {test_path}"
     """
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     config = AgentConfig(
         api_url=api_url,
         token=token,

@@ -17,19 +17,11 @@ from qualgent.cli.exit_codes import BAD_INPUT, INFRA_ERROR
 from qualgent.db import migrate
 from qualgent.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from qualgent.domain import InvalidInput
+from qualgent.logs import FORMATS, configure_logging
 from qualgent.settings import Settings
 
 log = logging.getLogger("qualgent.server")
 FC = TypeVar("FC", bound=Callable[..., Any])
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns what the agent says
 
 
 def _settings(**overrides: object) -> Settings:
@@ -59,6 +51,12 @@ def _settings(**overrides: object) -> Settings:
     help="Upgrade an out-of-date external database schema at start-up instead of refusing to start.",
 )
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
+@click.option(
+    "--log-format",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="Log lines as text or JSON. [env QUALGENT_LOG_FORMAT]",
+)
 def server(
     host: str | None,
     port: int | None,
@@ -66,15 +64,22 @@ def server(
     data_dir: Path | None,
     migrate_schema: bool | None,
     log_level: str | None,
+    log_format: str | None,
 ) -> None:
     """Run the API server. With no database URL it starts an embedded PostgreSQL 18 in the data dir,
     migrates it, and stops it on exit (SIGTERM or Ctrl-C)."""
     from qualgent.api import create_app, serving
 
     settings = _settings(
-        host=host, port=port, database_url=database_url, data_dir=data_dir, migrate=migrate_schema, log_level=log_level
+        host=host,
+        port=port,
+        database_url=database_url,
+        data_dir=data_dir,
+        migrate=migrate_schema,
+        log_level=log_level,
+        log_format=log_format,
     )
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, "json" if settings.log_format == "json" else "text")
     embedded: EmbeddedPostgres | None = None
     try:
         if settings.database_url is None:
