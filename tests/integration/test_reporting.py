@@ -130,6 +130,8 @@ async def test_reports_filter_by_org_and_time_window(api: Api) -> None:
     assert "since" in str(backwards)
     unknown = await api.call("GET", "/reports/nonsense", expect=400)
     assert "name" in str(unknown)
+    nul = await api.call("GET", "/reports/org-success-rates", expect=400, org_id="ac\x00me")
+    assert "org_id" in str(nul)
 
 
 def test_the_windowed_report_reads_finished_jobs_by_their_finish_time(db_url: str) -> None:

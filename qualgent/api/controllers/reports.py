@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any
 
 from litestar import Controller, get
@@ -9,6 +10,8 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from qualgent.api.deps import ServicesDep
 from qualgent.domain import InvalidInput
 from qualgent.reporting import ReportFilter, ReportName, run_report
+
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 
 
 class ReportController(Controller):
@@ -29,6 +32,8 @@ class ReportController(Controller):
         until: Annotated[dt.datetime | None, QueryParameter(description="up to this time, excluded")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=10_000)] = 100,
     ) -> dict[str, Any]:
+        if org_id is not None and not _PRINTABLE.fullmatch(org_id):
+            raise InvalidInput("org_id must be printable text of 1-128 characters", field="org_id")
         since, until = _aware(since), _aware(until)
         if since is not None and until is not None and since >= until:
             raise InvalidInput("since must be before until", field="since")
