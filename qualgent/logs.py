@@ -89,4 +89,5 @@ def configure_logging(level: str = "info", log_format: LogFormat = "text") -> No
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn's own handlers would print text
         logger = logging.getLogger(name)
         logger.handlers.clear()
+        logger.setLevel(logging.NOTSET)  # the root's level, until uvicorn.Config sets its own
         logger.propagate = True
