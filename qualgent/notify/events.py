@@ -73,6 +73,8 @@ async def stream(engine: AsyncEngine, hub: Hub, filters: EventFilter) -> AsyncIt
             if payload.get("kind") == "resync":
                 sequence += 1
                 yield ServerSentEventMessage(data=json.dumps(payload), event="resync", id=sequence)
+                if hub.closing:
+                    return  # the server is shutting down: the client reconnects (to another server)
                 continue
             for job in await _changed_jobs(engine, filters, payload):
                 sequence += 1

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from typing import Any
 
 import psycopg
 import pytest
@@ -124,3 +126,38 @@ async def test_concurrent_submissions_with_one_key_make_the_jobs_once(api: Api) 
     assert sorted(a.status_code for a in answers) == [200] * 7 + [201]
     assert len({tuple(j["id"] for j in a.json()) for a in answers}) == 1
     assert len(await api.call("GET", "/jobs", limit=1000)) == 50
+
+
+async def _read_events(api: Api, params: dict[str, Any], count: int, found: list[dict[str, Any]]) -> None:
+    async with api.client.stream("GET", "/api/events", params=params, timeout=30) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event = None
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: ") and event == "job":
+                found.append(json.loads(line.removeprefix("data: ")))
+                if len(found) >= count:
+                    return
+
+
+async def test_server_sent_events_follow_an_orgs_jobs(api: Api) -> None:
+    found: list[dict[str, Any]] = []
+    reader = asyncio.create_task(_read_events(api, {"org_id": "acme"}, 2, found))
+    await asyncio.sleep(0.5)
+    await api.submit(org_id="other")
+    job = await api.submit(org_id="acme")
+    await api.call("DELETE", f"/jobs/{job['id']}")
+    await asyncio.wait_for(reader, 10)
+    assert [(e["id"], e["status"]) for e in found] == [(job["id"], "pending"), (job["id"], "cancelled")]
+
+
+async def test_an_event_stream_filtered_by_job_starts_with_its_current_state(api: Api) -> None:
+    job = await api.submit()
+    found: list[dict[str, Any]] = []
+    reader = asyncio.create_task(_read_events(api, {"job_id": job["id"]}, 2, found))
+    await asyncio.sleep(0.5)
+    await api.call("DELETE", f"/jobs/{job['id']}")
+    await asyncio.wait_for(reader, 10)
+    assert [e["status"] for e in found] == ["pending", "cancelled"]
