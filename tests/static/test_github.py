@@ -229,3 +229,23 @@ def test_ci_tests_two_postgres_versions_and_the_embedded_default() -> None:
     assert "QUALGENT_TEST_DATABASE_URL" not in embedded.get("env", {})
     assert embedded["env"]["QUALGENT_TEST_DOCKER"] == "0", "runners have Docker: without this, testcontainers runs"
     assert any(step.get("run", "").strip() == "pytest" for step in embedded["steps"])
+
+
+def _doc_table(heading: str) -> dict[str, list[str]]:
+    text = (ROOT / "docs" / "adopting.md").read_text(encoding="utf-8")
+    section = text.split(f"### {heading}\n", 1)[1].split("\n### ", 1)[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| `")]
+    return {cells[0].strip().strip("`"): [cell.strip() for cell in cells[1:]] for cells in rows}
+
+
+def test_docs_list_every_input_with_its_default_and_every_output() -> None:
+    action = _action()
+    inputs = _doc_table("Inputs")
+    assert set(inputs) == set(action["inputs"])
+    for name, spec in action["inputs"].items():
+        documented = inputs[name][0]
+        if spec.get("required") == "true":
+            assert documented == "(required)", name
+        else:
+            assert documented.strip("`") == (spec["default"] or "empty"), name
+    assert set(_doc_table("Outputs")) == set(action["outputs"])

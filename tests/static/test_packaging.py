@@ -1,0 +1,91 @@
+"""`pipx run` / `uvx` need a wheel whose entry point works on its own: build it from this checkout, look
+inside, install it into a fresh virtualenv and run `qgjob` from there, away from the source tree.
+
+The fresh virtualenv gets the wheel itself (--no-deps) and borrows the dependencies from the test's own
+environment through a .pth file, so the test needs no network; `qualgent` is asserted to be imported from
+the wheel, never from the checkout.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from qualgent.db import migrate
+from tests.static.tools import ROOT
+
+
+def _run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    done = _run(sys.executable, "-m", "pip", "wheel", ROOT, "-w", out, "--no-deps", "--no-build-isolation", cwd=out)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (built,) = out.glob("qualgent-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtualenv with the wheel installed; returns its bin directory."""
+    where = tmp_path_factory.mktemp("fresh") / "venv"
+    venv.create(where, with_pip=False)
+    python = where / "bin" / "python"
+    done = _run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", wheel, cwd=where)
+    assert done.returncode == 0, done.stdout + done.stderr
+    site = _run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=where).stdout.strip()
+    Path(site, "borrowed-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
+    return where / "bin"
+
+
+def test_the_wheel_has_the_entry_point_and_every_migration(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        scripts = archive.read(entry_points).decode()
+    assert "[console_scripts]" in scripts
+    assert "qgjob = qualgent.cli.main:main" in scripts
+    migrations = {path.name for path in (ROOT / "alembic" / "versions").glob("*.py")}
+    assert migrations, "the checkout has migrations"
+    for name in migrations:
+        assert f"qualgent/_migrations/versions/{name}" in names
+    assert {"qualgent/_migrations/env.py", "qualgent/_migrations/script.py.mako"} <= names
+    assert "qualgent/db/queries.sql" in names
+
+
+def test_qgjob_runs_from_the_wheel_outside_the_checkout(installed: Path, tmp_path: Path) -> None:
+    where = _run(installed / "python", "-c", "import qualgent; print(qualgent.__file__)", cwd=tmp_path)
+    assert where.returncode == 0, where.stderr
+    assert Path(where.stdout.strip()).is_relative_to(installed.parent), "qualgent must come from the wheel"
+
+    shown = _run(installed / "qgjob", "--help", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    for command in ("submit", "wait", "agent", "server", "db"):
+        assert command in shown.stdout
+
+
+def test_db_upgrade_sql_comes_from_the_wheels_migrations(installed: Path, tmp_path: Path) -> None:
+    """Offline mode: prints the migrations' SQL without connecting anywhere."""
+    done = _run(installed / "qgjob", "db", "upgrade", "--sql", "--database-url", "postgresql://nobody@127.0.0.1:1/none",
+                cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "CREATE TABLE" in done.stdout
+    assert f"'{migrate.head_revision()}'" in done.stdout, "the SQL ends at the head revision"
+
+
+def test_shell_completion_as_documented(installed: Path, tmp_path: Path) -> None:
+    assert "_QGJOB_COMPLETE=bash_source qgjob" in (ROOT / "docs" / "adopting.md").read_text(encoding="utf-8")
+    done = subprocess.run([str(installed / "qgjob")], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={"_QGJOB_COMPLETE": "bash_source", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "_qgjob_completion()" in done.stdout
+    assert "complete -o nosort -F _qgjob_completion qgjob" in done.stdout
