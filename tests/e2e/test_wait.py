@@ -116,7 +116,7 @@ def test_a_waiting_cli_survives_a_server_restart(db_url: str, tmp_path: Path) ->
     time.sleep(1)
     first.stop(signal.SIGKILL)
     time.sleep(2)
-    second = Server(tmp_path / "server.log", database_url=db_url, port=first.port).start()
+    second = _restart_on(first.port, db_url, tmp_path)
     script, _ = fake_appwright(tmp_path)
     try:
         with agent(second.api_url, script, tmp_path / "agent.log"):
@@ -125,6 +125,19 @@ def test_a_waiting_cli_survives_a_server_restart(db_url: str, tmp_path: Path) ->
         second.stop()
     assert waiting.returncode == 1, err
     assert json.loads(out)["jobs"][0]["status"] == "failed"
+
+
+def _restart_on(port: int, db_url: str, tmp_path: Path) -> Server:
+    """The same address again: the waiting CLI knows only that one. Some other process may hold the
+    port for a moment (it is in the ephemeral range), so try a few times."""
+    for _ in range(10):
+        try:
+            return Server(tmp_path / "server.log", database_url=db_url, port=port).start()
+        except AssertionError as err:
+            if "address already in use" not in str(err):
+                raise
+            time.sleep(1)
+    raise AssertionError(f"port {port} stayed busy")
 
 
 def cli_args(cli: Cli) -> list[str]:
