@@ -8,6 +8,8 @@ the wheel, never from the checkout.
 
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import sys
 import sysconfig
@@ -18,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from qualgent.db import migrate
-from tests.static.tools import ROOT
+from tests.static.tools import DEPLOY, ROOT, dockerfile_stages
+
+DOCKERFILE = DEPLOY / "Dockerfile"
 
 
 def _run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -89,3 +93,20 @@ def test_shell_completion_as_documented(installed: Path, tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     assert "_qgjob_completion()" in done.stdout
     assert "complete -o nosort -F _qgjob_completion qgjob" in done.stdout
+
+
+def test_the_dockerfile_pip_command_installs_the_wheel_into_a_pipless_venv(wheel: Path, tmp_path: Path) -> None:
+    """The build stage's own pip command line, with the built wheel for `.` and a dry run: catches a flag
+    pip refuses (such as --python after `install`) without a Docker engine or the network."""
+    build = next(stage for stage in dockerfile_stages(DOCKERFILE.read_text(encoding="utf-8")) if stage.name == "build")
+    (command,) = [run for run in build.all("RUN") if re.search(r"\bpip\b.*\binstall\b", run)]
+    pip_line = command.split("&&")[0].removeprefix("RUN").strip()
+    target = tmp_path / "opt-qualgent"
+    venv.create(target, with_pip=False)  # as the Dockerfile does: python -m venv --without-pip
+    assert pip_line.startswith("pip ")
+    words = [str(target / "bin" / "python") if w == "/opt/qualgent/bin/python" else w for w in shlex.split(pip_line)]
+    assert words[-1] == "."
+    args = [sys.executable, "-m", *words[:-1], "--dry-run", "--no-deps", "--no-index", str(wheel)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Would install qualgent-" in done.stdout

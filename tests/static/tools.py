@@ -7,9 +7,11 @@ it: a check that cannot run must never pass quietly.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +46,39 @@ def load_github_yaml(path: Path) -> Any:
 def load_compose_yaml(path: Path) -> Any:
     """With YAML merge keys (`<<: *anchor`) resolved, as Compose does."""
     return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+@dataclass
+class Stage:
+    name: str
+    base: str
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def all(self, keyword: str) -> list[str]:
+        return [args for key, args in self.instructions if key == keyword]
+
+
+def dockerfile_stages(text: str) -> list[Stage]:
+    logical: list[str] = []
+    pending = ""
+    for line in text.splitlines():
+        if line.lstrip().startswith("#") and not pending:
+            continue
+        if line.lstrip().startswith("#"):
+            continue  # a comment line inside a continued instruction
+        pending += line.rstrip("\\").strip() + " " if line.rstrip().endswith("\\") else line.strip()
+        if not line.rstrip().endswith("\\"):
+            if pending.strip():
+                logical.append(pending.strip())
+            pending = ""
+    stages: list[Stage] = []
+    for instruction in logical:
+        keyword, _, args = instruction.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            match = re.fullmatch(r"(\S+)\s+AS\s+(\S+)", args, flags=re.IGNORECASE)
+            assert match, f"every stage is named: FROM {args}"
+            stages.append(Stage(match.group(2), match.group(1)))
+        elif stages:
+            stages[-1].instructions.append((keyword, args))
+    return stages
