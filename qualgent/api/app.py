@@ -13,6 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qualgent import __version__
+from qualgent.api import auth
 from qualgent.api.controllers.agents import AgentController
 from qualgent.api.controllers.events import EventController
 from qualgent.api.controllers.health import HealthController
@@ -20,6 +21,7 @@ from qualgent.api.controllers.jobs import JobController
 from qualgent.api.controllers.monitoring import MonitoringController, prometheus_metrics
 from qualgent.api.controllers.orgs import OrgController
 from qualgent.api.controllers.reports import ReportController
+from qualgent.api.controllers.tokens import TokenController
 from qualgent.api.deps import Services, provide_services
 from qualgent.api.errors import EXCEPTION_HANDLERS
 from qualgent.db.engine import create_server_engine
@@ -65,11 +67,16 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             HealthController,
             MonitoringController,
             ReportController,
+            TokenController,
         ],
     )
     return Litestar(
         route_handlers=[api, prometheus_metrics],
-        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        dependencies={
+            "services": Provide(provide_services, sync_to_thread=False),
+            "principal": Provide(auth.provide_principal, sync_to_thread=False),
+        },
+        middleware=[auth.middleware(settings)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Annotated, Any
 
 import msgspec
@@ -251,6 +252,37 @@ def org_out(row: Mapping[str, Any] | RowMapping) -> OrgOut:
     data = dict(row)
     data["tier"] = Tier(_value(data["tier"]))
     return msgspec.convert(data, OrgOut, strict=False)
+
+
+class TokenRole(StrEnum):
+    """The roles a token made by the API may have (the admin token comes from the environment)."""
+
+    SUBMITTER = "submitter"
+    AGENT = "agent"
+
+
+class TokenIn(Struct, forbid_unknown_fields=True):
+    role: TokenRole
+    org_id: Identifier | None = None  # a submitter's org (required for submitters, absent for agents)
+    name: Identifier | None = None  # what the token is for, e.g. "ci-android"
+
+
+class TokenOut(Struct):
+    id: uuid.UUID
+    role: TokenRole
+    org_id: str | None
+    name: str | None
+    prefix: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+class NewTokenOut(TokenOut):
+    token: str  # the secret: shown once, never stored
+
+
+def token_out(row: Mapping[str, Any] | RowMapping) -> TokenOut:
+    return msgspec.convert(dict(row), TokenOut, strict=False)
 
 
 class ErrorOut(Struct):

@@ -62,6 +62,8 @@ async def stream(engine: AsyncEngine, hub: Hub, filters: EventFilter) -> AsyncIt
     with hub.subscribe() as subscription:
         if filters.job_ids:
             for job in await _read(engine, sorted(filters.job_ids)):
+                if not filters.accepts(job):  # another org's job, for a stream scoped to one org
+                    continue
                 sequence += 1
                 yield _event(job, sequence)
         while True:

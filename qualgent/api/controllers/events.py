@@ -7,6 +7,7 @@ from litestar import Controller, get
 from litestar.params import QueryParameter
 from litestar.response import ServerSentEvent
 
+from qualgent.api.auth import PrincipalDep
 from qualgent.api.deps import ServicesDep
 from qualgent.notify import events
 
@@ -24,8 +25,9 @@ class EventController(Controller):
     async def stream(
         self,
         services: ServicesDep,
+        principal: PrincipalDep,
         job_id: Annotated[list[uuid.UUID] | None, QueryParameter(max_items=1000)] = None,
         org_id: Annotated[str | None, QueryParameter(max_length=128)] = None,
     ) -> ServerSentEvent:
-        filters = events.EventFilter(frozenset(job_id or ()), org_id)
+        filters = events.EventFilter(frozenset(job_id or ()), principal.org_filter(org_id))
         return ServerSentEvent(events.stream(services.engine, services.hub, filters))

@@ -6,9 +6,11 @@ from typing import Annotated
 from litestar import Controller, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from qualgent.api.deps import ServicesDep
-from qualgent.api.schemas import JobIn, JobOut, JobsIn, JobStatusIn, WaitIn, WaitOut, job_out
-from qualgent.domain import InvalidInput, JobStatus, Target
+from qualgent.api.auth import Principal, PrincipalDep
+from qualgent.api.deps import Services, ServicesDep
+from qualgent.api.schemas import Identifier, JobIn, JobOut, JobsIn, JobStatusIn, WaitIn, WaitOut, job_out
+from qualgent.domain import InvalidInput, JobStatus, NotFound, Target
+from qualgent.domain.roles import Role
 from qualgent.notify import waiting
 from qualgent.queue import jobs, stats
 from qualgent.queue.jobs import JobFilter, JobSpec
@@ -27,6 +29,17 @@ def _spec(job: JobIn) -> JobSpec:
     )
 
 
+async def _require_visible(services: Services, principal: Principal, job_ids: list[uuid.UUID]) -> None:
+    """A submitter may touch its own org's jobs only; another org's job is answered exactly as a job
+    that does not exist, so it cannot learn that it does."""
+    if principal.role is not Role.SUBMITTER:
+        return
+    hidden = [job["id"] for job in await jobs.get_many(services.engine, job_ids) if not principal.sees(job["org_id"])]
+    if hidden:
+        missing = [str(job_id) for job_id in hidden]
+        raise NotFound(f"no job {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""), job_ids=missing)
+
+
 class JobController(Controller):
     path = "/jobs"
     tags = ["jobs"]
@@ -42,12 +55,18 @@ class JobController(Controller):
     async def submit(
         self,
         services: ServicesDep,
+        principal: PrincipalDep,
         data: JSONBody[JobIn | JobsIn],
         idempotency_key: Annotated[
             str | None,
             HeaderParameter(name="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
         ] = None,
     ) -> Response[JobOut | list[JobOut]]:
+        if isinstance(data, list):
+            for index, job in enumerate(data):
+                principal.require_org(job.org_id, f"[{index}].org_id")
+        else:
+            principal.require_org(data.org_id)
         specs = [_spec(j) for j in data] if isinstance(data, list) else [_spec(data)]
         submitted = await jobs.submit(services.engine, specs, idempotency_key)
         created = [job_out(r) for r in submitted.jobs]
@@ -60,14 +79,16 @@ class JobController(Controller):
     async def list_jobs(
         self,
         services: ServicesDep,
-        org_id: FromQuery[str | None] = None,
+        principal: PrincipalDep,
+        org_id: FromQuery[Identifier | None] = None,
         status: FromQuery[JobStatus | None] = None,
-        app_version_id: FromQuery[str | None] = None,
+        app_version_id: FromQuery[Identifier | None] = None,
         target: FromQuery[Target | None] = None,
         group_id: FromQuery[uuid.UUID | None] = None,
         before: Annotated[uuid.UUID | None, QueryParameter(description="a job id: list the jobs older than it")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
     ) -> list[JobOut]:
+        org_id = principal.org_filter(org_id)
         rows = await jobs.list_jobs(
             services.engine, JobFilter(org_id, status, app_version_id, target, group_id, before, limit)
         )
@@ -81,13 +102,16 @@ class JobController(Controller):
     async def wait(
         self,
         services: ServicesDep,
+        principal: PrincipalDep,
         job_id: FromPath[uuid.UUID],
         timeout: Annotated[float, QueryParameter(ge=0, le=300, description="seconds")] = 30.0,
     ) -> JobOut:
+        await _require_visible(services, principal, [job_id])
         return job_out(await waiting.wait_for_job(services.engine, services.hub, job_id, timeout))
 
     @post("/wait", status_code=200, summary="Long-poll many jobs: answer when any status differs from the one given")
-    async def wait_many(self, services: ServicesDep, data: JSONBody[WaitIn]) -> WaitOut:
+    async def wait_many(self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[WaitIn]) -> WaitOut:
+        await _require_visible(services, principal, list(data.jobs))
         known = {job_id: (status.value if status else None) for job_id, status in data.jobs.items()}
         current, changed = await waiting.wait_for_change(services.engine, services.hub, known, data.timeout)
         pending_groups = [job["group_id"] for job in current if job["status"] == JobStatus.PENDING]
@@ -99,13 +123,15 @@ class JobController(Controller):
         )
 
     @get("/{job_id:uuid}", summary="A job, with its attempts")
-    async def get_job(self, services: ServicesDep, job_id: FromPath[uuid.UUID]) -> JobOut:
+    async def get_job(self, services: ServicesDep, principal: PrincipalDep, job_id: FromPath[uuid.UUID]) -> JobOut:
+        await _require_visible(services, principal, [job_id])
         return job_out(await jobs.get(services.engine, job_id, with_attempts=True))
 
     @put("/{job_id:uuid}/status", summary="Cancel (`cancelled`) or re-queue a finished job (`pending`)")
     async def set_status(
-        self, services: ServicesDep, job_id: FromPath[uuid.UUID], data: JSONBody[JobStatusIn]
+        self, services: ServicesDep, principal: PrincipalDep, job_id: FromPath[uuid.UUID], data: JSONBody[JobStatusIn]
     ) -> JobOut:
+        await _require_visible(services, principal, [job_id])
         if data.status == JobStatus.CANCELLED:
             return job_out(await jobs.cancel(services.engine, job_id))
         if data.status == JobStatus.PENDING:
@@ -117,5 +143,6 @@ class JobController(Controller):
         )
 
     @delete("/{job_id:uuid}", status_code=200, summary="Cancel a job")
-    async def cancel(self, services: ServicesDep, job_id: FromPath[uuid.UUID]) -> JobOut:
+    async def cancel(self, services: ServicesDep, principal: PrincipalDep, job_id: FromPath[uuid.UUID]) -> JobOut:
+        await _require_visible(services, principal, [job_id])
         return job_out(await jobs.cancel(services.engine, job_id))

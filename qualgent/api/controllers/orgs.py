@@ -3,8 +3,10 @@ from __future__ import annotations
 from litestar import Controller, get, put
 from litestar.params import FromPath, JSONBody
 
+from qualgent.api.auth import PrincipalDep
 from qualgent.api.deps import ServicesDep
 from qualgent.api.schemas import Identifier, OrgIn, OrgOut, org_out, validate
+from qualgent.domain import NotFound
 from qualgent.queue import orgs
 
 
@@ -22,5 +24,8 @@ class OrgController(Controller):
         return [org_out(r) for r in await orgs.list_orgs(services.engine)]
 
     @get("/{org_id:str}")
-    async def get_org(self, services: ServicesDep, org_id: FromPath[str]) -> OrgOut:
+    async def get_org(self, services: ServicesDep, principal: PrincipalDep, org_id: FromPath[str]) -> OrgOut:
+        validate(org_id, Identifier, "org_id")
+        if not principal.sees(org_id):
+            raise NotFound(f"no org {org_id}", org_id=org_id)
         return org_out(await orgs.get(services.engine, org_id))
