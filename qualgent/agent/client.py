@@ -45,17 +45,21 @@ class AgentClient:
         deadline = None if retry_for is None else loop.time() + retry_for
         delay = 0.2
         while True:
+            pause = None
             try:
                 response = await self._http.request(method, path, json=body)
-                if response.status_code < 500:
+                if response.status_code == 429:  # rate limited: wait as long as the server asks
+                    pause = _retry_after(response)
+                elif response.status_code < 500:
                     return self._decode(response)
                 problem = f"server answered {response.status_code}"
             except httpx.TransportError as err:
                 problem = f"{type(err).__name__}: {err}"
-            if deadline is not None and loop.time() + delay > deadline:
+            wait = delay * random.uniform(0.5, 1.5) if pause is None else pause
+            if deadline is not None and loop.time() + wait > deadline:
                 raise ConnectionError(f"{method} {path} failed: {problem}")
-            log.warning("%s %s failed (%s); retrying in %.1fs", method, path, problem, delay)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            log.warning("%s %s failed (%s); retrying in %.1fs", method, path, problem, wait)
+            await asyncio.sleep(wait)
             delay = min(self.max_backoff, delay * 2)
 
     @staticmethod
@@ -69,3 +73,10 @@ class AgentClient:
             detail = body.get("detail") if isinstance(body, dict) else response.text
             raise ServerRejected(f"{response.status_code}: {detail}")
         return body
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return min(60.0, max(0.1, float(response.headers.get("Retry-After", "1"))))
+    except ValueError:
+        return 1.0

@@ -21,6 +21,7 @@ was sent.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -306,3 +307,39 @@ def bind_refusal(host: str, settings: Settings) -> str | None:
 
 def is_loopback_host(host: str) -> bool:
     return host == "localhost" or _is_loopback(host.strip("[]"))
+
+
+def startup_notices(settings: Settings) -> list[tuple[int, str]]:
+    """What the server says at start-up about who may call it (log level, message)."""
+    notices: list[tuple[int, str]] = []
+    if settings.admin_token is not None:
+        notices.append(
+            (logging.INFO, "authentication on: every API call needs a bearer token (QUALGENT_ADMIN_TOKEN set)")
+        )
+    elif is_loopback_host(settings.host):
+        notices.append(
+            (
+                logging.WARNING,
+                f"authentication OFF (no QUALGENT_ADMIN_TOKEN): serving loopback {settings.host} only; "
+                "set QUALGENT_ADMIN_TOKEN to serve other hosts",
+            )
+        )
+    else:
+        notices.append(
+            (
+                logging.WARNING,
+                f"INSECURE: authentication OFF and serving {settings.host} (--insecure): "
+                "anyone who can reach this port may submit, cancel and run anything",
+            )
+        )
+    if settings.rate_limit > 0:
+        notices.append(
+            (
+                logging.INFO,
+                f"rate limit: {settings.rate_limit:g} requests/s, bursts of {settings.rate_burst}, "
+                "per token (per address without one), counted in this process",
+            )
+        )
+    else:
+        notices.append((logging.INFO, "rate limiting off (QUALGENT_RATE_LIMIT=0)"))
+    return notices

@@ -14,22 +14,33 @@ from sqlalchemy import RowMapping
 
 from qualgent.domain import AgentStatus, InvalidInput, JobStatus, Outcome, Priority, Target, Tier
 
-_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+# No control characters (C0, DEL, C1): nothing that is NUL in PostgreSQL, a line break in a log, or a
+# terminal escape. `$(?!\n)`, not `$`: Python's `$` also matches before a final newline, so "a\n" would
+# pass; the lookahead means the same in JavaScript's regex, where the OpenAPI document is read too.
+_PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]+$(?!\n)"
+_TEST_PATH = r"^[^\x00-\x1f\x7f-\x9f-][^\x00-\x1f\x7f-\x9f]*$(?!\n)"
 MAX_BULK = 10_000
 
 Identifier = Annotated[
-    str, Meta(min_length=1, max_length=128, pattern=_PRINTABLE, description="printable text, 1-128 characters")
+    str, Meta(min_length=1, max_length=128, pattern=_PRINTABLE, description="1-128 characters, no control characters")
 ]
 TestPath = Annotated[
     str,
     Meta(
         min_length=1,
         max_length=1024,
-        pattern=r"^[^\x00-\x1f\x7f-][^\x00-\x1f\x7f]*$",
-        description="a test file path; may not start with '-' (it would read as an option)",
+        pattern=_TEST_PATH,
+        description="a test file path: 1-1024 characters, no control characters, not starting with '-' "
+        "(it would read as an option)",
     ),
 ]
 AgentName = Annotated[str, Meta(min_length=1, max_length=128, pattern=_PRINTABLE)]
+IdempotencyKey = Annotated[
+    str,
+    Meta(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$(?!\n)", description="1-255 printable ASCII characters"),
+]
+ExitCode = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]  # a PostgreSQL integer
+DurationMs = Annotated[int, Meta(ge=0, le=2**53)]
 MaxAttempts = Annotated[int, Meta(ge=1, le=20)]
 
 
@@ -225,16 +236,25 @@ class StartIn(Struct, forbid_unknown_fields=True):
 class ResultIn(Struct, forbid_unknown_fields=True):
     group_id: uuid.UUID
     token: uuid.UUID
-    exit_code: int | None
-    duration_ms: Annotated[int, Meta(ge=0)] | None = None
+    exit_code: ExitCode | None
+    duration_ms: DurationMs | None = None
     output_tail: Annotated[str, Meta(max_length=65_536)] | None = None
     error: Annotated[str, Meta(max_length=4096)] | None = None
     outcome: Outcome | None = None
+
+    def __post_init__(self) -> None:
+        # A test's output is what it is, NUL bytes included, and must not be lost for them; PostgreSQL
+        # text cannot hold NUL, so it is shown as U+FFFD, as undecodable bytes already are.
+        self.output_tail = without_nul(self.output_tail)
+        self.error = without_nul(self.error)
 
 
 class ReleaseIn(Struct, forbid_unknown_fields=True):
     token: uuid.UUID
     reason: Annotated[str, Meta(max_length=512)] = "released by agent"
+
+    def __post_init__(self) -> None:
+        self.reason = without_nul(self.reason) or ""
 
 
 class OrgIn(Struct, forbid_unknown_fields=True):
@@ -290,6 +310,23 @@ class ErrorOut(Struct):
     detail: str
     error: str
     extra: dict[str, Any] | list[Any] | None = None
+
+
+def without_nul(text: str | None) -> str | None:
+    return None if text is None else text.replace("\x00", "\ufffd")
+
+
+def violation(value: Any, kind: Any) -> str | None:
+    """Why `value` breaks the rules of a type above, or None. The CLI checks its flags with this, so it
+    refuses exactly what the API would refuse."""
+    try:
+        msgspec.convert(value, kind)
+    except msgspec.ValidationError as err:
+        rule = next((arg.description for arg in getattr(kind, "__metadata__", ()) if isinstance(arg, Meta)), None)
+        if rule is None:
+            return str(err)
+        return f"must be {rule}" if "matching regex" in str(err) else f"{err} ({rule})"
+    return None
 
 
 def validate(value: Any, kind: Any, field: str) -> Any:

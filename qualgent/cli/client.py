@@ -34,15 +34,23 @@ class ApiClient:
         self._http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as err:
-            raise CliError(f"cannot reach the qualgent server at {self.api_url}: {err}", INFRA_ERROR) from err
+        response = self._send(method, path, **kwargs)
+        for _ in range(RATE_LIMIT_RETRIES):  # 429: wait as long as the server asks, a few times
+            if response.status_code != 429:
+                break
+            time.sleep(min(MAX_RETRY_AFTER, _retry_after(response)))
+            response = self._send(method, path, **kwargs)
         if response.status_code == 204:
             return None
         if response.is_success:
             return response.json()
         raise CliError(_describe(response), BAD_INPUT if response.status_code < 500 else INFRA_ERROR)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.TransportError as err:
+            raise CliError(f"cannot reach the qualgent server at {self.api_url}: {err}", INFRA_ERROR) from err
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
@@ -66,8 +74,22 @@ class ApiClient:
                 time.sleep(backoff)
                 backoff = min(5.0, backoff * 2)
 
+    def put(self, path: str, body: Any) -> Any:
+        return self.request("PUT", path, json=body)
+
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
+
+
+RATE_LIMIT_RETRIES = 3
+MAX_RETRY_AFTER = 30.0
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return max(0.1, float(response.headers.get("Retry-After", "1")))
+    except ValueError:
+        return 1.0
 
 
 def _describe(response: httpx.Response) -> str:
@@ -80,4 +102,6 @@ def _describe(response: httpx.Response) -> str:
     if isinstance(extra, list):
         fields = "; ".join(f"{e.get('key', '?')}: {e.get('message', '')}" for e in extra if isinstance(e, dict))
         detail = f"{detail} ({fields})" if fields else detail
+    if response.status_code == 401:
+        detail += " (give a token with --token or QGJOB_TOKEN)"
     return f"server answered {response.status_code}: {detail}"

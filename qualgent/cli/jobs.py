@@ -12,7 +12,8 @@ from typing import Any
 
 import rich_click as click
 
-from qualgent.cli.common import api_options, client, json_option
+from qualgent.api.schemas import IdempotencyKey, Identifier, TestPath
+from qualgent.cli.common import api_options, checked, client, json_option
 from qualgent.cli.output import console, errors, job_detail, jobs_table, print_json
 from qualgent.cli.wait import junit_option, timeout_option, wait_and_report
 from qualgent.domain import JobStatus, Priority, Target
@@ -22,21 +23,21 @@ def _choice(enum: type[Priority] | type[Target] | type[JobStatus]) -> click.Choi
     return click.Choice([member.value for member in enum])
 
 
-def _test_paths(_: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
-    """The same rule as the API's: a test path must never read as a command-line option of the runner."""
-    for value in values:
-        if value.startswith("-"):
-            raise click.BadParameter(f"{value!r} starts with '-' and would read as an option", param=param)
-        if not value or any(ord(c) < 32 or ord(c) == 127 for c in value):
-            raise click.BadParameter(f"{value!r} is empty or has control characters", param=param)
-    return values
-
-
 @click.command()
-@click.option("--org-id", required=True, help="The organisation the tests belong to.")
-@click.option("--app-version-id", required=True, help="The app build under test; jobs of one build are grouped.")
+@click.option("--org-id", required=True, callback=checked(Identifier), help="The organisation the tests belong to.")
 @click.option(
-    "--test", "tests", required=True, multiple=True, callback=_test_paths, help="A test file to run. Repeat for more."
+    "--app-version-id",
+    required=True,
+    callback=checked(Identifier),
+    help="The app build under test; jobs of one build are grouped.",
+)
+@click.option(
+    "--test",
+    "tests",
+    required=True,
+    multiple=True,
+    callback=checked(TestPath),
+    help="A test file to run (never read as an option: no leading '-'). Repeat for more.",
 )
 @click.option("--priority", type=_choice(Priority), default="medium", show_default=True)
 @click.option("--target", type=_choice(Target), default="emulator", show_default=True)
@@ -63,6 +64,7 @@ def _test_paths(_: click.Context, param: click.Parameter, values: tuple[str, ...
 @click.option(
     "--idempotency-key",
     default=None,
+    callback=checked(IdempotencyKey),
     help="Sending the same submission with the same key again returns the same jobs. Inside GitHub Actions "
     "one is derived from the run unless --no-idempotency-key.",
 )
@@ -150,9 +152,9 @@ def status(job_id: str, api_url: str, token: str | None, as_json: bool) -> None:
 
 
 @click.command("list")
-@click.option("--org-id")
+@click.option("--org-id", callback=checked(Identifier))
 @click.option("--status", "status_", type=_choice(JobStatus))
-@click.option("--app-version-id")
+@click.option("--app-version-id", callback=checked(Identifier))
 @click.option("--target", type=_choice(Target))
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @api_options

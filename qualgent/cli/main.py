@@ -11,8 +11,10 @@ from qualgent import __version__
 from qualgent.cli.agent import agent
 from qualgent.cli.exit_codes import HELP
 from qualgent.cli.jobs import cancel, list_jobs, retry, status, submit
+from qualgent.cli.org import org
 from qualgent.cli.report import report
 from qualgent.cli.server import db, server
+from qualgent.cli.token import token
 from qualgent.cli.top import top
 from qualgent.cli.wait import wait
 
@@ -32,7 +34,7 @@ def cli() -> None:
     """
 
 
-for command in (submit, wait, status, list_jobs, cancel, retry, report, top, server, agent, db):
+for command in (submit, wait, status, list_jobs, cancel, retry, report, top, server, agent, db, token, org):
     cli.add_command(command)
 
 

@@ -52,6 +52,12 @@ def _settings(**overrides: object) -> Settings:
 )
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 @click.option(
+    "--insecure",
+    is_flag=True,
+    default=None,
+    help="Serve a non-loopback --host without QUALGENT_ADMIN_TOKEN, i.e. with no authentication at all.",
+)
+@click.option(
     "--log-format",
     type=click.Choice(FORMATS),
     default=None,
@@ -65,10 +71,11 @@ def server(
     migrate_schema: bool | None,
     log_level: str | None,
     log_format: str | None,
+    insecure: bool | None,
 ) -> None:
     """Run the API server. With no database URL it starts an embedded PostgreSQL 18 in the data dir,
     migrates it, and stops it on exit (SIGTERM or Ctrl-C)."""
-    from qualgent.api import create_app, serving
+    from qualgent.api import auth, create_app, serving
 
     settings = _settings(
         host=host,
@@ -78,8 +85,13 @@ def server(
         migrate=migrate_schema,
         log_level=log_level,
         log_format=log_format,
+        insecure=insecure,
     )
     configure_logging(settings.log_level, "json" if settings.log_format == "json" else "text")
+    if refusal := auth.bind_refusal(settings.host, settings):
+        raise CliError(refusal, BAD_INPUT)
+    for level, notice in auth.startup_notices(settings):
+        log.log(level, "%s", notice)
     embedded: EmbeddedPostgres | None = None
     try:
         if settings.database_url is None:

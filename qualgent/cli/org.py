@@ -1,0 +1,59 @@
+"""`qgjob org set-tier|list`: organisations and their tiers (premium > enterprise > standard)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import rich_click as click
+from rich.markup import escape
+from rich.table import Table
+
+from qualgent.api.schemas import Identifier
+from qualgent.cli.common import api_options, checked, client, json_option
+from qualgent.cli.output import console, print_json
+from qualgent.domain import Tier
+
+
+@click.group()
+def org() -> None:
+    """Organisations and their tiers. A tier orders whose groups agents claim first. Admin only."""
+
+
+@org.command("set-tier")
+@click.option("--org-id", required=True, callback=checked(Identifier), help="The organisation (made if new).")
+@click.option(
+    "--tier", type=click.Choice([t.value for t in Tier]), required=True, help="premium > enterprise > standard"
+)
+@api_options
+@json_option
+def set_tier(org_id: str, tier: str, api_url: str, token: str | None, as_json: bool) -> None:
+    """Set an org's tier; its waiting groups are re-ranked at once."""
+    with client(api_url, token) as api:
+        changed = api.put(f"/orgs/{_path(org_id)}", {"tier": tier})
+    if as_json:
+        print_json(changed)
+    else:
+        console.print(f"org {escape(changed['id'])} is {changed['tier']}")
+
+
+@org.command("list")
+@api_options
+@json_option
+def list_orgs(api_url: str, token: str | None, as_json: bool) -> None:
+    """List organisations and their tiers."""
+    with client(api_url, token) as api:
+        found = api.get("/orgs")
+    if as_json:
+        print_json(found)
+        return
+    table = Table(header_style="bold")
+    for column in ("org", "tier", "created", "updated"):
+        table.add_column(column, overflow="fold")
+    for row in found:
+        table.add_row(escape(row["id"]), row["tier"], row["created_at"], row["updated_at"])
+    console.print(table)
+
+
+def _path(org_id: str) -> str:
+    """An org id as one path segment: `/` and other reserved characters escaped."""
+    return quote(org_id, safe="")
