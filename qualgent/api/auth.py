@@ -240,6 +240,8 @@ class Gate:
         assert self.admin_token is not None
         if tokens.same_secret(secret, self.admin_token):
             return ADMIN
+        if not tokens.plausible(secret):
+            return None
         row = await tokens.find(services.engine, secret)
         if row is None:
             return None

@@ -49,6 +49,11 @@ def generate() -> str:
     return PREFIX + secrets.token_urlsafe(32)
 
 
+def plausible(secret: str) -> bool:
+    """Whether a string could be one of our tokens at all (nothing else is looked up)."""
+    return secret.startswith(PREFIX) and len(secret) <= MAX_TOKEN_LENGTH
+
+
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", errors="surrogatepass")).hexdigest()
 
@@ -110,7 +115,7 @@ async def revoke(engine: AsyncEngine, token_id: uuid.UUID) -> RowMapping:
 
 async def find(engine: AsyncEngine, secret: str) -> RowMapping | None:
     """The live token with this secret, or None."""
-    if not secret.startswith(PREFIX) or len(secret) > MAX_TOKEN_LENGTH:
+    if not plausible(secret):
         return None
     hashed = digest(secret)
     async with engine.connect() as conn:
