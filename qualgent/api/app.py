@@ -23,7 +23,7 @@ from qualgent.api.controllers.orgs import OrgController
 from qualgent.api.controllers.reports import ReportController
 from qualgent.api.controllers.tokens import TokenController
 from qualgent.api.deps import Services, provide_services
-from qualgent.api.errors import EXCEPTION_HANDLERS
+from qualgent.api.errors import EXCEPTION_HANDLERS, document_error_responses
 from qualgent.db.engine import create_server_engine
 from qualgent.notify import Hub
 from qualgent.observability import metrics
@@ -70,7 +70,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             TokenController,
         ],
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[api, prometheus_metrics],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
@@ -89,6 +89,8 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
         logging_config=None,
         debug=False,
     )
+    document_error_responses(app)
+    return app
 
 
 async def _rescue_loop(engine: AsyncEngine, lease_seconds: float) -> None:

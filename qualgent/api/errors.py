@@ -7,12 +7,15 @@ import re
 from typing import Any
 
 import msgspec
-from litestar import Request, Response
+from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from qualgent.api.auth import policy
+from qualgent.api.schemas import ErrorOut
 from qualgent.domain import Conflict, InvalidInput, NotFound, QualgentError, StaleClaim
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,38 @@ def database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[
         return database_unavailable(request, exc)
     log.exception("database error during %s %s", request.method, request.url.path, exc_info=exc)
     return _body(500, "InternalError", "internal error")
+
+
+_ANSWERS = {
+    400: "Bad input: the body says which field and why",
+    401: "No token, or an unknown or revoked one",
+    403: "The token's role or org does not allow this",
+    404: "No such object (or not one this token may see)",
+    409: "The object's state does not allow this",
+    413: "The request body is too large",
+    429: "Rate limit exceeded: retry after Retry-After seconds",
+    503: "The database is unavailable: retry shortly",
+}
+
+
+def document_error_responses(app: Litestar) -> None:
+    """Put every error answer a route can give into the OpenAPI document, so that clients (and the
+    fuzzer, tests/integration/test_fuzz.py) can hold every answer to the document."""
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            methods = set(getattr(handler, "http_methods", ())) - {"OPTIONS", "HEAD"}
+            if not methods:
+                continue
+            codes = set(_ANSWERS)
+            if all(policy(method, route.path_format) is None for method in methods):
+                codes -= {401, 403}
+            if methods == {"GET"}:
+                codes -= {409, 413}
+            answers = {
+                code: ResponseSpec(data_container=ErrorOut, description=_ANSWERS[code], generate_examples=False)
+                for code in sorted(codes)
+            }
+            handler.responses = {**answers, **(handler.responses or {})}
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {

@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import msgspec
+from litestar.params import Parameter
 from msgspec import Meta, Struct
 from sqlalchemy import RowMapping
 
@@ -34,6 +35,16 @@ TestPath = Annotated[
         "(it would read as an option)",
     ),
 ]
+# Query and path parameters: Litestar enforces and documents only its own Parameter constraints there
+# (a msgspec Meta inside them is neither checked nor shown), so the same rule is spelled once more.
+_IDENTIFIER_RULES: dict[str, Any] = {
+    "min_length": 1,
+    "max_length": 128,
+    "pattern": _PRINTABLE,
+    "description": "1-128 characters, no control characters",
+}
+IdentifierQuery = Annotated[str | None, Parameter(**_IDENTIFIER_RULES)]
+IdentifierPath = Annotated[str, Parameter(**_IDENTIFIER_RULES)]
 AgentName = Annotated[str, Meta(min_length=1, max_length=128, pattern=_PRINTABLE)]
 IdempotencyKey = Annotated[
     str,
@@ -310,6 +321,13 @@ class ErrorOut(Struct):
     detail: str
     error: str
     extra: dict[str, Any] | list[Any] | None = None
+
+
+def check_bulk(jobs: list[JobIn]) -> None:
+    """The bounds of JobsIn, checked by hand: inside the union `JobIn | JobsIn` Litestar keeps neither
+    a list's Meta bounds nor shows them in the document, so [] and 10,001 jobs would pass."""
+    if not 1 <= len(jobs) <= MAX_BULK:
+        raise InvalidInput(f"a list of jobs holds 1 to {MAX_BULK} jobs, not {len(jobs)}", field="body")
 
 
 def without_nul(text: str | None) -> str | None:

@@ -9,6 +9,7 @@ from litestar.response import ServerSentEvent
 
 from qualgent.api.auth import PrincipalDep
 from qualgent.api.deps import ServicesDep
+from qualgent.api.schemas import IdentifierQuery
 from qualgent.notify import events
 
 
@@ -27,7 +28,7 @@ class EventController(Controller):
         services: ServicesDep,
         principal: PrincipalDep,
         job_id: Annotated[list[uuid.UUID] | None, QueryParameter(max_items=1000)] = None,
-        org_id: Annotated[str | None, QueryParameter(max_length=128)] = None,
+        org_id: IdentifierQuery = None,
     ) -> ServerSentEvent:
         filters = events.EventFilter(frozenset(job_id or ()), principal.org_filter(org_id))
         return ServerSentEvent(events.stream(services.engine, services.hub, filters))

@@ -4,11 +4,22 @@ import uuid
 from typing import Annotated
 
 from litestar import Controller, Response, delete, get, post, put
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from qualgent.api.auth import Principal, PrincipalDep
 from qualgent.api.deps import Services, ServicesDep
-from qualgent.api.schemas import Identifier, JobIn, JobOut, JobsIn, JobStatusIn, WaitIn, WaitOut, job_out
+from qualgent.api.schemas import (
+    IdentifierQuery,
+    JobIn,
+    JobOut,
+    JobsIn,
+    JobStatusIn,
+    WaitIn,
+    WaitOut,
+    check_bulk,
+    job_out,
+)
 from qualgent.domain import InvalidInput, JobStatus, NotFound, Target
 from qualgent.domain.roles import Role
 from qualgent.notify import waiting
@@ -47,10 +58,17 @@ class JobController(Controller):
     @post(
         "",
         status_code=201,
-        summary="Submit one job, or a list of jobs in one transaction",
+        summary="Submit one job, or a list of 1-10,000 jobs in one transaction",
         description="With an `Idempotency-Key` header, sending the same submission again returns the jobs the "
         "first one made (status 200, header `Idempotent-Replayed: true`); the same key with a different "
         "submission is a 409.",
+        responses={
+            200: ResponseSpec(
+                data_container=JobOut | list[JobOut],
+                description="A replay: the jobs the first submission with this Idempotency-Key made",
+                generate_examples=False,
+            )
+        },
     )
     async def submit(
         self,
@@ -63,6 +81,7 @@ class JobController(Controller):
         ] = None,
     ) -> Response[JobOut | list[JobOut]]:
         if isinstance(data, list):
+            check_bulk(data)
             for index, job in enumerate(data):
                 principal.require_org(job.org_id, f"[{index}].org_id")
         else:
@@ -80,9 +99,9 @@ class JobController(Controller):
         self,
         services: ServicesDep,
         principal: PrincipalDep,
-        org_id: FromQuery[Identifier | None] = None,
+        org_id: IdentifierQuery = None,
         status: FromQuery[JobStatus | None] = None,
-        app_version_id: FromQuery[Identifier | None] = None,
+        app_version_id: IdentifierQuery = None,
         target: FromQuery[Target | None] = None,
         group_id: FromQuery[uuid.UUID | None] = None,
         before: Annotated[uuid.UUID | None, QueryParameter(description="a job id: list the jobs older than it")] = None,

@@ -32,11 +32,15 @@ class MonitoringController(Controller):
         return await stats.scale_recommendations(services.engine, services.settings.lease_seconds)
 
 
-@get("/metrics", summary="Prometheus metrics (text exposition format)", tags=["monitoring"])
+# Litestar adds "; charset=utf-8" to a text/* media type itself: given it twice, it sent it twice.
+_EXPOSITION = metrics.CONTENT_TYPE.removesuffix("; charset=utf-8")
+
+
+@get("/metrics", summary="Prometheus metrics (text exposition format)", tags=["monitoring"], media_type=_EXPOSITION)
 async def prometheus_metrics(services: ServicesDep, state: State) -> Response[bytes]:
     snapshot = await _gauges(state).get(services.engine, services.settings.lease_seconds)
     body = metrics.exposition(snapshot, listen_state(services.hub))
-    return Response(body, media_type=metrics.CONTENT_TYPE)
+    return Response(body, media_type=_EXPOSITION)
 
 
 def _gauges(state: State) -> stats.CachedGauges:

@@ -9,7 +9,7 @@ from litestar import Controller, delete, get, post
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from qualgent.api.deps import ServicesDep
-from qualgent.api.schemas import Identifier, NewTokenOut, TokenIn, TokenOut, TokenRole, token_out
+from qualgent.api.schemas import IdentifierQuery, NewTokenOut, TokenIn, TokenOut, TokenRole, token_out
 from qualgent.domain.roles import Role
 from qualgent.queue import tokens
 
@@ -32,7 +32,7 @@ class TokenController(Controller):
         self,
         services: ServicesDep,
         role: FromQuery[TokenRole | None] = None,
-        org_id: FromQuery[Identifier | None] = None,
+        org_id: IdentifierQuery = None,
         include_revoked: FromQuery[bool] = False,
     ) -> list[TokenOut]:
         rows = await tokens.list_tokens(
