@@ -24,6 +24,7 @@ from qualgent.api.controllers.reports import ReportController
 from qualgent.api.controllers.tokens import TokenController
 from qualgent.api.deps import Services, provide_services
 from qualgent.api.errors import EXCEPTION_HANDLERS, document_error_responses
+from qualgent.api.schemas import strict_json_body
 from qualgent.db.engine import create_server_engine
 from qualgent.notify import Hub
 from qualgent.observability import metrics
@@ -77,6 +78,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             "principal": Provide(auth.provide_principal, sync_to_thread=False),
         },
         middleware=[auth.middleware(settings)],
+        before_request=strict_json_body,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(

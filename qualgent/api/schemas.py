@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any
 
 import msgspec
+from litestar import Request
+from litestar.exceptions import ValidationException
 from litestar.params import Parameter
 from msgspec import Meta, Struct
 from sqlalchemy import RowMapping
@@ -328,6 +331,42 @@ def check_bulk(jobs: list[JobIn]) -> None:
     a list's Meta bounds nor shows them in the document, so [] and 10,001 jobs would pass."""
     if not 1 <= len(jobs) <= MAX_BULK:
         raise InvalidInput(f"a list of jobs holds 1 to {MAX_BULK} jobs, not {len(jobs)}", field="body")
+
+
+_AT = re.compile(r" - at `\$(.*)`$")
+_STRICT_DECODERS: dict[int, msgspec.json.Decoder[Any] | None] = {}
+
+
+async def strict_json_body(request: Request[Any, Any, Any]) -> None:
+    """Hold a JSON body to its declared types strictly, before Litestar parses it. Litestar converts in
+    msgspec's lax mode, made for query strings, which takes "3" for 3 and 3.0 for an integer: a body
+    with wrong JSON types must be a 400 naming the field instead. (A before_request hook: one place.)"""
+    decoder = _strict_decoder(request.route_handler)
+    if decoder is None:
+        return
+    body = await request.body()
+    if not body.strip():
+        return
+    try:
+        decoder.decode(body)
+    except msgspec.ValidationError as err:
+        message, _, _ = str(err).partition(" - at `")
+        match = _AT.search(str(err))
+        key = match.group(1).removeprefix(".") if match else ""
+        raise ValidationException(
+            detail=f"Validation failed for {request.method} {request.url.path}",
+            extra=[{"message": message, "key": key or "body", "source": "body"}],
+        ) from None
+    except msgspec.DecodeError:
+        return  # not JSON at all: Litestar answers that itself ("JSON is malformed")
+
+
+def _strict_decoder(handler: Any) -> msgspec.json.Decoder[Any] | None:
+    key = id(handler)
+    if key not in _STRICT_DECODERS:
+        data = handler.parsed_fn_signature.parameters.get("data")
+        _STRICT_DECODERS[key] = None if data is None else msgspec.json.Decoder(data.annotation, strict=True)
+    return _STRICT_DECODERS[key]
 
 
 def without_nul(text: str | None) -> str | None:

@@ -6,9 +6,12 @@ import asyncio
 
 import rich_click as click
 
+from qualgent.agent.client import ServerRejected
 from qualgent.agent.loop import Agent, AgentConfig
 from qualgent.agent.templates import FIELDS, CommandTemplate, TemplateError
+from qualgent.cli.client import CliError
 from qualgent.cli.common import api_options
+from qualgent.cli.exit_codes import BAD_INPUT
 from qualgent.domain import Target
 from qualgent.logs import FORMATS, LogFormat, configure_logging
 
@@ -113,4 +116,7 @@ def agent(
     )
     if name:
         config.name = name
-    asyncio.run(Agent(config).run_forever())
+    try:
+        asyncio.run(Agent(config).run_forever())
+    except ServerRejected as refused:  # e.g. a token that may not do agent work: say so, exit 2
+        raise CliError(f"the server refused this agent: {refused}", BAD_INPUT) from None
