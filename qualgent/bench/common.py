@@ -1,0 +1,118 @@
+"""What every benchmark shares: the target it measures, a server process to measure, percentiles."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+@dataclass(frozen=True, slots=True)
+class BenchTarget:
+    """A qgjob server (`api_url`) serving the scratch database `database_url` (a psycopg conninfo URL,
+    `postgresql://...`, never the user's own database: benchmarks fill and truncate it)."""
+
+    api_url: str
+    database_url: str
+    token: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+
+def percentiles(samples_ms: Sequence[float]) -> dict[str, float | int]:
+    """p50, p99 and max of latencies in milliseconds (nearest-rank), with the sample count."""
+    if not samples_ms:
+        return {"n": 0, "p50_ms": math.nan, "p99_ms": math.nan, "max_ms": math.nan}
+    ordered = sorted(samples_ms)
+
+    def rank(p: float) -> float:
+        return round(ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)], 3)
+
+    return {"n": len(ordered), "p50_ms": rank(50), "p99_ms": rank(99), "max_ms": round(ordered[-1], 3)}
+
+
+def ratio(value: float | None, baseline: float | None) -> float | None:
+    if value is None or baseline is None or baseline == 0 or math.isnan(value) or math.isnan(baseline):
+        return None
+    return round(value / baseline, 3)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """`qgjob server` in its own process on a free port, against `database_url`: what is measured is the
+    product as deployed, not an in-process shortcut."""
+
+    database_url: str
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def start(self, args: Sequence[str] = (), timeout: float = 60.0) -> ServerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("QUALGENT_", "QGJOB_"))}
+        env.update({"QUALGENT_RATE_LIMIT": "0", **self.env})
+        command = [sys.executable, "-m", "qualgent", "server", "--port", str(self.port)]
+        command += ["--database-url", self.database_url, "--log-level", "warning", *args]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"qgjob server exited with {self.process.returncode}: {self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.api_url}/health", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"qgjob server did not answer within {timeout} s: {self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (from /proc)."""
+        assert self.process is not None
+        return process_cpu_seconds(self.process.pid)
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
