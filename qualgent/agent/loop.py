@@ -18,17 +18,28 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from qualgent import logs
 from qualgent.agent.client import AgentClient, ServerConflict, ServerRejected
 from qualgent.agent.executor import Run, RunResult
+from qualgent.agent.reporter import Reporter
 from qualgent.agent.templates import CommandTemplate
 
 log = logging.getLogger("qualgent.agent")
 
 CLAIM_WAIT_SECONDS = 20.0  # long-poll; the HTTP timeout (30 s) must exceed it
+CANCEL_WATCH_DELAY = 0.5  # a test shorter than this is not watched for cancels (the heartbeat still is)
+
+
+class Runner(Protocol):
+    """What runs one command: `Run` (a process) in production, a no-op in `qgjob bench`."""
+
+    async def execute(self) -> RunResult: ...
+
+    async def stop(self) -> None: ...
 
 
 @dataclass
@@ -43,6 +54,8 @@ class AgentConfig:
     install_timeout: float = 600.0
     idle_poll_max: float = 2.0
     max_groups: int | None = None  # stop after this many groups (for scripted runs)
+    runner: Callable[[list[str], float, dict[str, str]], Runner] = Run
+    handle_signals: bool = True  # False when several agents share a process (qgjob bench)
 
 
 @dataclass
@@ -50,7 +63,7 @@ class _Current:
     group_id: str
     token: str
     job_id: str | None = None
-    run: Run | None = None
+    run: Runner | None = None
     lost: bool = False
     cancelled: set[str] = field(default_factory=set)
 
@@ -70,8 +83,9 @@ class Agent:
 
     async def run_forever(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal)
+        if self.config.handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal)
         agent = await self.client.call("POST", "/agents", {"name": self.config.name, "targets": self.config.targets})
         self.agent_id = agent["id"]
         logs.bind(agent_id=self.agent_id)
@@ -87,6 +101,10 @@ class Agent:
                 await self.client.call("DELETE", f"/agents/{self.agent_id}", retry_for=10)
             await self.client.close()
             log.info("agent %s stopped", self.agent_id)
+
+    def stop(self) -> None:
+        """As on SIGTERM: finish the current test, give the rest of the group back, deregister."""
+        self._on_signal()
 
     def _on_signal(self) -> None:
         self._signals += 1
@@ -150,17 +168,32 @@ class Agent:
             claim["target"],
             len(jobs),
         )
+        assert self.agent_id is not None
+        reporter = Reporter(
+            self.client, self.agent_id, current.group_id, current.token, self.lease_seconds, lambda: self._lose(current)
+        )
         try:
             install_error = await self._install(claim)
             for job in jobs:
                 if self._stopping.is_set() or current.lost:
                     break
-                await self._run_job(claim, job, install_error)
+                await self._run_job(claim, job, install_error, reporter)
+            await reporter.close()  # every start and result is recorded before the next claim or the release
             if self._stopping.is_set() and not current.lost:
                 await self._release(current, "agent shutting down")
         finally:
+            if not reporter.lost:
+                await reporter.close()
             self._current = None
             logs.bind(group_id=None, org_id=None, app_version_id=None, job_id=None)
+
+    def _lose(self, current: _Current) -> None:
+        """The server says the claim is no longer ours: stop the running test, drop the group."""
+        if not current.lost:
+            log.warning("lost the claim on group %s: stopping its test", current.group_id)
+        current.lost = True
+        if current.run:
+            asyncio.get_running_loop().create_task(current.run.stop())
 
     async def _install(self, claim: dict[str, Any]) -> str | None:
         if self.config.install is None:
@@ -180,25 +213,24 @@ class Agent:
         log.warning("install failed for %s: %s", claim["app_version_id"], reason)
         return f"install failed: {reason}\n{result.output_tail[-2000:]}".strip()
 
-    async def _run_job(self, claim: dict[str, Any], job: dict[str, Any], install_error: str | None) -> None:
+    async def _run_job(
+        self, claim: dict[str, Any], job: dict[str, Any], install_error: str | None, reporter: Reporter
+    ) -> None:
+        """Start the job (reported, not awaited: the start rides on the next progress report), run it and
+        queue its result. A start the server refuses (the job was cancelled meanwhile) stops the run."""
         current = self._current
         assert current is not None
-        ref = {"group_id": current.group_id, "token": current.token}
         logs.bind(job_id=job["id"])
-        try:
-            await self.client.call("POST", f"/agents/{self.agent_id}/jobs/{job['id']}/start", ref)
-        except ServerConflict as conflict:
-            current.lost = conflict.stale_claim
-            log.info("skipping job %s: %s", job["id"], conflict)
-            return
+        accepted = reporter.start(job["id"])
         current.job_id = job["id"]
         if install_error is not None:
             result = RunResult(None, 0, "", error=install_error)
         else:
             argv = self.config.run.render(**_fields(claim, job))
             log.info("running job %s: %s", job["id"], argv)
-            current.run = Run(argv, job.get("timeout_seconds") or self.config.test_timeout, _env(claim, job))
-            watch = asyncio.create_task(self._watch_for_cancel(current, job["id"]))
+            timeout = job.get("timeout_seconds") or self.config.test_timeout
+            current.run = self.config.runner(argv, timeout, _env(claim, job))
+            watch = asyncio.create_task(self._watch_for_cancel(current, job["id"], accepted))
             try:
                 result = await current.run.execute()
             finally:
@@ -210,8 +242,10 @@ class Agent:
         if current.lost:
             log.warning("claim on group %s was lost; the result of job %s is dropped", current.group_id, job["id"])
             return
-        body = {
-            **ref,
+        if accepted.done() and not accepted.cancelled() and not accepted.result():
+            log.info("job %s was not started (cancelled meanwhile); its run is not reported", job["id"])
+            return
+        body: dict[str, Any] = {
             "exit_code": result.exit_code,
             "duration_ms": result.duration_ms,
             "output_tail": result.output_tail,
@@ -219,14 +253,7 @@ class Agent:
         }
         if result.exit_code is None:
             body["outcome"] = "cancelled" if job["id"] in current.cancelled else "infra_error"
-        try:
-            reported = await self.client.call("POST", f"/agents/{self.agent_id}/jobs/{job['id']}/result", body)
-            log.info("job %s %s (exit %s, %d ms)", job["id"], reported["status"], result.exit_code, result.duration_ms)
-        except ServerConflict as conflict:
-            current.lost = conflict.stale_claim
-            log.info("result of job %s not recorded: %s", job["id"], conflict)
-        except ServerRejected as err:
-            log.error("result of job %s rejected: %s", job["id"], err)
+        reporter.result(job["id"], body)
 
     async def _release(self, current: _Current, reason: str) -> None:
         with contextlib.suppress(ServerConflict, ServerRejected, ConnectionError):
@@ -238,9 +265,17 @@ class Agent:
             )
             log.info("gave group %s back", current.group_id)
 
-    async def _watch_for_cancel(self, current: _Current, job_id: str) -> None:
+    async def _watch_for_cancel(self, current: _Current, job_id: str, accepted: asyncio.Future[bool]) -> None:
         """Long-poll the job while it runs: a cancel stops the test within moments, not at the next
-        heartbeat. The heartbeat still reports cancels, should this request fail."""
+        heartbeat. The heartbeat still reports cancels, should this request fail. The watch begins once the
+        server has the start, and after a moment: a test over in less costs no request."""
+        if not await asyncio.shield(accepted):  # our cancellation must not cancel the future itself
+            if current.run is not None and current.job_id == job_id:
+                log.info("job %s was cancelled before it started: stopping it", job_id)
+                current.cancelled.add(job_id)
+                await current.run.stop()
+            return
+        await asyncio.sleep(CANCEL_WATCH_DELAY)
         path = f"/agents/{self.agent_id}/jobs/{job_id}/wait"
         while current.run is not None and current.job_id == job_id:
             try:

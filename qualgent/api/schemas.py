@@ -263,6 +263,54 @@ class ResultIn(Struct, forbid_unknown_fields=True):
         self.error = without_nul(self.error)
 
 
+MAX_PROGRESS = 1000  # starts or results in one progress report
+
+
+class StartedIn(Struct, forbid_unknown_fields=True):
+    job_id: uuid.UUID
+    elapsed_ms: Annotated[int, Meta(ge=0, le=86_400_000, description="how long ago the agent started it")] = 0
+
+
+class JobResultIn(Struct, forbid_unknown_fields=True):
+    job_id: uuid.UUID
+    exit_code: ExitCode | None
+    duration_ms: DurationMs | None = None
+    output_tail: Annotated[str, Meta(max_length=65_536)] | None = None
+    error: Annotated[str, Meta(max_length=4096)] | None = None
+    outcome: Outcome | None = None
+
+    def __post_init__(self) -> None:
+        self.output_tail = without_nul(self.output_tail)
+        self.error = without_nul(self.error)
+
+
+class ProgressIn(Struct, forbid_unknown_fields=True):
+    """Starts, then results, of a claimed group's jobs, in one transaction (the agent's batched path)."""
+
+    token: uuid.UUID
+    started: Annotated[list[StartedIn], Meta(max_length=MAX_PROGRESS)] = []
+    results: Annotated[list[JobResultIn], Meta(max_length=MAX_PROGRESS)] = []
+
+
+class JobProgressOut(Struct):
+    id: uuid.UUID
+    status: JobStatus
+    attempts: int
+
+
+class RefusalOut(Struct):
+    job_id: uuid.UUID
+    status: JobStatus | None
+    detail: str
+
+
+class ProgressOut(Struct):
+    started: list[JobProgressOut]
+    reported: list[JobProgressOut]
+    refused: list[RefusalOut]
+    group_done: bool
+
+
 class ReleaseIn(Struct, forbid_unknown_fields=True):
     token: uuid.UUID
     reason: Annotated[str, Meta(max_length=512)] = "released by agent"

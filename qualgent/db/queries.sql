@@ -265,3 +265,49 @@ RETURNING idempotency_key;
 
 -- name: submission_of_key
 SELECT request_hash, job_ids FROM submissions WHERE idempotency_key = :key;
+
+-- name: start_jobs
+-- Batched start: this group's pending jobs among :job_ids become running and each opens its attempt, in
+-- one statement. elapsed_ms says how long ago the agent started each (it reports starts with results).
+WITH s AS (
+    SELECT * FROM unnest(CAST(:job_ids AS uuid[]), CAST(:elapsed_ms AS bigint[])) AS s (id, elapsed_ms)
+), started AS (
+    UPDATE jobs j
+    SET status = 'running', attempts = j.attempts + 1, agent_id = :agent_id,
+        started_at = now() - make_interval(secs => CAST(s.elapsed_ms AS double precision) / 1000),
+        finished_at = NULL, updated_at = now()
+    FROM s
+    WHERE j.id = s.id AND j.group_id = :group_id AND j.status = 'pending'
+    RETURNING j.*
+), opened AS (
+    INSERT INTO attempts (job_id, number, agent_id, group_id, started_at)
+    SELECT id, attempts, :agent_id, :group_id, started_at FROM started
+)
+SELECT * FROM started;
+
+-- name: lock_jobs
+-- The jobs a batch of results is about, locked against a concurrent cancel.
+SELECT * FROM jobs WHERE id = ANY(CAST(:job_ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE;
+
+-- name: finish_attempts
+UPDATE attempts a
+SET finished_at = now(), outcome = r.outcome, exit_code = r.exit_code, duration_ms = r.duration_ms, error = r.error
+FROM unnest(
+    CAST(:job_ids AS uuid[]), CAST(:numbers AS integer[]), CAST(:outcomes AS text[]),
+    CAST(:exit_codes AS integer[]), CAST(:durations AS bigint[]), CAST(:errors AS text[])
+) AS r (job_id, number, outcome, exit_code, duration_ms, error)
+WHERE a.job_id = r.job_id AND a.number = r.number AND a.finished_at IS NULL;
+
+-- name: finish_jobs
+-- Batched finish. A job that passes after a failed test attempt is flaky.
+UPDATE jobs j
+SET status = r.status, exit_code = r.exit_code, duration_ms = r.duration_ms, output_tail = r.output_tail,
+    error = r.error, finished_at = now(), updated_at = now(),
+    flaky = (r.status = 'completed' AND EXISTS (
+        SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.outcome = 'test_failed'))
+FROM unnest(
+    CAST(:job_ids AS uuid[]), CAST(:statuses AS text[]), CAST(:exit_codes AS integer[]),
+    CAST(:durations AS bigint[]), CAST(:output_tails AS text[]), CAST(:errors AS text[])
+) AS r (id, status, exit_code, duration_ms, output_tail, error)
+WHERE j.id = r.id
+RETURNING j.*;

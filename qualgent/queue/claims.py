@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,165 @@ async def claim(engine: AsyncEngine, agent_id: uuid.UUID, targets: list[str], le
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Started:
+    """The agent started this job `elapsed_ms` ago (it may report the start together with the result)."""
+
+    job_id: uuid.UUID
+    elapsed_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    job_id: uuid.UUID
+    status: str | None  # None: no such job
+    detail: str
+
+
+@dataclass(slots=True)
+class Progress:
+    """What a batch of starts and results did: the jobs as they are now, and what was refused."""
+
+    started: list[RowMapping] = field(default_factory=list)
+    reported: list[RowMapping] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+    group_done: bool = False
+
+
+async def report_progress(
+    engine: AsyncEngine,
+    agent_id: uuid.UUID,
+    group_id: uuid.UUID,
+    token: uuid.UUID,
+    starts: Sequence[Started],
+    results: Sequence[tuple[uuid.UUID, Result]],
+    lease_seconds: float,
+) -> Progress:
+    """Starts, then results, of a claimed group's jobs in one transaction: the agent's batched path (River's
+    batch completer, on the agent's side). A fast test suite reports many jobs per request and per commit;
+    a slow one reports each start and each result at once. Set-based SQL: the statement count does not grow
+    with the batch. Refusals (a job cancelled meanwhile, not in this group) are committed with the rest."""
+    progress = Progress()
+    async with engine.begin() as conn:
+        await _lock_claim(conn, agent_id, group_id, token)
+        await conn.execute(Q.extend_lease, {"group_id": group_id, "lease_seconds": lease_seconds})
+        if starts:
+            await _start(conn, agent_id, group_id, starts, progress)
+        if results:
+            await _finish(conn, group_id, results, progress)
+        progress.group_done = await _close_group_if_done(conn, group_id)
+    for job in progress.started:
+        metrics.job_started(job)
+    for job in progress.reported:
+        metrics.job_finished(job)
+    return progress
+
+
+async def _start(
+    conn: AsyncConnection, agent_id: uuid.UUID, group_id: uuid.UUID, starts: Sequence[Started], progress: Progress
+) -> None:
+    params = {
+        "job_ids": [s.job_id for s in starts],
+        "elapsed_ms": [s.elapsed_ms for s in starts],
+        "agent_id": agent_id,
+        "group_id": group_id,
+    }
+    progress.started = list((await conn.execute(Q.start_jobs, params)).mappings())
+    await notify_jobs(conn, JobStatus.RUNNING, [j["id"] for j in progress.started])
+    missing = {s.job_id for s in starts} - {j["id"] for j in progress.started}
+    if missing:  # cancelled (or moved) since the claim
+        for job in (await conn.execute(Q.get_jobs, {"job_ids": list(missing)})).mappings():
+            missing.discard(job["id"])
+            progress.refused.append(
+                Refusal(job["id"], job["status"], f"job {job['id']} is {job['status']}, not pending in this group")
+            )
+        progress.refused += [Refusal(job_id, None, f"no job {job_id}") for job_id in missing]
+
+
+async def _finish(
+    conn: AsyncConnection, group_id: uuid.UUID, results: Sequence[tuple[uuid.UUID, Result]], progress: Progress
+) -> None:
+    jobs = {j["id"]: j for j in (await conn.execute(Q.lock_jobs, {"job_ids": [r[0] for r in results]})).mappings()}
+    closing: list[tuple[RowMapping, Outcome, Result]] = []  # attempts to close
+    final: list[tuple[RowMapping, JobStatus, Result]] = []  # jobs that end here
+    retried: list[tuple[RowMapping, Outcome, Result]] = []  # jobs that may go round again
+    for job_id, result in results:
+        job = jobs.get(job_id)
+        if job is None:
+            progress.refused.append(Refusal(job_id, None, f"no job {job_id}"))
+        elif job["group_id"] != group_id:
+            progress.refused.append(Refusal(job_id, job["status"], f"job {job_id} is not in group {group_id}"))
+        elif job["status"] == JobStatus.CANCELLED:
+            # The run ends the attempt and may end the group; the job stays cancelled.
+            closing.append((job, Outcome.CANCELLED, result))
+            progress.refused.append(
+                Refusal(job_id, job["status"], f"job {job_id} was cancelled; its result is not recorded")
+            )
+        elif job["status"] != JobStatus.RUNNING:
+            progress.refused.append(Refusal(job_id, job["status"], f"job {job_id} is {job['status']}, not running"))
+        else:
+            outcome = outcome_of(result)
+            closing.append((job, outcome, result))
+            may_retry = outcome == Outcome.INFRA_ERROR or (outcome == Outcome.TEST_FAILED and job["test_retries"] > 0)
+            if may_retry and job["attempts"] < job["max_attempts"]:
+                retried.append((job, outcome, result))
+            else:
+                final.append((job, _final_status(outcome), result))
+    await _finish_attempts(conn, closing)
+    for job, outcome, result in retried:  # rare: one by one
+        progress.reported.append(await _settle(conn, job, outcome, result))
+    if final:
+        progress.reported += await _finish_jobs(conn, final)
+
+
+async def _finish_attempts(conn: AsyncConnection, closing: list[tuple[RowMapping, Outcome, Result]]) -> None:
+    if not closing:
+        return
+    await conn.execute(
+        Q.finish_attempts,
+        {
+            "job_ids": [j["id"] for j, _, _ in closing],
+            "numbers": [j["attempts"] for j, _, _ in closing],
+            "outcomes": [o.value for _, o, _ in closing],
+            "exit_codes": [r.exit_code for _, _, r in closing],
+            "durations": [r.duration_ms for _, _, r in closing],
+            "errors": [r.error for _, _, r in closing],
+        },
+    )
+
+
+async def _finish_jobs(conn: AsyncConnection, final: list[tuple[RowMapping, JobStatus, Result]]) -> list[RowMapping]:
+    errors = [_final_error(job, status, result) for job, status, result in final]
+    rows = list(
+        (
+            await conn.execute(
+                Q.finish_jobs,
+                {
+                    "job_ids": [j["id"] for j, _, _ in final],
+                    "statuses": [s.value for _, s, _ in final],
+                    "exit_codes": [r.exit_code for _, _, r in final],
+                    "durations": [r.duration_ms for _, _, r in final],
+                    "output_tails": [_tail(r.output_tail) for _, _, r in final],
+                    "errors": errors,
+                },
+            )
+        ).mappings()
+    )
+    for status in (JobStatus.COMPLETED, JobStatus.FAILED):
+        await notify_jobs(conn, status, [r["id"] for r in rows if r["status"] == status])
+    return rows
+
+
+def _final_status(outcome: Outcome) -> JobStatus:
+    return JobStatus.COMPLETED if outcome == Outcome.PASSED else JobStatus.FAILED
+
+
+def _final_error(job: RowMapping, status: JobStatus, result: Result) -> str | None:
+    if status == JobStatus.FAILED and outcome_of(result) == Outcome.INFRA_ERROR and not result.error:
+        return f"infrastructure error after {job['attempts']} attempt(s)"
+    return result.error
+
+
 async def start_job(
     engine: AsyncEngine,
     agent_id: uuid.UUID,
@@ -90,31 +250,9 @@ async def start_job(
     lease_seconds: float,
 ) -> RowMapping:
     """The agent is about to run this job: it becomes running and an attempt is opened."""
-    refusal: Conflict | None = None
-    async with engine.begin() as conn:
-        await _lock_claim(conn, agent_id, group_id, token)
-        await conn.execute(Q.extend_lease, {"group_id": group_id, "lease_seconds": lease_seconds})
-        job = (
-            (await conn.execute(Q.start_job, {"job_id": job_id, "group_id": group_id, "agent_id": agent_id}))
-            .mappings()
-            .first()
-        )
-        if job is None:  # cancelled (or moved) since the claim: refused, but the group may be done now
-            current = await _job_or_404(conn, job_id)
-            await _close_group_if_done(conn, group_id)
-            refusal = Conflict(
-                f"job {job_id} is {current['status']}, not pending in this group", status=current["status"]
-            )
-        else:
-            await conn.execute(
-                Q.insert_attempt,
-                {"job_id": job_id, "number": job["attempts"], "agent_id": agent_id, "group_id": group_id},
-            )
-            await notify_jobs(conn, JobStatus.RUNNING, [job_id])
-    if refusal is not None or job is None:
-        raise refusal or Conflict(f"job {job_id} cannot start")  # after the commit: the group's closing stands
-    metrics.job_started(job)
-    return job
+    progress = await report_progress(engine, agent_id, group_id, token, [Started(job_id)], [], lease_seconds)
+    _raise_refusal(progress)
+    return progress.started[0]
 
 
 async def report_result(
@@ -124,28 +262,21 @@ async def report_result(
     token: uuid.UUID,
     job_id: uuid.UUID,
     result: Result,
+    lease_seconds: float,
 ) -> RowMapping:
     """Record how a run ended and move the job on: completed, failed, or back to pending for a retry."""
-    async with engine.begin() as conn:
-        await _lock_claim(conn, agent_id, group_id, token)
-        job = await _job_or_404(conn, job_id)
-        if job["group_id"] != group_id:
-            raise Conflict(f"job {job_id} is not in group {group_id}")
-        if job["status"] == JobStatus.CANCELLED:
-            # The run ends the attempt and may end the group; the job stays cancelled. Committed, then refused.
-            await _finish_attempt(conn, job, Outcome.CANCELLED, result)
-            await _close_group_if_done(conn, group_id)
-            updated = None
-        elif job["status"] != JobStatus.RUNNING:
-            raise Conflict(f"job {job_id} is {job['status']}, not running", status=job["status"])
-        else:
-            outcome = outcome_of(result)
-            await _finish_attempt(conn, job, outcome, result)
-            updated = await _settle(conn, job, outcome, result)
-            await _close_group_if_done(conn, group_id)
-    if updated is None:
-        raise Conflict(f"job {job_id} was cancelled; its result is not recorded", status="cancelled")
-    return updated
+    progress = await report_progress(engine, agent_id, group_id, token, [], [(job_id, result)], lease_seconds)
+    _raise_refusal(progress)
+    return progress.reported[0]
+
+
+def _raise_refusal(progress: Progress) -> None:
+    """One job's refusal as the error the single-job routes answer (after the commit: what the refused
+    report closed, such as the group, stands)."""
+    for refusal in progress.refused:
+        if refusal.status is None:
+            raise NotFound(refusal.detail, job_id=str(refusal.job_id))
+        raise Conflict(refusal.detail, status=refusal.status)
 
 
 def outcome_of(result: Result) -> Outcome:
@@ -172,9 +303,8 @@ async def _settle(conn: AsyncConnection, job: RowMapping, outcome: Outcome, resu
         await requeue(conn, [job["id"]])
         await notify_jobs(conn, JobStatus.PENDING, [job["id"]])
         return await _job_or_404(conn, job["id"])
-    status = JobStatus.COMPLETED if outcome == Outcome.PASSED else JobStatus.FAILED
-    if status == JobStatus.FAILED and outcome == Outcome.INFRA_ERROR and not result.error:
-        fields["error"] = f"infrastructure error after {job['attempts']} attempt(s)"
+    status = _final_status(outcome)
+    fields["error"] = _final_error(job, status, result)
     row = (await conn.execute(Q.finish_job, {**fields, "status": status.value})).mappings().one()
     await notify_jobs(conn, status, [job["id"]])
     metrics.job_finished(row)
@@ -274,10 +404,11 @@ async def _lock_claim(conn: AsyncConnection, agent_id: uuid.UUID, group_id: uuid
         raise StaleClaim(group_id=str(group_id))
 
 
-async def _close_group_if_done(conn: AsyncConnection, group_id: uuid.UUID) -> None:
-    agent_id = (await conn.execute(Q.close_group_if_done, {"group_id": group_id})).scalar_one_or_none()
-    if agent_id is not None:
-        await conn.execute(Q.agent_idle_if_free, {"agent_id": agent_id})
+async def _close_group_if_done(conn: AsyncConnection, group_id: uuid.UUID) -> bool:
+    closed = (await conn.execute(Q.close_group_if_done, {"group_id": group_id})).first()
+    if closed is not None and closed.agent_id is not None:
+        await conn.execute(Q.agent_idle_if_free, {"agent_id": closed.agent_id})
+    return closed is not None
 
 
 async def _finish_attempt(conn: AsyncConnection, job: RowMapping, outcome: Outcome, result: Result) -> None:

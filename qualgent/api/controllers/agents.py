@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from litestar import Controller, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
@@ -17,7 +17,11 @@ from qualgent.api.schemas import (
     HeartbeatIn,
     HeartbeatOut,
     JobOut,
+    JobProgressOut,
     JobStatusOut,
+    ProgressIn,
+    ProgressOut,
+    RefusalOut,
     ReleaseIn,
     ResultIn,
     StartIn,
@@ -137,8 +141,37 @@ class AgentController(Controller):
         data: JSONBody[ResultIn],
     ) -> JobOut:
         result = claims.Result(data.exit_code, data.duration_ms, data.output_tail, data.error, data.outcome)
-        row = await claims.report_result(services.engine, agent_id, data.group_id, data.token, job_id, result)
+        lease = services.settings.lease_seconds
+        row = await claims.report_result(services.engine, agent_id, data.group_id, data.token, job_id, result, lease)
         return job_out(row)
+
+    @post(
+        "/{agent_id:uuid}/groups/{group_id:uuid}/progress",
+        status_code=200,
+        summary="Report starts and results of a claimed group's jobs, many at once, in one transaction",
+    )
+    async def progress(
+        self,
+        services: ServicesDep,
+        agent_id: FromPath[uuid.UUID],
+        group_id: FromPath[uuid.UUID],
+        data: JSONBody[ProgressIn],
+    ) -> ProgressOut:
+        starts = [claims.Started(s.job_id, s.elapsed_ms) for s in data.started]
+        results = [
+            (r.job_id, claims.Result(r.exit_code, r.duration_ms, r.output_tail, r.error, r.outcome))
+            for r in data.results
+        ]
+        lease = services.settings.lease_seconds
+        done = await claims.report_progress(services.engine, agent_id, group_id, data.token, starts, results, lease)
+
+        def brief(rows: list[Any]) -> list[JobProgressOut]:
+            return [JobProgressOut(r["id"], JobStatus(r["status"]), r["attempts"]) for r in rows]
+
+        refused = [
+            RefusalOut(r.job_id, None if r.status is None else JobStatus(r.status), r.detail) for r in done.refused
+        ]
+        return ProgressOut(brief(done.started), brief(done.reported), refused, done.group_done)
 
     @post(
         "/{agent_id:uuid}/groups/{group_id:uuid}/release",

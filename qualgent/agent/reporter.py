@@ -1,0 +1,128 @@
+"""The agent's side of batched reporting: a group's starts and results go to the server as they happen,
+with one request in flight at a time; whatever happens while a request is in flight rides on the next one.
+
+A suite of 30-second tests therefore reports each start and each result at once (nothing to batch), while
+a suite of quick tests reports many jobs per request and per commit, as River's batch completer does. Nothing
+is held back on purpose: the batch is whatever piled up during the last round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from qualgent import logs
+from qualgent.agent.client import AgentClient, ServerConflict, ServerRejected
+
+log = logging.getLogger("qualgent.agent")
+
+MAX_BATCH = 1000  # the server's bound on starts and on results per request
+
+
+class Reporter:
+    """Reports one claimed group's progress. `start()` answers a future that says whether the server
+    accepted the start (False: the job was cancelled or moved since the claim; the agent stops its run)."""
+
+    def __init__(
+        self,
+        client: AgentClient,
+        agent_id: str,
+        group_id: str,
+        token: str,
+        lease_seconds: float,
+        on_lost: Callable[[], Any],
+    ) -> None:
+        self._client = client
+        self._path = f"/agents/{agent_id}/groups/{group_id}/progress"
+        self._token = token
+        self._retry_for = lease_seconds
+        self._on_lost = on_lost
+        self._starts: list[tuple[str, float]] = []  # job id, monotonic start time
+        self._results: list[dict[str, Any]] = []
+        self._accepted: dict[str, asyncio.Future[bool]] = {}
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.lost = False
+        self.reported = 0  # results the server recorded
+        self._task = asyncio.create_task(self._send_loop(), name=f"reporter {group_id}")
+
+    def start(self, job_id: str) -> asyncio.Future[bool]:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if self.lost:
+            future.set_result(False)
+            return future
+        self._accepted[job_id] = future
+        self._starts.append((job_id, time.monotonic()))
+        self._wake.set()
+        return future
+
+    def result(self, job_id: str, result: dict[str, Any]) -> None:
+        if not self.lost:
+            self._results.append({"job_id": job_id, **result})
+            self._wake.set()
+
+    async def close(self) -> None:
+        """Send what is left and stop."""
+        self._closing = True
+        self._wake.set()
+        await self._task
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while (self._starts or self._results) and not self.lost:
+                await self._send_one()
+            if self._closing or self.lost:
+                for future in self._accepted.values():  # never left hanging
+                    if not future.done():
+                        future.set_result(False)
+                return
+
+    async def _send_one(self) -> None:
+        now = time.monotonic()
+        starts, self._starts = self._starts[:MAX_BATCH], self._starts[MAX_BATCH:]
+        # A result goes with (or after) its job's start: the server applies starts first.
+        results, self._results = self._results[:MAX_BATCH], self._results[MAX_BATCH:]
+        body = {
+            "token": self._token,
+            "started": [{"job_id": j, "elapsed_ms": int((now - at) * 1000)} for j, at in starts],
+            "results": results,
+        }
+        try:
+            answer = await self._client.call("POST", self._path, body, retry_for=self._retry_for)
+        except ServerConflict as conflict:
+            log.warning("progress of the group not recorded: %s", conflict)
+            if conflict.stale_claim:
+                self._lose()
+            return
+        except (ServerRejected, ConnectionError) as err:
+            log.error("progress of the group not recorded: %s", err)
+            for job_id, _ in starts:
+                self._settle(job_id, False)
+            return
+        for job in answer["started"]:
+            self._settle(job["id"], True)
+        for refusal in answer["refused"]:
+            self._settle(refusal["job_id"], False)
+            logs.bind(job_id=refusal["job_id"])  # this task's own context: the agent's is untouched
+            log.info("job %s: %s", refusal["job_id"], refusal["detail"])
+        for job in answer["reported"]:
+            logs.bind(job_id=job["id"])
+            log.info("job %s %s (attempt %d)", job["id"], job["status"], job["attempts"])
+        self.reported += len(answer["reported"])
+
+    def _settle(self, job_id: str, accepted: bool) -> None:
+        future = self._accepted.pop(job_id, None)
+        if future is not None and not future.done():
+            future.set_result(accepted)
+
+    def _lose(self) -> None:
+        self.lost = True
+        self._starts.clear()
+        self._results.clear()
+        with contextlib.suppress(Exception):
+            self._on_lost()

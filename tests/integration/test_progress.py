@@ -1,0 +1,138 @@
+"""The agents' batched path, POST /api/agents/{id}/groups/{group_id}/progress: starts and results of many jobs in
+one request and one transaction, with the same rules as the single-job routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Api
+
+pytestmark = pytest.mark.anyio
+
+
+async def _group_of(api: Api, tests: list[str], **extra: Any) -> tuple[str, dict[str, Any]]:
+    for path in tests:
+        await api.submit(test_path=path, **extra)
+    agent_id = await api.register()
+    claim = await api.claim(agent_id)
+    assert claim is not None
+    assert len(claim["jobs"]) == len(tests)
+    return agent_id, claim
+
+
+def _path(agent_id: str, claim: dict[str, Any]) -> str:
+    return f"/agents/{agent_id}/groups/{claim['group_id']}/progress"
+
+
+async def test_a_whole_group_started_and_finished_in_one_request(api: Api) -> None:
+    agent_id, claim = await _group_of(api, ["a.spec.ts", "b.spec.ts", "c.spec.ts"])
+    ids = [j["id"] for j in claim["jobs"]]
+    body = {
+        "token": claim["token"],
+        "started": [{"job_id": i, "elapsed_ms": 1500} for i in ids],
+        "results": [
+            {"job_id": ids[0], "exit_code": 0, "duration_ms": 1400, "output_tail": "ok"},
+            {"job_id": ids[1], "exit_code": 1, "duration_ms": 900, "output_tail": "expected 2 got 3"},
+            {"job_id": ids[2], "exit_code": 0, "duration_ms": 700},
+        ],
+    }
+    answer = await api.call("POST", _path(agent_id, claim), body)
+    assert sorted(j["id"] for j in answer["started"]) == sorted(ids)
+    assert {j["id"]: j["status"] for j in answer["reported"]} == {
+        ids[0]: "completed",
+        ids[1]: "failed",
+        ids[2]: "completed",
+    }
+    assert answer["refused"] == []
+    assert answer["group_done"] is True
+
+    failed = await api.call("GET", f"/jobs/{ids[1]}")
+    assert (failed["status"], failed["attempts"]) == ("failed", 1)
+    assert (failed["result"]["exit_code"], failed["result"]["output_tail"]) == (1, "expected 2 got 3")
+    assert [a["outcome"] for a in failed["attempt_history"]] == ["test_failed"]
+    # the start is dated by the agent's elapsed time, not by the moment the report arrived
+    started = failed["attempt_history"][0]
+    assert started["started_at"] < started["finished_at"]
+    agent = await api.call("GET", f"/agents/{agent_id}")
+    assert agent["status"] == "idle"
+
+
+async def test_starts_and_results_in_separate_reports_as_a_slow_suite_sends_them(api: Api) -> None:
+    agent_id, claim = await _group_of(api, ["a.spec.ts", "b.spec.ts"])
+    first, second = (j["id"] for j in claim["jobs"])
+    path, token = _path(agent_id, claim), claim["token"]
+    await api.call("POST", path, {"token": token, "started": [{"job_id": first}]})
+    assert (await api.call("GET", f"/jobs/{first}"))["status"] == "running"
+    answer = await api.call(
+        "POST", path, {"token": token, "results": [{"job_id": first, "exit_code": 0}], "started": [{"job_id": second}]}
+    )
+    assert [j["status"] for j in answer["reported"]] == ["completed"]
+    assert answer["group_done"] is False
+    answer = await api.call("POST", path, {"token": token, "results": [{"job_id": second, "exit_code": 0}]})
+    assert answer["group_done"] is True
+
+
+async def test_a_job_cancelled_after_the_claim_is_refused_and_the_rest_recorded(api: Api) -> None:
+    agent_id, claim = await _group_of(api, ["a.spec.ts", "b.spec.ts"])
+    kept, cancelled = (j["id"] for j in claim["jobs"])
+    await api.call("DELETE", f"/jobs/{cancelled}")
+    body = {
+        "token": claim["token"],
+        "started": [{"job_id": kept}, {"job_id": cancelled}],
+        "results": [{"job_id": kept, "exit_code": 0}, {"job_id": cancelled, "exit_code": 0}],
+    }
+    answer = await api.call("POST", _path(agent_id, claim), body)
+    assert [j["id"] for j in answer["reported"]] == [kept]
+    assert {(r["job_id"], r["status"]) for r in answer["refused"]} == {(cancelled, "cancelled")}
+    assert answer["group_done"] is True
+    assert (await api.call("GET", f"/jobs/{cancelled}"))["status"] == "cancelled"
+
+
+async def test_infrastructure_errors_in_a_batch_are_retried_and_test_failures_are_not(api: Api) -> None:
+    agent_id, claim = await _group_of(api, ["a.spec.ts", "b.spec.ts"], max_attempts=3)
+    infra, failing = (j["id"] for j in claim["jobs"])
+    body = {
+        "token": claim["token"],
+        "started": [{"job_id": infra}, {"job_id": failing}],
+        "results": [{"job_id": infra, "exit_code": 3}, {"job_id": failing, "exit_code": 1}],
+    }
+    answer = await api.call("POST", _path(agent_id, claim), body)
+    assert {j["id"]: j["status"] for j in answer["reported"]} == {infra: "pending", failing: "failed"}
+    retried = await api.call("GET", f"/jobs/{infra}")
+    assert (retried["status"], retried["attempts"]) == ("pending", 1)
+
+
+async def test_a_stale_token_changes_nothing(api: Api) -> None:
+    agent_id, claim = await _group_of(api, ["a.spec.ts"])
+    job_id = claim["jobs"][0]["id"]
+    body = {"token": "00000000-0000-0000-0000-000000000000", "started": [{"job_id": job_id}]}
+    refused = await api.call("POST", _path(agent_id, claim), body, expect=409)
+    assert refused["error"] == "StaleClaim"
+    assert (await api.call("GET", f"/jobs/{job_id}"))["status"] == "pending"
+
+
+async def test_a_result_for_a_job_of_another_group_is_refused(api: Api) -> None:
+    agent_id, claim = await _group_of(api, ["a.spec.ts"])
+    other = await api.submit(app_version_id="v2")
+    body = {"token": claim["token"], "results": [{"job_id": other["id"], "exit_code": 0}]}
+    answer = await api.call("POST", _path(agent_id, claim), body)
+    assert answer["reported"] == []
+    assert answer["refused"][0]["job_id"] == other["id"]
+    assert (await api.call("GET", f"/jobs/{other['id']}"))["status"] == "pending"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"started": [{"job_id": "x"}]}, "started"),
+        ({"started": [{"job_id": "00000000-0000-0000-0000-000000000000"}] * 1001}, "started"),
+        ({"results": [{"job_id": "00000000-0000-0000-0000-000000000000", "exit_code": "0"}]}, "exit_code"),
+        ({"started": [], "extra": 1}, "extra"),
+    ],
+)
+async def test_bad_progress_reports_are_a_400_naming_the_field(api: Api, body: dict[str, Any], field: str) -> None:
+    agent_id, claim = await _group_of(api, ["a.spec.ts"])
+    refused = await api.call("POST", _path(agent_id, claim), {"token": claim["token"], **body}, expect=400)
+    assert field in str(refused)
