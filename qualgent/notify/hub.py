@@ -26,6 +26,7 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 CHANNEL = "qualgent"
+APPLICATION_NAME = "qgjob server listen"  # tells it apart from the pool's "qgjob server" in pg_stat_activity
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +36,20 @@ class Waiter:
     """Set when something it watches changed, or when the hub reconnected (re-read everything)."""
 
     event: asyncio.Event = field(default_factory=asyncio.Event)
+    sleeping: bool = False  # parked in wait(), as opposed to reading the state it waits on
 
     def wake(self) -> None:
         self.event.set()
 
     async def wait(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds; True if woken. Clears the flag for the next round."""
+        self.sleeping = True
         try:
             await asyncio.wait_for(self.event.wait(), timeout=max(0.0, timeout))
         except TimeoutError:
             return False
         finally:
+            self.sleeping = False
             self.event.clear()
         return True
 
@@ -156,7 +160,9 @@ class Hub:
 
     @property
     def waiters(self) -> int:
-        return len({w for ws in self._jobs.values() for w in ws}) + sum(len(w) for w in self._work.values())
+        """Waiters parked right now: asleep until a notification, not in the middle of a read."""
+        parked = {w for ws in (*self._jobs.values(), *self._work.values()) for w in ws if w.sleeping}
+        return len(parked)
 
     # -- the listening loop ----------------------------------------------------------------------
 
@@ -165,7 +171,7 @@ class Hub:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, connect_timeout=5
+                    self._conninfo, autocommit=True, connect_timeout=5, application_name=APPLICATION_NAME
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.connected = True

@@ -3,6 +3,8 @@ and surviving a server restart, with real processes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -10,7 +12,10 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import httpx
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.e2e.harness import Cli, Server, agent, fake_appwright
 
@@ -150,3 +155,121 @@ def cli_env(cli: Cli) -> dict[str, str]:
     from tests.e2e.harness import clean_env
 
     return clean_env(QGJOB_API_URL=cli.api_url)
+
+
+# -- 1,000 concurrent waiters on one server ------------------------------------------------------------------
+
+WAITERS = 1000
+POLLS_PER_CLIENT = 25  # httpx's pool scans all its connections per response: many small clients, as CI has
+
+
+def test_a_thousand_waiters_on_one_server_get_their_final_state_on_a_bounded_pool(db_url: str, tmp_path: Path) -> None:
+    """1,000 long-polls parked on one server (800 jobs: 200 of them watched twice) while a real agent runs
+    20 of the jobs and the other 780 are cancelled over the API: every waiter answers with its job's final
+    state, and the server's database connections stay within its pool (10 + 10 overflow) and its one
+    LISTEN connection the whole time, far below one per waiter."""
+    server = Server(tmp_path / "server.log", database_url=db_url, env={"QUALGENT_RATE_LIMIT": "0"}).start()
+    try:
+        asyncio.run(_thousand_waiters(server, db_url, tmp_path))
+    finally:
+        server.stop()
+
+
+async def _thousand_waiters(server: Server, db_url: str, tmp_path: Path) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        api = await stack.enter_async_context(httpx.AsyncClient(base_url=server.api_url, timeout=60))
+        pollers = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=server.api_url, timeout=90, limits=httpx.Limits(max_connections=25))
+            )
+            for _ in range(WAITERS // POLLS_PER_CLIENT)
+        ]
+        run_by_agent = [_job(f"tests/t{i}{'-fail' * (i % 2)}.spec.ts", "emulator") for i in range(20)]
+        to_cancel = [_job(f"tests/c{i}.spec.ts", "device") for i in range(780)]  # no agent serves devices
+        submitted = await api.post("/jobs", json=run_by_agent + to_cancel)
+        assert submitted.status_code == 201, submitted.text
+        jobs = [job["id"] for job in submitted.json()]
+        watched = jobs + jobs[:200]  # the agent's 20 jobs and 180 to cancel have two waiters each
+        assert len(watched) == WAITERS
+
+        connections = _ConnectionCount(db_url)
+        sampler = asyncio.create_task(connections.sample_until_cancelled())
+        polls = [
+            asyncio.create_task(pollers[i // POLLS_PER_CLIENT].get(f"/jobs/{job_id}/wait", params={"timeout": 60}))
+            for i, job_id in enumerate(watched)
+        ]
+        await _until_parked(api, WAITERS)
+        assert not any(poll.done() for poll in polls), "a long-poll answered before its job was final"
+        # Overflow connections of the initial reads close as they go back: the pool's 10 and LISTEN stay.
+        parked_connections = await connections.settled(at_most=11)
+
+        script, _ = fake_appwright(tmp_path)
+        stack.enter_context(agent(server.api_url, script, tmp_path / "agent.log", "--target", "emulator"))
+        cancelling = asyncio.Semaphore(20)
+
+        async def cancel(job_id: str) -> None:
+            async with cancelling:
+                assert (await api.delete(f"/jobs/{job_id}")).status_code == 200
+
+        await asyncio.gather(*(cancel(job_id) for job_id in jobs[20:]))
+        answers = await asyncio.wait_for(asyncio.gather(*polls), 60)
+        sampler.cancel()
+
+    assert [a.status_code for a in answers] == [200] * WAITERS
+    got = [(a.json()["id"], a.json()["status"]) for a in answers]
+    expected = [(job_id, _final(i % 800)) for i, job_id in enumerate(watched)]
+    assert got == expected
+    # The pool (10, plus up to 10 overflow under load) and the LISTEN connection: never one per waiter.
+    assert 1 <= parked_connections <= 11, f"{parked_connections} connections with the 1,000 waiters parked"
+    assert connections.most <= 21, connections.most
+
+
+def _job(test_path: str, target: str) -> dict[str, str]:
+    return {"org_id": "acme", "app_version_id": "v1", "test_path": test_path, "target": target}
+
+
+def _final(index: int) -> str:
+    if index >= 20:
+        return "cancelled"
+    return "failed" if index % 2 else "completed"
+
+
+async def _until_parked(api: httpx.AsyncClient, count: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        parked = (await api.get("/monitoring/metrics")).json()["listen"]["waiters"]
+        if parked >= count:
+            return
+        assert time.monotonic() < deadline, f"only {parked} of {count} long-polls parked after {timeout}s"
+        await asyncio.sleep(0.05)
+
+
+class _ConnectionCount:
+    """Every connection to the test's database but this one's (the agent and CLI speak HTTP only, so the
+    rest are the server's), sampled every 20 ms."""
+
+    def __init__(self, db_url: str) -> None:
+        self.conninfo = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.latest = 0
+        self.most = 0
+
+    async def settled(self, at_most: int, timeout: float = 5.0) -> int:
+        for _ in range(int(timeout / 0.05)):
+            if self.latest <= at_most:
+                break
+            await asyncio.sleep(0.05)
+        return self.latest
+
+    async def sample_until_cancelled(self) -> None:
+        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
+            while True:
+                row = await (
+                    await conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).fetchone()
+                assert row is not None
+                self.latest = int(row[0])
+                self.most = max(self.most, self.latest)
+                await asyncio.sleep(0.02)
