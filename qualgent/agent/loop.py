@@ -76,7 +76,8 @@ class Agent:
         self.lease_seconds = 30.0
         self._current: _Current | None = None
         self._stopping = asyncio.Event()
-        self._beat_now = asyncio.Event()  # a new claim: confirm its lease at once, at the server's cadence
+        self._rearm = asyncio.Event()  # a new claim: beat a third of its lease from now, at the server's cadence
+        self._base_env = _base_env()
         self._signals = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -127,7 +128,7 @@ class Agent:
                 continue
             idle = 0.1
             self.lease_seconds = float(claim.get("lease_seconds", self.lease_seconds))
-            self._beat_now.set()
+            self._rearm.set()
             await self._run_group(claim)
             groups += 1
             if self.config.max_groups is not None and groups >= self.config.max_groups:
@@ -201,7 +202,7 @@ class Agent:
         argv = self.config.install.render(**_fields(claim, claim["jobs"][0]))
         log.info("installing %s: %s", claim["app_version_id"], argv)
         current = self._current
-        install = Run(argv, self.config.install_timeout, _env(claim, None))
+        install = Run(argv, self.config.install_timeout, _env(claim, None, self._base_env))
         if current is not None:
             current.run = install  # a lost claim or a second signal stops the install too
         result = await install.execute()
@@ -229,7 +230,7 @@ class Agent:
             argv = self.config.run.render(**_fields(claim, job))
             log.info("running job %s: %s", job["id"], argv)
             timeout = job.get("timeout_seconds") or self.config.test_timeout
-            current.run = self.config.runner(argv, timeout, _env(claim, job))
+            current.run = self.config.runner(argv, timeout, _env(claim, job, self._base_env))
             watch = asyncio.create_task(self._watch_for_cancel(current, job["id"], accepted))
             try:
                 result = await current.run.execute()
@@ -293,9 +294,13 @@ class Agent:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._beat_now.wait(), timeout=max(0.2, self.lease_seconds / 3))
-            self._beat_now.clear()
+            try:
+                await asyncio.wait_for(self._rearm.wait(), timeout=max(0.2, self.lease_seconds / 3))
+            except TimeoutError:
+                pass
+            else:  # the claim's lease is fresh; a beat now would only cost a request per group
+                self._rearm.clear()
+                continue
             current = self._current
             claims = [{"group_id": current.group_id, "token": current.token}] if current else []
             try:
@@ -332,10 +337,15 @@ def _fields(claim: dict[str, Any], job: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _env(claim: dict[str, Any], job: dict[str, Any] | None) -> dict[str, str]:
+def _base_env() -> dict[str, str]:
     # The agent's own credentials are not the test's business.
     env = {k: v for k, v in os.environ.items() if k not in ("QGJOB_TOKEN", "QUALGENT_ADMIN_TOKEN")}
     env.setdefault("CI", "true")  # AppWright's HTML reporter waits for a person unless CI is set
+    return env
+
+
+def _env(claim: dict[str, Any], job: dict[str, Any] | None, base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(base if base is not None else _base_env())
     env.update(
         {
             "QUALGENT_ORG_ID": claim["org_id"],

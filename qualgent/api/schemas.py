@@ -17,6 +17,7 @@ from msgspec import Meta, Struct
 from sqlalchemy import RowMapping
 
 from qualgent.domain import AgentStatus, InvalidInput, JobStatus, Outcome, Priority, Target, Tier
+from qualgent.queue.jobs import NewJob
 
 # No control characters (C0, DEL, C1): nothing that is NUL in PostgreSQL, a line break in a log, or a
 # terminal escape. `$(?!\n)`, not `$`: Python's `$` also matches before a final newline, so "a\n" would
@@ -148,6 +149,32 @@ def job_out(row: Mapping[str, Any] | RowMapping) -> JobOut:
         timeout_seconds=row.get("timeout_seconds"),
         flaky=row.get("flaky", False),
         attempt_history=None if history is None else [msgspec.convert(a, AttemptOut) for a in history],
+    )
+
+
+def new_job_out(job: NewJob) -> JobOut:
+    """A job just submitted, as `job_out` would show its row (a test holds the two equal)."""
+    spec = job.spec
+    return JobOut(
+        id=job.id,
+        org_id=spec.org_id,
+        app_version_id=spec.app_version_id,
+        test_path=spec.test_path,
+        priority=spec.priority,
+        target=spec.target,
+        status=JobStatus.PENDING,
+        attempts=0,
+        max_attempts=spec.max_attempts,
+        group_id=job.group_id,
+        agent_id=None,
+        created_at=job.now,
+        updated_at=job.now,
+        started_at=None,
+        finished_at=None,
+        run_after=job.now,
+        result=None,
+        test_retries=spec.test_retries,
+        timeout_seconds=spec.timeout_seconds,
     )
 
 

@@ -27,18 +27,17 @@ ON CONFLICT (org_id, app_version_id, target) WHERE status = 'pending' DO UPDATE 
 RETURNING id, org_id, app_version_id, target;
 
 -- name: insert_jobs
+-- The jobs arrive as one JSON document, which PostgreSQL unpacks itself: no per-row work in Python, one
+-- parameter whatever the batch size. Defaults (status pending, no attempts, timestamps now()) are the
+-- table's; qualgent.queue.jobs.NewJob mirrors them instead of reading 10,000 rows back.
 INSERT INTO jobs (id, org_id, app_version_id, target, test_path, priority, max_attempts, attempt_budget,
                   test_retries, timeout_seconds, group_id)
-SELECT id, org_id, app_version_id, target, test_path, priority, max_attempts, max_attempts,
-       test_retries, timeout_seconds, group_id
-FROM unnest(
-    CAST(:ids AS uuid[]), CAST(:org_ids AS text[]), CAST(:app_version_ids AS text[]),
-    CAST(:targets AS text[]), CAST(:test_paths AS text[]), CAST(:priorities AS job_priority[]),
-    CAST(:max_attempts AS integer[]), CAST(:test_retries AS integer[]), CAST(:timeouts AS integer[]),
-    CAST(:group_ids AS uuid[])
-) AS j (id, org_id, app_version_id, target, test_path, priority, max_attempts, test_retries, timeout_seconds,
-        group_id)
-RETURNING *;
+SELECT id, org_id, app_version_id, target, test_path, CAST(priority AS job_priority), max_attempts,
+       max_attempts, test_retries, timeout_seconds, group_id
+FROM json_to_recordset(CAST(:jobs AS json)) AS j (
+    id uuid, org_id text, app_version_id text, target text, test_path text, priority text, max_attempts integer,
+    test_retries integer, timeout_seconds integer, group_id uuid
+);
 
 -- name: claim_group
 -- The claim. The CTE is a fence: the planner cannot turn LIMIT 1 into "update every match".
@@ -232,7 +231,7 @@ SELECT number, agent_id, group_id, started_at, finished_at, outcome, exit_code, 
 FROM attempts WHERE job_id = :job_id ORDER BY number;
 
 -- name: notify
-SELECT pg_notify('qualgent', :payload);
+SELECT pg_notify('qualgent', p) FROM unnest(CAST(:payloads AS text[])) AS p;
 
 -- name: reset_for_rerun
 -- A re-run keeps the attempt history and numbering, and grants the job its usual budget anew.

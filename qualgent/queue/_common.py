@@ -37,14 +37,18 @@ async def notify_jobs(conn: AsyncConnection, status: str, job_ids: Iterable[uuid
     """Tell listeners (waiting clients, other servers) which jobs changed, in the changing transaction:
     ids only, one channel, chunked under PostgreSQL's payload limit."""
     ids = [str(job_id) for job_id in job_ids]
-    for start in range(0, len(ids), _IDS_PER_NOTIFICATION):
-        payload = json.dumps({"kind": "jobs", "status": status, "ids": ids[start : start + _IDS_PER_NOTIFICATION]})
-        await conn.execute(Q.notify, {"payload": payload})
+    if not ids:
+        return
+    payloads = [
+        json.dumps({"kind": "jobs", "status": status, "ids": ids[start : start + _IDS_PER_NOTIFICATION]})
+        for start in range(0, len(ids), _IDS_PER_NOTIFICATION)
+    ]
+    await conn.execute(Q.notify, {"payloads": payloads})  # one round trip however many
 
 
 async def notify_work_available(conn: AsyncConnection, targets: Iterable[str]) -> None:
     payload = json.dumps({"kind": "work", "targets": sorted(set(targets))})
-    await conn.execute(Q.notify, {"payload": payload})
+    await conn.execute(Q.notify, {"payloads": [payload]})
 
 
 async def upsert_pending_groups(

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import os
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from sqlalchemy import RowMapping, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -45,8 +48,19 @@ class JobSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job as just inserted. Everything else in its row is the table's default (pending, no attempts, no
+    result, every timestamp the transaction's now()): known without reading 10,000 rows back."""
+
+    id: uuid.UUID
+    spec: JobSpec
+    group_id: uuid.UUID
+    now: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Submitted:
-    jobs: list[RowMapping]
+    jobs: list[NewJob] | list[RowMapping]  # rows read back only for a replay
     replayed: bool = False  # the idempotency key was seen before: these are the jobs it made then
 
 
@@ -54,7 +68,7 @@ async def submit(engine: AsyncEngine, specs: Sequence[JobSpec], idempotency_key:
     """Queue jobs in one transaction: all of them or none. Returns them in the order given. With an
     idempotency key, the same submission sent again returns the jobs of the first one; the same key
     with a different submission is a Conflict."""
-    ids = [uuid.uuid4() for _ in specs]
+    ids = new_ids(len(specs))
     async with engine.begin() as conn:
         if idempotency_key is not None:
             request_hash = _request_hash(specs)
@@ -79,34 +93,40 @@ def _request_hash(specs: Sequence[JobSpec]) -> str:
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
+def new_ids(count: int) -> list[uuid.UUID]:
+    """Random (version 4) UUIDs from one read of the system's random source rather than one per id."""
+    raw = os.urandom(16 * count)
+    return [uuid.UUID(bytes=raw[i : i + 16], version=4) for i in range(0, 16 * count, 16)]
+
+
 async def submit_in(
     conn: AsyncConnection, specs: Sequence[JobSpec], ids: Sequence[uuid.UUID] | None = None
-) -> list[RowMapping]:
+) -> list[NewJob]:
     if not specs:
         return []
     now = (await conn.execute(text("SELECT now()"))).scalar_one()
     await conn.execute(Q.upsert_orgs, {"org_ids": sorted({s.org_id for s in specs})})
     groups = await upsert_pending_groups(conn, _aggregate(specs, now))
-    ids = list(ids) if ids is not None else [uuid.uuid4() for _ in specs]
-    rows = await conn.execute(
-        Q.insert_jobs,
+    ids = list(ids) if ids is not None else new_ids(len(specs))
+    rows = [
         {
-            "ids": ids,
-            "org_ids": [s.org_id for s in specs],
-            "app_version_ids": [s.app_version_id for s in specs],
-            "targets": [s.target.value for s in specs],
-            "test_paths": [s.test_path for s in specs],
-            "priorities": [s.priority.value for s in specs],
-            "max_attempts": [s.max_attempts for s in specs],
-            "test_retries": [s.test_retries for s in specs],
-            "timeouts": [s.timeout_seconds for s in specs],
-            "group_ids": [groups[s.key] for s in specs],
-        },
-    )
-    by_id = {row.id: row for row in rows.mappings()}
+            "id": job_id,
+            "org_id": s.org_id,
+            "app_version_id": s.app_version_id,
+            "target": s.target,
+            "test_path": s.test_path,
+            "priority": s.priority,
+            "max_attempts": s.max_attempts,
+            "test_retries": s.test_retries,
+            "timeout_seconds": s.timeout_seconds,
+            "group_id": groups[s.key],
+        }
+        for job_id, s in zip(ids, specs, strict=True)
+    ]
+    await conn.execute(Q.insert_jobs, {"jobs": msgspec.json.encode(rows).decode()})
     await notify_jobs(conn, JobStatus.PENDING, ids)
     await notify_work_available(conn, (s.target.value for s in specs))
-    return [by_id[job_id] for job_id in ids]
+    return [NewJob(job_id, s, row["group_id"], now) for job_id, s, row in zip(ids, specs, rows, strict=True)]
 
 
 def _aggregate(specs: Sequence[JobSpec], now: Any) -> list[GroupAggregate]:

@@ -19,6 +19,7 @@ from qualgent.api.schemas import (
     WaitOut,
     check_bulk,
     job_out,
+    new_job_out,
 )
 from qualgent.domain import InvalidInput, JobStatus, NotFound, Target
 from qualgent.domain.roles import Role
@@ -88,7 +89,7 @@ class JobController(Controller):
             principal.require_org(data.org_id)
         specs = [_spec(j) for j in data] if isinstance(data, list) else [_spec(data)]
         submitted = await jobs.submit(services.engine, specs, idempotency_key)
-        created = [job_out(r) for r in submitted.jobs]
+        created = [new_job_out(j) if isinstance(j, jobs.NewJob) else job_out(j) for j in submitted.jobs]
         body = created if isinstance(data, list) else created[0]
         if submitted.replayed:
             return Response(body, status_code=200, headers={"Idempotent-Replayed": "true"})

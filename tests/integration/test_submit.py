@@ -1,0 +1,35 @@
+"""A bulk submit answers with its jobs without reading them back from the database (qualgent.queue.jobs.NewJob
+mirrors the table's defaults): what it answers must be exactly what a later read shows."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.conftest import Api
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_the_submit_answer_is_what_the_database_holds(api: Api) -> None:
+    body = [
+        {"org_id": "acme", "app_version_id": "v1", "test_path": "tests/a.spec.ts"},
+        {"org_id": "acme", "app_version_id": "v1", "test_path": "tests/b.spec.ts", "priority": "high",
+         "max_attempts": 5, "test_retries": 2, "timeout_seconds": 90},
+        {"org_id": "beta", "app_version_id": "v9", "test_path": "tests/c.spec.ts", "target": "device",
+         "priority": "low"},
+    ]  # fmt: skip
+    answered = await api.call("POST", "/jobs", body, expect=201)
+    assert [j["test_path"] for j in answered] == ["tests/a.spec.ts", "tests/b.spec.ts", "tests/c.spec.ts"]
+    for job in answered:
+        stored = await api.call("GET", f"/jobs/{job['id']}")
+        stored.pop("attempt_history", None)
+        job.pop("attempt_history", None)
+        assert job == stored
+
+
+async def test_notifications_of_a_large_submit_are_split_under_the_payload_limit(api: Api) -> None:
+    body = [{"org_id": "acme", "app_version_id": f"v{i // 50}", "test_path": f"tests/{i}.spec.ts"} for i in range(400)]
+    answered = await api.call("POST", "/jobs", body, expect=201)
+    assert len({j["id"] for j in answered}) == 400
+    listed = await api.call("GET", "/jobs", org_id="acme", limit=1000)
+    assert {j["id"] for j in listed} == {j["id"] for j in answered}
