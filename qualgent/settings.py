@@ -42,6 +42,9 @@ class Settings:
     rate_limit: float = 50.0
     rate_burst: int = 200
     insecure: bool = False  # serve a non-loopback address without an admin token (only by the --insecure flag)
+    # Finished jobs, their attempts, done groups and idempotency keys older than this are folded into the
+    # reporting rollups and deleted (qualgent/queue/retention.py; every server prunes hourly). 0: keep forever.
+    retention_days: float = 90.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -67,6 +70,8 @@ class Settings:
             updates["port"] = int(_positive_float("QUALGENT_PORT", port))
         updates.update(_logging(get))
         updates.update(_rate_limits(get))
+        if (days := get("RETENTION_DAYS")) is not None:
+            updates["retention_days"] = _non_negative_float("QUALGENT_RETENTION_DAYS", days)
         return replace(settings, **updates)  # type: ignore[arg-type]
 
     def with_overrides(self, **overrides: object) -> Settings:
@@ -92,6 +97,16 @@ def _positive_float(name: str, raw: str) -> float:
         raise InvalidInput(f"{name} must be a number, got {raw!r}") from None
     if value <= 0:
         raise InvalidInput(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _non_negative_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a number, got {raw!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise InvalidInput(f"{name} must be 0 (keep forever) or a positive number of days, got {raw!r}")
     return value
 
 

@@ -28,7 +28,7 @@ from qualgent.api.schemas import strict_json_body
 from qualgent.db.engine import create_server_engine
 from qualgent.notify import Hub
 from qualgent.observability import metrics
-from qualgent.queue import claims
+from qualgent.queue import claims, retention
 from qualgent.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,14 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
         await hub.start()
         app.state.services = Services(engine=active, settings=settings, hub=hub)
         rescuer = asyncio.create_task(_rescue_loop(active, settings.lease_seconds), name="qualgent-rescue")
+        pruner = asyncio.create_task(retention.prune_loop(active, settings.retention_days), name="qualgent-prune")
         try:
             yield
         finally:
-            rescuer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await rescuer
+            for task in (rescuer, pruner):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await hub.stop()
             if own_engine:
                 await active.dispose()

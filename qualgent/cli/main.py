@@ -12,6 +12,7 @@ from qualgent.cli.agent import agent
 from qualgent.cli.exit_codes import HELP
 from qualgent.cli.jobs import cancel, list_jobs, retry, status, submit
 from qualgent.cli.org import org
+from qualgent.cli.prune import prune
 from qualgent.cli.report import report
 from qualgent.cli.server import db, server
 from qualgent.cli.token import token
@@ -34,7 +35,7 @@ def cli() -> None:
     """
 
 
-for command in (submit, wait, status, list_jobs, cancel, retry, report, top, server, agent, db, token, org):
+for command in (submit, wait, status, list_jobs, cancel, retry, report, top, server, agent, db, token, org, prune):
     cli.add_command(command)
 
 

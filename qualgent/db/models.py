@@ -56,7 +56,22 @@ def _in(column: str, enum: type[Any]) -> str:
 PRIORITY = Enum(Priority, name="job_priority", values_callable=lambda e: [m.value for m in e])
 TIER = Enum(Tier, name="org_tier", values_callable=lambda e: [m.value for m in e])
 
-HOT_TABLE = {"postgresql_with": {"fillfactor": 70}}
+# Storage parameters of the hot tables (migration 0006; docs/performance.md "Table hygiene" has the figures).
+# A fill factor below 100 leaves room on each page for the next version of a row, so an update that changes
+# no indexed column stays on its page (a HOT update: no index entry written, cleaned up without VACUUM).
+# Vacuum and analyze at 2% of changed rows instead of 20%: the hot tables hold history, so 20% of them is a
+# lot of dead rows for the claim's indexes to step over, and a stale pending count for the planner.
+_AUTOVACUUM = {"autovacuum_vacuum_scale_factor": 0.02, "autovacuum_analyze_scale_factor": 0.02}
+# Mostly inserted: vacuum after 5% new rows too, to keep the visibility map (index-only scans) current.
+_AUTOVACUUM_INSERTS = {**_AUTOVACUUM, "autovacuum_vacuum_insert_scale_factor": 0.05}
+# job_groups: every heartbeat moves a running group's lease; no index covers lease_expires_at, so it is HOT.
+GROUPS_STORAGE = {"postgresql_with": {"fillfactor": 70, **_AUTOVACUUM}}
+# jobs: every status change touches an index (status is indexed), so a lower fill factor buys nothing.
+JOBS_STORAGE = {"postgresql_with": _AUTOVACUUM_INSERTS}
+# attempts: inserted, then finished once (outcome and finished_at are indexed for reporting: not HOT).
+ATTEMPTS_STORAGE = {"postgresql_with": _AUTOVACUUM_INSERTS}
+# agents: a small table whose every row is rewritten at each heartbeat, by HOT updates (no index but the key).
+AGENTS_STORAGE = {"postgresql_with": {"fillfactor": 50}}
 
 
 def _now() -> Any:
@@ -78,7 +93,7 @@ class Org(Base):
 
 class Agent(Base):
     __tablename__ = "agents"
-    __table_args__ = (CheckConstraint(_in("status", AgentStatus), name="status"),)
+    __table_args__ = (CheckConstraint(_in("status", AgentStatus), name="status"), AGENTS_STORAGE)
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, server_default=func.gen_random_uuid())
     name: Mapped[str] = mapped_column(Text, nullable=False)
@@ -111,9 +126,12 @@ class JobGroup(Base):
             "id",
             postgresql_where=text("status = 'pending'"),
         ),
-        # Rescue of lapsed leases looks only at running groups.
-        Index("ix_job_groups_lease", "lease_expires_at", postgresql_where=text("status = 'running'")),
-        HOT_TABLE,
+        # Running groups by agent: rescue reads them all (one per busy agent) and filters on the lease, and
+        # heartbeats find an agent's groups. lease_expires_at is in no index, so extending a lease is HOT.
+        Index("ix_job_groups_running", "agent_id", postgresql_where=text("status = 'running'")),
+        # Retention: done groups by age.
+        Index("ix_job_groups_finished_at", "finished_at", postgresql_where=text("status = 'done'")),
+        GROUPS_STORAGE,
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, server_default=func.gen_random_uuid())
@@ -152,6 +170,9 @@ class Job(Base):
             "created_at",
             postgresql_where=text("status IN ('pending', 'running')"),
         ),
+        # Every job of a group, finished ones too: the foreign key's check when a group is deleted (retention)
+        # and a running group's cancelled jobs (heartbeats).
+        Index("ix_jobs_group_id", "group_id"),
         Index("ix_jobs_org_id_created_at", "org_id", "created_at"),
         Index("ix_jobs_status_created_at", "status", "created_at"),
         # Reporting (migration 0005): time windows and recent results read finished jobs by finish time.
@@ -160,7 +181,7 @@ class Job(Base):
             "finished_at",
             postgresql_where=text("status IN ('completed', 'failed', 'cancelled')"),
         ),
-        HOT_TABLE,
+        JOBS_STORAGE,
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True, server_default=func.gen_random_uuid())
@@ -199,6 +220,7 @@ class Attempt(Base):
         # Reporting (migration 0005): test runs by finish time (flaky tests), a group's attempts (installs).
         Index("ix_attempts_finished_at", "finished_at", postgresql_where=text("outcome IN ('passed', 'test_failed')")),
         Index("ix_attempts_group_id", "group_id"),
+        ATTEMPTS_STORAGE,
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)

@@ -1,4 +1,5 @@
-"""Named SQL: qualgent/db/queries.sql is split into `-- name: x` blocks once, at import."""
+"""Named SQL: qualgent/db/queries.sql (the hot path) and retention.sql (pruning) are split into
+`-- name: x` blocks once, at import."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from sqlalchemy import TextClause, text
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
-def _load() -> dict[str, TextClause]:
-    source = resources.files("qualgent.db").joinpath("queries.sql").read_text(encoding="utf-8")
+def _load(filename: str) -> dict[str, TextClause]:
+    source = resources.files("qualgent.db").joinpath(filename).read_text(encoding="utf-8")
     parts = _NAME.split(source)
     statements: dict[str, TextClause] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
@@ -21,17 +22,19 @@ def _load() -> dict[str, TextClause]:
 
 
 class _Queries:
-    def __init__(self) -> None:
-        self._statements = _load()
+    def __init__(self, filename: str) -> None:
+        self._filename = filename
+        self._statements = _load(filename)
 
     def __getattr__(self, name: str) -> TextClause:
         try:
             return self._statements[name]
         except KeyError:
-            raise AttributeError(f"no query named {name!r} in queries.sql") from None
+            raise AttributeError(f"no query named {name!r} in {self._filename}") from None
 
     def names(self) -> list[str]:
         return sorted(self._statements)
 
 
-Q = _Queries()
+Q = _Queries("queries.sql")
+R = _Queries("retention.sql")

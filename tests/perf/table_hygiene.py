@@ -1,0 +1,216 @@
+"""How many of the hot path's updates are HOT (heap-only: no index entry written), table by table.
+
+    .venv/bin/python -m tests.perf.table_hygiene [--server-url postgresql://postgres@127.0.0.1:5432/postgres]
+        [--revision head] [--agents 20] [--groups 200] [--jobs-per-group 10] [--heartbeats-per-job 3] [--keep]
+
+It creates a database of its own (qualgent_hygiene_<pid>), migrates it to --revision (compare `0005`, the
+schema before migration 0006, with `head`), then plays the agent protocol with the named statements of
+qualgent/db/queries.sql, one transaction per request as the server runs them: --agents agents, --groups
+groups of --jobs-per-group jobs submitted in bulk; each group claimed, each job started, --heartbeats-per-job
+heartbeats while it runs (heartbeat_agent, extend_agent_leases, cancelled_running_jobs), the result
+recorded; one job in ten first fails with an infrastructure error and is retried (schedule_retry, requeue).
+Then it prints, per table, updates, HOT updates and their share (pg_stat_user_tables), and the table's
+size and fill factor. Not collected by pytest (no test_ prefix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from sqlalchemy import Connection, text
+from sqlalchemy.engine import make_url
+
+from qualgent.db import migrate
+from qualgent.db.engine import create_sync_engine
+from qualgent.db.sql import Q
+
+TABLES = ("jobs", "job_groups", "agents", "attempts")
+
+
+def _conninfo(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _submit(conn: Connection, groups: int, per_group: int) -> None:
+    keys = [(f"org{g % 7}", f"v{g}", "emulator") for g in range(groups)]
+    conn.execute(Q.upsert_orgs, {"org_ids": sorted({k[0] for k in keys})})
+    now = conn.execute(text("SELECT now()")).scalar_one()
+    rows = conn.execute(
+        Q.upsert_pending_groups,
+        {
+            "org_ids": [k[0] for k in keys],
+            "app_version_ids": [k[1] for k in keys],
+            "targets": [k[2] for k in keys],
+            "best_priorities": ["medium"] * groups,
+            "oldest_job_ats": [now] * groups,
+            "available_ats": [now] * groups,
+            "job_counts": [per_group] * groups,
+        },
+    )
+    group_of = {(r.org_id, r.app_version_id, r.target): r.id for r in rows}
+    specs = [(k, f"tests/t{i}.spec.ts") for k in keys for i in range(per_group)]
+    conn.execute(  # insert_jobs' columns, written out: this measures updates, not the submit path
+        text(
+            """INSERT INTO jobs (org_id, app_version_id, target, test_path, priority, group_id)
+               SELECT o, a, t, p, 'medium', g
+               FROM unnest(CAST(:o AS text[]), CAST(:a AS text[]), CAST(:t AS text[]), CAST(:p AS text[]),
+                           CAST(:g AS uuid[])) AS j (o, a, t, p, g)"""
+        ),
+        {
+            "o": [k[0] for k, _ in specs],
+            "a": [k[1] for k, _ in specs],
+            "t": [k[2] for k, _ in specs],
+            "p": [p for _, p in specs],
+            "g": [group_of[k] for k, _ in specs],
+        },
+    )
+
+
+def _requeue(conn: Connection, job_id: uuid.UUID) -> None:
+    """_common.requeue, for one job."""
+    keys = conn.execute(Q.job_keys_of, {"job_ids": [job_id]}).one()
+    group = conn.execute(
+        Q.upsert_pending_groups,
+        {
+            "org_ids": [keys.org_id],
+            "app_version_ids": [keys.app_version_id],
+            "targets": [keys.target],
+            "best_priorities": [str(getattr(keys.best_priority, "value", keys.best_priority))],
+            "oldest_job_ats": [keys.oldest_job_at],
+            "available_ats": [keys.available_at],
+            "job_counts": [keys.job_count],
+        },
+    ).one()
+    conn.execute(
+        Q.move_jobs_to_groups,
+        {
+            "job_ids": [job_id],
+            "group_ids": [group.id],
+            "org_ids": [keys.org_id],
+            "app_version_ids": [keys.app_version_id],
+            "targets": [keys.target],
+        },
+    )
+
+
+def _run_group(conn: Connection, agent_id: uuid.UUID, heartbeats: int, counter: list[int]) -> bool:
+    with conn.begin():
+        conn.execute(Q.heartbeat_agent, {"agent_id": agent_id})
+        claim = conn.execute(
+            Q.claim_group, {"targets": ["emulator"], "agent_id": agent_id, "lease_seconds": 30}
+        ).one_or_none()
+        if claim is None:
+            return False
+        jobs = conn.execute(Q.group_jobs_to_run, {"group_id": claim.id}).all()
+        conn.execute(Q.set_agent_status, {"agent_id": agent_id, "status": "busy"})
+    ref = {"group_id": claim.id}
+    for job in jobs:
+        with conn.begin():
+            conn.execute(Q.lock_claim, ref)
+            conn.execute(Q.extend_lease, {**ref, "lease_seconds": 30})
+            started = conn.execute(Q.start_job, {**ref, "job_id": job.id, "agent_id": agent_id}).one()
+            conn.execute(Q.insert_attempt, {**ref, "job_id": job.id, "number": started.attempts, "agent_id": agent_id})
+        for _ in range(heartbeats):
+            with conn.begin():
+                conn.execute(Q.heartbeat_agent, {"agent_id": agent_id})
+                conn.execute(
+                    Q.extend_agent_leases,
+                    {"agent_id": agent_id, "group_ids": [claim.id], "tokens": [claim.lease_token], "lease_seconds": 30},
+                )
+                conn.execute(Q.cancelled_running_jobs, {"agent_id": agent_id})
+        counter[0] += 1
+        infra = counter[0] % 10 == 0 and started.attempts == 1
+        with conn.begin():
+            conn.execute(Q.lock_claim, ref)
+            result: dict[str, Any] = {"job_id": job.id, "exit_code": 3 if infra else 0, "duration_ms": 1000}
+            conn.execute(
+                Q.finish_attempt,
+                {**result, "number": started.attempts, "outcome": "infra_error" if infra else "passed", "error": None},
+            )
+            if infra:
+                conn.execute(
+                    Q.schedule_retry, {**result, "output_tail": "x" * 200, "error": "device lost", "delay_seconds": 0}
+                )
+                _requeue(conn, job.id)
+            else:
+                conn.execute(Q.finish_job, {**result, "status": "completed", "output_tail": "ok", "error": None})
+            if conn.execute(Q.close_group_if_done, ref).one_or_none() is not None:
+                conn.execute(Q.agent_idle_if_free, {"agent_id": agent_id})
+    return True
+
+
+def measure(url: str, agent_count: int, groups: int, per_group: int, heartbeats: int) -> dict[str, dict[str, Any]]:
+    engine = create_sync_engine(url)
+    try:
+        with engine.connect() as conn:
+            with conn.begin():
+                agents = [
+                    conn.execute(
+                        text("INSERT INTO agents (name, targets) VALUES (:n, ARRAY['emulator']) RETURNING id"),
+                        {"n": f"a{i}"},
+                    ).scalar_one()
+                    for i in range(agent_count)
+                ]
+                _submit(conn, groups, per_group)
+            conn.commit()
+            counter, turn = [0], 0
+            while _run_group(conn, agents[turn % agent_count], heartbeats, counter):
+                turn += 1
+    finally:
+        engine.dispose()  # the backend exits and flushes its statistics
+    time.sleep(1.5)
+    with psycopg.connect(_conninfo(url)) as conn:
+        rows = conn.execute(
+            """SELECT s.relname, s.n_tup_upd, s.n_tup_hot_upd, pg_relation_size(s.relid), c.reloptions
+               FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+               WHERE s.relname = ANY(%s) ORDER BY s.relname""",
+            [list(TABLES)],
+        ).fetchall()
+    return {name: {"updates": upd, "hot": hot, "bytes": size, "options": opts} for name, upd, hot, size, opts in rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server-url", default=os.environ.get("QUALGENT_TEST_DATABASE_URL"), required=False)
+    parser.add_argument("--revision", default="head")
+    parser.add_argument("--agents", type=int, default=20)
+    parser.add_argument("--groups", type=int, default=200)
+    parser.add_argument("--jobs-per-group", type=int, default=10)
+    parser.add_argument("--heartbeats-per-job", type=int, default=3)
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--alter", help="a SQL file to run after migrating (to try a setting out)")
+    args = parser.parse_args()
+    if not args.server_url:
+        parser.error("--server-url or QUALGENT_TEST_DATABASE_URL is required")
+    name = f"qualgent_hygiene_{os.getpid()}"
+    admin = _conninfo(args.server_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(args.server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate.upgrade(url, args.revision)
+        if args.alter:
+            with psycopg.connect(_conninfo(url), autocommit=True) as conn:
+                conn.execute(Path(args.alter).read_text())
+        began = time.perf_counter()
+        figures = measure(url, args.agents, args.groups, args.jobs_per_group, args.heartbeats_per_job)
+        elapsed = time.perf_counter() - began
+        print(f"schema {args.revision}: {args.groups} groups x {args.jobs_per_group} jobs in {elapsed:.1f}s")
+        print(f"{'table':<12}{'updates':>10}{'HOT':>10}{'HOT %':>8}{'kB':>8}  options")
+        for table, f in figures.items():
+            share = 100 * f["hot"] / f["updates"] if f["updates"] else 0.0
+            print(f"{table:<12}{f['updates']:>10}{f['hot']:>10}{share:>7.1f}%{f['bytes'] // 1024:>8}  {f['options']}")
+    finally:
+        if not args.keep:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
