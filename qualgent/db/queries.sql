@@ -265,9 +265,18 @@ RETURNING idempotency_key;
 -- name: submission_of_key
 SELECT request_hash, job_ids FROM submissions WHERE idempotency_key = :key;
 
+-- name: hold_claim
+-- Every batched agent write starts here: the claim must still be this agent's, under this token (row locked
+-- by the UPDATE), and its lease is extended. No row: qualgent.queue.claims says why (no group, or stale).
+UPDATE job_groups
+SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+WHERE id = :group_id AND status = 'running' AND lease_token = :token AND agent_id = :agent_id
+RETURNING id;
+
 -- name: start_jobs
--- Batched start: this group's pending jobs among :job_ids become running and each opens its attempt, in
--- one statement. elapsed_ms says how long ago the agent started each (it reports starts with results).
+-- Batched start: this group's pending jobs among :job_ids become running, each opens its attempt and the
+-- change is announced (ids only, 150 per notification, under PostgreSQL's payload limit), in one statement.
+-- elapsed_ms says how long ago the agent started each (it may report a start together with its result).
 WITH s AS (
     SELECT * FROM unnest(CAST(:job_ids AS uuid[]), CAST(:elapsed_ms AS bigint[])) AS s (id, elapsed_ms)
 ), started AS (
@@ -281,32 +290,65 @@ WITH s AS (
 ), opened AS (
     INSERT INTO attempts (job_id, number, agent_id, group_id, started_at)
     SELECT id, attempts, :agent_id, :group_id, started_at FROM started
+), notified AS (
+    SELECT pg_notify('qualgent', json_build_object('kind', 'jobs', 'status', 'running', 'ids', json_agg(c.id))::text)
+    FROM (SELECT id, (row_number() OVER () - 1) / 150 AS chunk FROM started) AS c
+    GROUP BY c.chunk
 )
-SELECT * FROM started;
+SELECT started.*, (SELECT count(*) FROM notified) AS notifications FROM started;
 
 -- name: lock_jobs
 -- The jobs a batch of results is about, locked against a concurrent cancel.
 SELECT * FROM jobs WHERE id = ANY(CAST(:job_ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE;
 
--- name: finish_attempts
-UPDATE attempts a
-SET finished_at = now(), outcome = r.outcome, exit_code = r.exit_code, duration_ms = r.duration_ms, error = r.error
-FROM unnest(
-    CAST(:job_ids AS uuid[]), CAST(:numbers AS integer[]), CAST(:outcomes AS text[]),
-    CAST(:exit_codes AS integer[]), CAST(:durations AS bigint[]), CAST(:errors AS text[])
-) AS r (job_id, number, outcome, exit_code, duration_ms, error)
-WHERE a.job_id = r.job_id AND a.number = r.number AND a.finished_at IS NULL;
+-- name: finish_runs
+-- Batched results, in one statement: every run's attempt is closed; the jobs whose status is given end
+-- there (a job that passes after a failed test attempt is flaky) and are announced. A NULL status leaves
+-- the job to the caller (a retry) or as it is (cancelled).
+WITH r AS (
+    SELECT * FROM unnest(
+        CAST(:job_ids AS uuid[]), CAST(:numbers AS integer[]), CAST(:outcomes AS text[]),
+        CAST(:statuses AS text[]), CAST(:exit_codes AS integer[]), CAST(:durations AS bigint[]),
+        CAST(:output_tails AS text[]), CAST(:errors AS text[]), CAST(:job_errors AS text[])
+    ) AS r (id, number, outcome, status, exit_code, duration_ms, output_tail, error, job_error)
+), closed AS (
+    UPDATE attempts a
+    SET finished_at = now(), outcome = r.outcome, exit_code = r.exit_code, duration_ms = r.duration_ms,
+        error = r.error
+    FROM r
+    WHERE a.job_id = r.id AND a.number = r.number AND a.finished_at IS NULL
+    RETURNING a.job_id
+), finished AS (
+    UPDATE jobs j
+    SET status = r.status, exit_code = r.exit_code, duration_ms = r.duration_ms, output_tail = r.output_tail,
+        error = r.job_error, finished_at = now(), updated_at = now(),
+        flaky = (r.status = 'completed' AND EXISTS (
+            SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.outcome = 'test_failed'))
+    FROM r
+    WHERE j.id = r.id AND r.status IS NOT NULL
+    RETURNING j.*
+), notified AS (
+    SELECT pg_notify('qualgent', json_build_object('kind', 'jobs', 'status', c.status, 'ids', json_agg(c.id))::text)
+    FROM (SELECT id, status, (row_number() OVER (PARTITION BY status) - 1) / 150 AS chunk FROM finished) AS c
+    GROUP BY c.status, c.chunk
+)
+SELECT finished.*, (SELECT count(*) FROM notified) AS notifications, (SELECT count(*) FROM closed) AS closed
+FROM finished;
 
--- name: finish_jobs
--- Batched finish. A job that passes after a failed test attempt is flaky.
-UPDATE jobs j
-SET status = r.status, exit_code = r.exit_code, duration_ms = r.duration_ms, output_tail = r.output_tail,
-    error = r.error, finished_at = now(), updated_at = now(),
-    flaky = (r.status = 'completed' AND EXISTS (
-        SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.outcome = 'test_failed'))
-FROM unnest(
-    CAST(:job_ids AS uuid[]), CAST(:statuses AS text[]), CAST(:exit_codes AS integer[]),
-    CAST(:durations AS bigint[]), CAST(:output_tails AS text[]), CAST(:errors AS text[])
-) AS r (id, status, exit_code, duration_ms, output_tail, error)
-WHERE j.id = r.id
-RETURNING j.*;
+-- name: close_group_and_free_agent
+-- A claimed group is done when none of its jobs is left to run; its agent is idle again unless it holds
+-- another group. (The NOT EXISTS sees this group still running: the statement's snapshot.)
+WITH closed AS (
+    UPDATE job_groups g
+    SET status = 'done', finished_at = now(), lease_expires_at = NULL
+    WHERE g.id = :group_id AND g.status = 'running'
+      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.group_id = g.id AND j.status IN ('pending', 'running'))
+    RETURNING g.id, g.agent_id
+), freed AS (
+    UPDATE agents a SET status = 'idle'
+    FROM closed
+    WHERE a.id = closed.agent_id AND a.status = 'busy'
+      AND NOT EXISTS (
+          SELECT 1 FROM job_groups o WHERE o.agent_id = a.id AND o.status = 'running' AND o.id <> closed.id)
+)
+SELECT id FROM closed;

@@ -122,13 +122,15 @@ async def report_progress(
     with the batch. Refusals (a job cancelled meanwhile, not in this group) are committed with the rest."""
     progress = Progress()
     async with engine.begin() as conn:
-        await _lock_claim(conn, agent_id, group_id, token)
-        await conn.execute(Q.extend_lease, {"group_id": group_id, "lease_seconds": lease_seconds})
+        held = {"group_id": group_id, "token": token, "agent_id": agent_id, "lease_seconds": lease_seconds}
+        if (await conn.execute(Q.hold_claim, held)).first() is None:
+            await _lock_claim(conn, agent_id, group_id, token)  # raises NotFound or StaleClaim
         if starts:
             await _start(conn, agent_id, group_id, starts, progress)
         if results:
             await _finish(conn, group_id, results, progress)
-        progress.group_done = await _close_group_if_done(conn, group_id)
+        closed = await conn.execute(Q.close_group_and_free_agent, {"group_id": group_id})
+        progress.group_done = closed.first() is not None
     for job in progress.started:
         metrics.job_started(job)
     for job in progress.reported:
@@ -146,7 +148,6 @@ async def _start(
         "group_id": group_id,
     }
     progress.started = list((await conn.execute(Q.start_jobs, params)).mappings())
-    await notify_jobs(conn, JobStatus.RUNNING, [j["id"] for j in progress.started])
     missing = {s.job_id for s in starts} - {j["id"] for j in progress.started}
     if missing:  # cancelled (or moved) since the claim
         for job in (await conn.execute(Q.get_jobs, {"job_ids": list(missing)})).mappings():
@@ -186,49 +187,32 @@ async def _finish(
                 retried.append((job, outcome, result))
             else:
                 final.append((job, _final_status(outcome), result))
-    await _finish_attempts(conn, closing)
-    for job, outcome, result in retried:  # rare: one by one
+    progress.reported += await _finish_runs(conn, closing, {id(job): status for job, status, _ in final})
+    for job, outcome, result in retried:  # rare: one by one, after their attempts are closed
         progress.reported.append(await _settle(conn, job, outcome, result))
-    if final:
-        progress.reported += await _finish_jobs(conn, final)
 
 
-async def _finish_attempts(conn: AsyncConnection, closing: list[tuple[RowMapping, Outcome, Result]]) -> None:
+async def _finish_runs(
+    conn: AsyncConnection, closing: list[tuple[RowMapping, Outcome, Result]], final: dict[int, JobStatus]
+) -> list[RowMapping]:
+    """Close these runs' attempts; end the jobs `final` gives a status for (keyed by the row's identity)."""
     if not closing:
-        return
-    await conn.execute(
-        Q.finish_attempts,
-        {
-            "job_ids": [j["id"] for j, _, _ in closing],
-            "numbers": [j["attempts"] for j, _, _ in closing],
-            "outcomes": [o.value for _, o, _ in closing],
-            "exit_codes": [r.exit_code for _, _, r in closing],
-            "durations": [r.duration_ms for _, _, r in closing],
-            "errors": [r.error for _, _, r in closing],
-        },
-    )
-
-
-async def _finish_jobs(conn: AsyncConnection, final: list[tuple[RowMapping, JobStatus, Result]]) -> list[RowMapping]:
-    errors = [_final_error(job, status, result) for job, status, result in final]
-    rows = list(
-        (
-            await conn.execute(
-                Q.finish_jobs,
-                {
-                    "job_ids": [j["id"] for j, _, _ in final],
-                    "statuses": [s.value for _, s, _ in final],
-                    "exit_codes": [r.exit_code for _, _, r in final],
-                    "durations": [r.duration_ms for _, _, r in final],
-                    "output_tails": [_tail(r.output_tail) for _, _, r in final],
-                    "errors": errors,
-                },
-            )
-        ).mappings()
-    )
-    for status in (JobStatus.COMPLETED, JobStatus.FAILED):
-        await notify_jobs(conn, status, [r["id"] for r in rows if r["status"] == status])
-    return rows
+        return []
+    statuses = [final.get(id(job)) for job, _, _ in closing]
+    params = {
+        "job_ids": [j["id"] for j, _, _ in closing],
+        "numbers": [j["attempts"] for j, _, _ in closing],
+        "outcomes": [o.value for _, o, _ in closing],
+        "statuses": [None if s is None else s.value for s in statuses],
+        "exit_codes": [r.exit_code for _, _, r in closing],
+        "durations": [r.duration_ms for _, _, r in closing],
+        "output_tails": [_tail(r.output_tail) for _, _, r in closing],
+        "errors": [r.error for _, _, r in closing],
+        "job_errors": [
+            None if s is None else _final_error(j, s, r) for (j, _, r), s in zip(closing, statuses, strict=True)
+        ],
+    }
+    return list((await conn.execute(Q.finish_runs, params)).mappings())
 
 
 def _final_status(outcome: Outcome) -> JobStatus:

@@ -108,6 +108,7 @@ async def submit_in(
     await conn.execute(Q.upsert_orgs, {"org_ids": sorted({s.org_id for s in specs})})
     groups = await upsert_pending_groups(conn, _aggregate(specs, now))
     ids = list(ids) if ids is not None else new_ids(len(specs))
+    group_ids = [groups[s.key] for s in specs]
     rows = [
         {
             "id": job_id,
@@ -119,14 +120,14 @@ async def submit_in(
             "max_attempts": s.max_attempts,
             "test_retries": s.test_retries,
             "timeout_seconds": s.timeout_seconds,
-            "group_id": groups[s.key],
+            "group_id": group_id,
         }
-        for job_id, s in zip(ids, specs, strict=True)
+        for job_id, s, group_id in zip(ids, specs, group_ids, strict=True)
     ]
     await conn.execute(Q.insert_jobs, {"jobs": msgspec.json.encode(rows).decode()})
     await notify_jobs(conn, JobStatus.PENDING, ids)
     await notify_work_available(conn, (s.target.value for s in specs))
-    return [NewJob(job_id, s, row["group_id"], now) for job_id, s, row in zip(ids, specs, rows, strict=True)]
+    return [NewJob(job_id, s, group_id, now) for job_id, s, group_id in zip(ids, specs, group_ids, strict=True)]
 
 
 def _aggregate(specs: Sequence[JobSpec], now: Any) -> list[GroupAggregate]:
