@@ -1,0 +1,107 @@
+"""Table hygiene (migration 0006): the storage parameters the models declare are the database's, the updates
+the hot path makes most often (heartbeats, lease extensions) are HOT, and the migration goes down and up."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from qualgent.db import migrate
+from qualgent.db.engine import create_sync_engine
+from qualgent.db.models import Base
+from qualgent.db.sql import Q
+
+
+def _conninfo(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def storage_parameters(url: str) -> dict[str, dict[str, str]]:
+    with psycopg.connect(_conninfo(url)) as conn:
+        rows = conn.execute(
+            "SELECT relname, reloptions FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'"
+        ).fetchall()
+    return {name: dict(option.split("=", 1) for option in options or ()) for name, options in rows}
+
+
+def declared_parameters() -> dict[str, dict[str, str]]:
+    return {
+        table.name: {key: str(value) for key, value in (table.dialect_options["postgresql"]["with"] or {}).items()}
+        for table in Base.metadata.tables.values()
+    }
+
+
+def test_the_storage_parameters_are_the_models(db_url: str) -> None:
+    """Alembic's comparison ignores storage parameters; this does not."""
+    actual = storage_parameters(db_url)
+    for table, declared in declared_parameters().items():
+        assert actual[table] == declared, table
+    assert actual["agents"] == {"fillfactor": "50"}
+    assert actual["jobs"].get("fillfactor") is None
+
+
+def test_heartbeats_and_lease_extensions_are_hot_updates(db_url: str) -> None:
+    """No index covers agents.last_heartbeat_at or job_groups.lease_expires_at: the rows are rewritten on their
+    own page, with no index entry. Counted in the updating transaction itself (pg_stat_get_xact_*)."""
+    agent, group, token = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    engine = create_sync_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO orgs (id) VALUES ('acme')"))
+            conn.execute(
+                text("INSERT INTO agents (id, name, targets) VALUES (:a, 'a', ARRAY['emulator'])"), {"a": agent}
+            )
+            conn.execute(
+                text(
+                    """INSERT INTO job_groups (id, org_id, app_version_id, target, status, tier, best_priority,
+                                               oldest_job_at, available_at, agent_id, lease_token, lease_expires_at)
+                       VALUES (:g, 'acme', 'v1', 'emulator', 'running', 'standard', 'medium', now(), now(), :a, :t,
+                               now())"""
+                ),
+                {"g": group, "a": agent, "t": token},
+            )
+        with engine.begin() as conn:
+            for _ in range(3):
+                conn.execute(Q.heartbeat_agent, {"agent_id": agent})
+                conn.execute(
+                    Q.extend_agent_leases,
+                    {"agent_id": agent, "group_ids": [group], "tokens": [token], "lease_seconds": 30},
+                )
+                conn.execute(Q.extend_lease, {"group_id": group, "lease_seconds": 30})
+            counts: dict[str, Any] = {
+                table: conn.execute(
+                    text(
+                        "SELECT pg_stat_get_xact_tuples_updated(CAST(:t AS regclass)) AS updated, "
+                        "pg_stat_get_xact_tuples_hot_updated(CAST(:t AS regclass)) AS hot"
+                    ),
+                    {"t": table},
+                ).one()
+                for table in ("agents", "job_groups")
+            }
+    finally:
+        engine.dispose()
+    assert (counts["agents"].updated, counts["agents"].hot) == (3, 3)
+    assert (counts["job_groups"].updated, counts["job_groups"].hot) == (6, 6)
+
+
+def test_0006_goes_down_to_0005_and_up_again(empty_db_url: str) -> None:
+    migrate.upgrade(empty_db_url)
+    migrate.downgrade(empty_db_url, "0005")
+    assert storage_parameters(empty_db_url)["jobs"] == {"fillfactor": "70"}
+    assert storage_parameters(empty_db_url)["agents"] == {}
+    with psycopg.connect(_conninfo(empty_db_url)) as conn:
+        indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")}
+        assert "ix_job_groups_lease" in indexes
+        assert not {"ix_job_groups_running", "ix_job_groups_finished_at", "ix_jobs_group_id"} & indexes
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'reporting'")}
+        assert tables == set()
+        assert conn.execute("SELECT count(*) FROM reporting.org_success_rates").fetchone() == (0,)
+    migrate.upgrade(empty_db_url)
+    assert migrate.schema_differences(empty_db_url) == []
+    actual = storage_parameters(empty_db_url)
+    for table, declared in declared_parameters().items():
+        assert actual[table] == declared, table

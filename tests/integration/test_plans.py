@@ -1,0 +1,190 @@
+"""Plan regression tests: with realistic row counts, every hot-path statement reads the index meant for it and
+never scans jobs, job_groups or attempts whole. (test_schema.py's claim guard sweeps the pending-group count; this file
+puts the claim among everything else a busy queue holds.)
+
+The database is loaded once for the module with generate_series: 1,000 agents (200 busy); 5,000 pending groups
+of 20 jobs (100,000 pending jobs); 200 running groups of 10 jobs (one running, a few cancelled, a few lapsed
+leases); 20,000 done groups of 15 finished jobs (300,000 jobs, 300,000 attempts) over 90 days; then VACUUM
+ANALYZE, as autovacuum would have left it.
+Each test runs EXPLAIN (FORMAT JSON) on the very named statement the server runs, through the production driver.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import TextClause
+from sqlalchemy.engine import make_url
+
+from qualgent.db.sql import Q, R
+from tests.conftest import create_database, drop_database
+from tests.integration.test_schema import _index_names, _node_types, explain
+
+TARGETS = "(ARRAY['emulator', 'device', 'browserstack'])"
+LOAD = f"""
+INSERT INTO orgs (id, tier)
+SELECT 'org' || i, (ARRAY['premium', 'enterprise', 'standard'])[1 + i % 3]::org_tier FROM generate_series(0, 49) i;
+INSERT INTO agents (id, name, targets, status)
+SELECT md5('agent' || i)::uuid, 'agent-' || i, ARRAY[{TARGETS}[1 + i % 3]],
+       CASE WHEN i < 200 THEN 'busy' ELSE 'idle' END
+FROM generate_series(0, 999) i;
+-- 20,000 done groups over 90 days, 300,000 finished jobs and their attempts
+INSERT INTO job_groups (id, org_id, app_version_id, target, status, tier, best_priority, oldest_job_at, available_at,
+                        job_count, agent_id, claimed_at, finished_at, created_at)
+SELECT md5('done' || g)::uuid, 'org' || g % 50, 'v' || g, {TARGETS}[1 + g % 3], 'done',
+       (ARRAY['premium', 'enterprise', 'standard'])[1 + g % 50 % 3]::org_tier, 'medium', t, t, 15,
+       md5('agent' || g % 1000)::uuid, t, t + interval '10 minutes', t
+FROM generate_series(0, 19999) g, LATERAL (SELECT now() - interval '90 days' + g * interval '6 minutes' AS t) x;
+INSERT INTO jobs (id, org_id, app_version_id, target, test_path, priority, status, group_id, agent_id, attempts,
+                  created_at, started_at, finished_at, updated_at, duration_ms, exit_code)
+SELECT md5('job' || k)::uuid, 'org' || k / 15 % 50, 'v' || k / 15, {TARGETS}[1 + k / 15 % 3],
+       'tests/t' || k % 15 || '.spec.ts', 'medium',
+       (ARRAY['completed', 'completed', 'completed', 'failed', 'cancelled'])[1 + k % 5],
+       md5('done' || k / 15)::uuid, md5('agent' || k / 15 % 1000)::uuid, 1, t, t, t + interval '30 seconds',
+       t + interval '30 seconds', 30000, 0
+FROM generate_series(0, 299999) k,
+     LATERAL (SELECT now() - interval '90 days' + (k / 15) * interval '6 minutes' + (k % 15) * interval '30 seconds'
+              AS t) x;
+INSERT INTO attempts (job_id, number, agent_id, group_id, started_at, finished_at, outcome, exit_code, duration_ms)
+SELECT id, 1, agent_id, group_id, started_at, finished_at,
+       CASE WHEN status = 'failed' THEN 'test_failed' ELSE 'passed' END, 0, 30000
+FROM jobs;
+-- 5,000 pending groups of 20 pending jobs
+INSERT INTO job_groups (id, org_id, app_version_id, target, status, tier, best_priority, oldest_job_at, available_at,
+                        job_count)
+SELECT md5('pending' || g)::uuid, 'org' || g % 50, 'p' || g, {TARGETS}[1 + g % 3], 'pending',
+       (ARRAY['premium', 'enterprise', 'standard'])[1 + g % 50 % 3]::org_tier,
+       (ARRAY['high', 'medium', 'low'])[1 + g % 3]::job_priority, now() - g * interval '1 second',
+       now() - g * interval '1 second', 20
+FROM generate_series(0, 4999) g;
+INSERT INTO jobs (org_id, app_version_id, target, test_path, priority, status, group_id, created_at)
+SELECT 'org' || k / 20 % 50, 'p' || k / 20, {TARGETS}[1 + k / 20 % 3], 'tests/p' || k % 20 || '.spec.ts',
+       (ARRAY['high', 'medium', 'low'])[1 + k % 3]::job_priority, 'pending', md5('pending' || k / 20)::uuid,
+       now() - (k / 20) * interval '1 second'
+FROM generate_series(0, 99999) k;
+-- 200 running groups (agents 0-199), 5 of them with a lapsed lease: one job running, 2 cancelled, 7 pending
+INSERT INTO job_groups (id, org_id, app_version_id, target, status, tier, best_priority, oldest_job_at, available_at,
+                        job_count, agent_id, lease_token, lease_expires_at, claimed_at)
+SELECT md5('running' || g)::uuid, 'org' || g % 50, 'r' || g, {TARGETS}[1 + g % 3], 'running',
+       (ARRAY['premium', 'enterprise', 'standard'])[1 + g % 50 % 3]::org_tier, 'medium', now(), now(), 10,
+       md5('agent' || g)::uuid, gen_random_uuid(),
+       CASE WHEN g < 5 THEN now() - interval '10 seconds' ELSE now() + interval '30 seconds' END, now()
+FROM generate_series(0, 199) g;
+INSERT INTO jobs (id, org_id, app_version_id, target, test_path, priority, status, group_id, agent_id, attempts,
+                  started_at)
+SELECT md5('rjob' || k)::uuid, 'org' || k / 10 % 50, 'r' || k / 10, {TARGETS}[1 + k / 10 % 3],
+       'tests/r' || k % 10 || '.spec.ts', 'medium',
+       CASE k % 10 WHEN 0 THEN 'running' WHEN 1 THEN 'cancelled' WHEN 2 THEN 'cancelled' ELSE 'pending' END,
+       md5('running' || k / 10)::uuid, CASE WHEN k % 10 = 0 THEN md5('agent' || k / 10)::uuid END,
+       CASE WHEN k % 10 = 0 THEN 1 ELSE 0 END, CASE WHEN k % 10 = 0 THEN now() END
+FROM generate_series(0, 1999) k;
+INSERT INTO attempts (job_id, number, agent_id, group_id, started_at)
+SELECT id, 1, agent_id, group_id, started_at FROM jobs WHERE status = 'running';
+"""
+
+NEVER_SCANNED = {"jobs", "job_groups", "attempts"}  # whole: they hold the history
+
+
+def _md5_uuid(text: str) -> uuid.UUID:
+    return uuid.UUID(hashlib.md5(text.encode()).hexdigest())  # noqa: S324 - the same ids as md5() in LOAD
+
+
+@pytest.fixture(scope="module")
+def loaded(pg_server: str, template_db: str) -> Iterator[str]:
+    """A database at the schema's head, loaded with a busy queue's rows once for every test of the module."""
+    name = f"qualgent_plans_{os.getpid()}"
+    url = create_database(pg_server, name, template=template_db)
+    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        # The rows are consistent by construction: skip the foreign keys' per-row checks (3x faster to load).
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(LOAD)  # type: ignore[call-overload]  # several statements, no parameters
+        conn.execute("SET session_replication_role = DEFAULT")
+        conn.execute("VACUUM ANALYZE")
+    yield url
+    drop_database(pg_server, name)
+
+
+def _scans(plan: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
+    """(node type, relation, index) of every node of a plan."""
+    found = [(str(plan["Node Type"]), plan.get("Relation Name"), plan.get("Index Name"))]
+    for child in plan.get("Plans", []):
+        found += _scans(child)
+    return found
+
+
+def assert_plan(url: str, query: TextClause, params: dict[str, Any], *indexes: str) -> dict[str, Any]:
+    plan = explain(url, query, params)
+    shown = json.dumps(plan, indent=1, default=str)
+    missing = set(indexes) - _index_names(plan)
+    assert not missing, f"{sorted(missing)} not used:\n{shown}"
+    seq_scans = {relation for node, relation, _ in _scans(plan) if node == "Seq Scan"} & NEVER_SCANNED
+    assert not seq_scans, f"a sequential scan of {sorted(seq_scans)}:\n{shown}"
+    return plan
+
+
+AGENT = _md5_uuid("agent7")
+RUNNING = _md5_uuid("running7")
+PENDING = [_md5_uuid(f"pending{g}") for g in range(0, 5000, 500)]
+FINISHED_JOBS = [_md5_uuid(f"job{k}") for k in range(0, 300000, 3000)]
+
+
+def test_the_claim_walks_the_claimable_index_among_everything_else(loaded: str) -> None:
+    plan = assert_plan(
+        loaded,
+        Q.claim_group,
+        {"targets": ["emulator"], "agent_id": AGENT, "lease_seconds": 30},
+        "ix_job_groups_claimable",
+    )
+    assert "Sort" not in _node_types(plan)
+
+
+def test_rescue_reads_only_the_running_groups(loaded: str) -> None:
+    assert_plan(loaded, Q.lapsed_claims, {"limit": 100}, "ix_job_groups_running")
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "indexes"),
+    [
+        ("group_jobs_to_run", {"group_id": PENDING[3]}, ["ix_jobs_active_by_group"]),
+        ("lock_claim", {"group_id": RUNNING}, ["pk_job_groups"]),
+        ("extend_lease", {"group_id": RUNNING, "lease_seconds": 30}, ["pk_job_groups"]),
+        ("close_group_if_done", {"group_id": RUNNING}, ["pk_job_groups", "ix_jobs_active_by_group"]),
+        ("refresh_pending_group", {"group_id": PENDING[2]}, ["pk_job_groups", "ix_jobs_active_by_group"]),
+        ("running_attempt_of_group", {"group_id": RUNNING}, ["ix_attempts_group_id", "pk_jobs"]),
+        ("agent_idle_if_free", {"agent_id": AGENT}, ["pk_agents", "ix_job_groups_running"]),
+        ("cancelled_running_jobs", {"agent_id": AGENT}, ["ix_job_groups_running", "ix_jobs_group_id"]),
+        (
+            "extend_agent_leases",
+            {"agent_id": AGENT, "group_ids": [RUNNING], "tokens": [uuid.uuid4()], "lease_seconds": 30},
+            ["ix_job_groups_running"],
+        ),
+        ("get_jobs", {"job_ids": FINISHED_JOBS}, ["pk_jobs"]),
+        ("lock_jobs", {"job_ids": FINISHED_JOBS[:10]}, ["pk_jobs"]),
+        ("groups_ahead", {"group_ids": PENDING}, ["pk_job_groups", "ix_job_groups_claimable"]),
+    ],
+)
+def test_the_hot_path_reads_its_indexes(loaded: str, name: str, params: dict[str, Any], indexes: list[str]) -> None:
+    assert_plan(loaded, getattr(Q, name), params, *indexes)
+
+
+def test_waiting_for_jobs_reads_them_by_key(loaded: str) -> None:
+    """What notify/waiting.py reads on every wake-up: jobs.get (get_job, job_attempts) and jobs.get_many."""
+    job = FINISHED_JOBS[7]
+    assert_plan(loaded, Q.get_job, {"job_id": job}, "pk_jobs")
+    assert_plan(loaded, Q.job_attempts, {"job_id": job}, "uq_attempts_job_id_number")
+    assert_plan(loaded, Q.get_jobs, {"job_ids": FINISHED_JOBS[:3]}, "pk_jobs")
+
+
+def test_retention_reads_old_rows_by_age(loaded: str) -> None:
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=80)
+    assert_plan(loaded, R.prunable_jobs, {"cutoff": cutoff, "limit": 1000}, "ix_jobs_finished_at")
+    assert_plan(loaded, R.prunable_groups, {"cutoff": cutoff, "limit": 1000}, "ix_jobs_group_id")
