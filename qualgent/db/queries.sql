@@ -352,3 +352,37 @@ WITH closed AS (
           SELECT 1 FROM job_groups o WHERE o.agent_id = a.id AND o.status = 'running' AND o.id <> closed.id)
 )
 SELECT id FROM closed;
+
+-- name: run_jobs
+-- Batched start and result together (a test over before its start was sent): the job goes from pending to
+-- its final status in one row version and its attempt is written once, finished. Half the writes of a start
+-- followed by a result; only for runs that end the job (qualgent.queue.claims decides).
+WITH r AS (
+    SELECT * FROM unnest(
+        CAST(:job_ids AS uuid[]), CAST(:elapsed_ms AS bigint[]), CAST(:statuses AS text[]),
+        CAST(:outcomes AS text[]), CAST(:exit_codes AS integer[]), CAST(:durations AS bigint[]),
+        CAST(:output_tails AS text[]), CAST(:errors AS text[]), CAST(:job_errors AS text[])
+    ) AS r (id, elapsed_ms, status, outcome, exit_code, duration_ms, output_tail, error, job_error)
+), ran AS (
+    UPDATE jobs j
+    SET status = r.status, attempts = j.attempts + 1, agent_id = :agent_id,
+        started_at = now() - make_interval(secs => CAST(r.elapsed_ms AS double precision) / 1000),
+        finished_at = now(), updated_at = now(), exit_code = r.exit_code, duration_ms = r.duration_ms,
+        output_tail = r.output_tail, error = r.job_error,
+        flaky = (r.status = 'completed' AND EXISTS (
+            SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.outcome = 'test_failed'))
+    FROM r
+    WHERE j.id = r.id AND j.group_id = :group_id AND j.status = 'pending'
+    RETURNING j.*, r.outcome AS run_outcome, r.error AS run_error
+), recorded AS (
+    INSERT INTO attempts (job_id, number, agent_id, group_id, started_at, finished_at, outcome, exit_code,
+                          duration_ms, error)
+    SELECT id, attempts, :agent_id, :group_id, started_at, finished_at, run_outcome, exit_code, duration_ms,
+           run_error
+    FROM ran
+), notified AS (
+    SELECT pg_notify('qualgent', json_build_object('kind', 'jobs', 'status', c.status, 'ids', json_agg(c.id))::text)
+    FROM (SELECT id, status, (row_number() OVER (PARTITION BY status) - 1) / 150 AS chunk FROM ran) AS c
+    GROUP BY c.status, c.chunk
+)
+SELECT ran.*, (SELECT count(*) FROM notified) AS notifications FROM ran;

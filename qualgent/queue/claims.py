@@ -125,6 +125,9 @@ async def report_progress(
         held = {"group_id": group_id, "token": token, "agent_id": agent_id, "lease_seconds": lease_seconds}
         if (await conn.execute(Q.hold_claim, held)).first() is None:
             await _lock_claim(conn, agent_id, group_id, token)  # raises NotFound or StaleClaim
+        ran = await _run(conn, agent_id, group_id, starts, results, progress) if starts and results else set()
+        starts = [s for s in starts if s.job_id not in ran]
+        results = [(job_id, result) for job_id, result in results if job_id not in ran]
         if starts:
             await _start(conn, agent_id, group_id, starts, progress)
         if results:
@@ -136,6 +139,56 @@ async def report_progress(
     for job in progress.reported:
         metrics.job_finished(job)
     return progress
+
+
+async def _run(
+    conn: AsyncConnection,
+    agent_id: uuid.UUID,
+    group_id: uuid.UUID,
+    starts: Sequence[Started],
+    results: Sequence[tuple[uuid.UUID, Result]],
+    progress: Progress,
+) -> set[uuid.UUID]:
+    """Jobs started and finished within this report whose run ends them: one write each (run_jobs). Anything
+    else (a retry to schedule, a job cancelled meanwhile) takes the two-step path. Returns the ids done here."""
+    started = {s.job_id: s for s in starts}
+    both = [(job_id, result) for job_id, result in results if job_id in started]
+    if not both:
+        return set()
+    jobs = {j["id"]: j for j in (await conn.execute(Q.lock_jobs, {"job_ids": [j for j, _ in both]})).mappings()}
+    runs: list[tuple[RowMapping, JobStatus, Outcome, Result]] = []
+    for job_id, result in both:
+        job = jobs.get(job_id)
+        if job is None or job["group_id"] != group_id or job["status"] != JobStatus.PENDING:
+            continue
+        outcome = outcome_of(result)
+        attempts = job["attempts"] + 1
+        ends = (
+            outcome == Outcome.PASSED
+            or (outcome == Outcome.TEST_FAILED and job["test_retries"] == 0)
+            or (outcome == Outcome.INFRA_ERROR and attempts >= job["max_attempts"])
+        )
+        if ends:
+            runs.append((job, _final_status(outcome), outcome, result))
+    if not runs:
+        return set()
+    params = {
+        "agent_id": agent_id,
+        "group_id": group_id,
+        "job_ids": [j["id"] for j, _, _, _ in runs],
+        "elapsed_ms": [started[j["id"]].elapsed_ms for j, _, _, _ in runs],
+        "statuses": [s.value for _, s, _, _ in runs],
+        "outcomes": [o.value for _, _, o, _ in runs],
+        "exit_codes": [r.exit_code for _, _, _, r in runs],
+        "durations": [r.duration_ms for _, _, _, r in runs],
+        "output_tails": [_tail(r.output_tail) for _, _, _, r in runs],
+        "errors": [r.error for _, _, _, r in runs],
+        "job_errors": [_final_error(j["attempts"] + 1, s, r) for j, s, _, r in runs],
+    }
+    rows = list((await conn.execute(Q.run_jobs, params)).mappings())
+    progress.started += rows
+    progress.reported += rows
+    return {r["id"] for r in rows}
 
 
 async def _start(
@@ -209,7 +262,8 @@ async def _finish_runs(
         "output_tails": [_tail(r.output_tail) for _, _, r in closing],
         "errors": [r.error for _, _, r in closing],
         "job_errors": [
-            None if s is None else _final_error(j, s, r) for (j, _, r), s in zip(closing, statuses, strict=True)
+            None if s is None else _final_error(j["attempts"], s, r)
+            for (j, _, r), s in zip(closing, statuses, strict=True)
         ],
     }
     return list((await conn.execute(Q.finish_runs, params)).mappings())
@@ -219,9 +273,9 @@ def _final_status(outcome: Outcome) -> JobStatus:
     return JobStatus.COMPLETED if outcome == Outcome.PASSED else JobStatus.FAILED
 
 
-def _final_error(job: RowMapping, status: JobStatus, result: Result) -> str | None:
+def _final_error(attempts: int, status: JobStatus, result: Result) -> str | None:
     if status == JobStatus.FAILED and outcome_of(result) == Outcome.INFRA_ERROR and not result.error:
-        return f"infrastructure error after {job['attempts']} attempt(s)"
+        return f"infrastructure error after {attempts} attempt(s)"
     return result.error
 
 
@@ -288,7 +342,7 @@ async def _settle(conn: AsyncConnection, job: RowMapping, outcome: Outcome, resu
         await notify_jobs(conn, JobStatus.PENDING, [job["id"]])
         return await _job_or_404(conn, job["id"])
     status = _final_status(outcome)
-    fields["error"] = _final_error(job, status, result)
+    fields["error"] = _final_error(job["attempts"], status, result)
     row = (await conn.execute(Q.finish_job, {**fields, "status": status.value})).mappings().one()
     await notify_jobs(conn, status, [job["id"]])
     metrics.job_finished(row)

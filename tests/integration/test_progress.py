@@ -136,3 +136,18 @@ async def test_bad_progress_reports_are_a_400_naming_the_field(api: Api, body: d
     agent_id, claim = await _group_of(api, ["a.spec.ts"])
     refused = await api.call("POST", _path(agent_id, claim), {"token": claim["token"], **body}, expect=400)
     assert field in str(refused)
+
+
+async def test_a_last_attempt_lost_to_infrastructure_fails_the_job_in_one_report(api: Api) -> None:
+    agent_id, claim = await _group_of(api, ["a.spec.ts"], max_attempts=1)
+    job_id = claim["jobs"][0]["id"]
+    body = {
+        "token": claim["token"],
+        "started": [{"job_id": job_id, "elapsed_ms": 20}],
+        "results": [{"job_id": job_id, "exit_code": None, "outcome": "infra_error", "duration_ms": 20}],
+    }
+    answer = await api.call("POST", _path(agent_id, claim), body)
+    assert [(j["status"], j["attempts"]) for j in answer["reported"]] == [("failed", 1)]
+    job = await api.call("GET", f"/jobs/{job_id}")
+    assert job["result"]["error"] == "infrastructure error after 1 attempt(s)"
+    assert [a["outcome"] for a in job["attempt_history"]] == ["infra_error"]
