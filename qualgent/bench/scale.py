@@ -1,0 +1,501 @@
+"""Claim latency as the queue grows: with 10,000 pending jobs, with 1,000,000, then with 5,000,000 finished jobs
+added to the same tables. The target: 1M within 1.5x of 10k, and 5M finished changing nothing.
+
+Method. The scratch database is filled in SQL (`INSERT ... SELECT generate_series`, one transaction per fill,
+every index and constraint of the real schema in place) with what a busy installation holds:
+- 200 orgs (1 in 10 premium, 2 in 10 enterprise, the rest standard);
+- pending groups of 10-20 jobs (15 on average), one per (org, app version, target), targets 60% emulator,
+  25% device, 15% browserstack; each job's priority 20% high, 50% medium, 30% low, the group's scheduling
+  keys (tier, best priority, oldest job) consistent with its jobs, as `upsert_pending_groups` keeps them;
+- finished history in `done` groups of 10-20 jobs spread over 90 days: 88% completed, 10% failed, 2%
+  cancelled before they ran; every job that ran has its attempt, 1 in 33 a second one after an
+  infrastructure error, with exit codes, durations and a short output tail.
+The queue is topped up to each size in turn (jobs already pending count), then the finished jobs are added;
+`VACUUM ANALYZE` follows every fill, as autovacuum would eventually.
+
+At each stage, agents registered over HTTP (serving all three targets, or one each) take turns claiming:
+`POST /api/agents/{id}/claim` against the running server, timed from the request to the parsed answer, and
+each claimed group is then released (`POST .../groups/{id}/release`, not timed), so its jobs go back into a
+new pending group and the queue keeps its size. The same is done in-process with the queue's own claim
+transaction (`qualgent.queue.claims.claim`) to separate the database from HTTP. `EXPLAIN (ANALYZE, BUFFERS)`
+of the claim statement (rolled back) records the index it walks and the pages it touches: a flat count of
+buffers is the machine-independent sign of a flat claim.
+
+    python -m qualgent.bench.scale --database-url postgresql://postgres@127.0.0.1:5432/scratch \\
+        [--api-url http://127.0.0.1:3000/api] [--size 10000 --size 1000000] [--finished 5000000] [--samples 300]
+        [--quick]
+
+With no --api-url it starts `qgjob server --migrate` on the scratch database itself. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from qualgent.bench.common import BenchTarget, ServerProcess, percentiles, ratio
+from qualgent.db.engine import normalize_url
+from qualgent.db.sql import Q
+from qualgent.queue import claims
+
+APPLICATION_NAME = "qgjob bench"
+ORGS = 200
+HISTORY_AGENTS = 50
+FINISHED_CHUNK = 1_000_000  # finished jobs per fill transaction
+LEASE_SECONDS = 30.0
+WARMUP = 10
+# Who claims: an agent serving every target, and one per target (the claim then skips other targets' groups).
+AGENT_TARGETS = (["emulator", "device", "browserstack"], ["emulator"], ["device"], ["browserstack"])
+TABLES = ("jobs", "job_groups", "attempts", "agents", "orgs")
+INDEXES = ("ix_job_groups_claimable", "uq_job_groups_pending_key", "ix_jobs_active_by_group", "pk_jobs")
+
+# Deterministic pseudo-random attributes of job k / group n of a fill (hashint4/8: PostgreSQL's own hash).
+
+
+def _hash(expr: str, modulo: int) -> str:
+    """A deterministic pseudo-random number in [0, modulo) from a bigint expression (and the fill's seed)."""
+    return f"mod(abs(CAST(hashint8(CAST({expr} AS bigint) + %(seed)s) AS bigint)), {modulo})"
+
+
+_PRIORITY = (
+    "CAST((ARRAY['high', 'medium', 'low'])[CASE WHEN {h} < 2 THEN 1 WHEN {h} < 7 THEN 2 ELSE 3 END] AS job_priority)"
+)
+_TARGET = (
+    f"CASE WHEN {_hash('s.n * 13', 20)} < 12 THEN 'emulator' "
+    f"WHEN {_hash('s.n * 13', 20)} < 17 THEN 'device' ELSE 'browserstack' END"
+)
+_ORG = f"'bench-org-' || lpad((1 + {_hash('s.n * 7', ORGS)})::text, 3, '0')"
+_AT = "(now() - make_interval(secs => %(span_from)s) + make_interval(secs => {k} * %(step)s))"
+_TEST_PATH = (
+    "'tests/' || (ARRAY['login', 'checkout', 'search', 'profile', 'cart', 'onboarding', 'settings', "
+    "'payments'])[1 + mod(k, 8)] || '/case' || mod(k, 37) || '.spec.ts'"
+)
+
+_SPEC = f"""
+CREATE TEMP TABLE qg_bench_spec ON COMMIT DROP AS
+SELECT n, first, least(size, %(jobs)s - first) AS size
+FROM (
+    SELECT n, size, sum(size) OVER (ORDER BY n) - size AS first
+    FROM (SELECT n, 10 + {_hash("n", 11)} AS size
+          FROM generate_series(1, %(jobs)s / 10 + 1) AS n) AS sized
+) AS placed
+WHERE first < %(jobs)s
+"""
+
+_ORGS = f"""
+INSERT INTO orgs (id, tier)
+SELECT 'bench-org-' || lpad(i::text, 3, '0'),
+       CAST(CASE WHEN mod(i, 10) = 0 THEN 'premium' WHEN mod(i, 10) IN (1, 2) THEN 'enterprise' ELSE 'standard' END
+            AS org_tier)
+FROM generate_series(1, {ORGS}) AS i
+ON CONFLICT (id) DO NOTHING
+"""
+
+_HISTORY_AGENTS = f"""
+INSERT INTO agents (id, name, targets, status, registered_at, last_heartbeat_at)
+SELECT md5('qg-bench-agent-' || i)::uuid, 'bench-history-' || i,
+       ARRAY[(ARRAY['emulator', 'device', 'browserstack'])[1 + mod(i, 3)]], 'offline',
+       now() - interval '91 days', now() - interval '1 day'
+FROM generate_series(0, {HISTORY_AGENTS - 1}) AS i
+ON CONFLICT (id) DO NOTHING
+"""
+
+_PENDING_GROUPS = f"""
+INSERT INTO job_groups (id, org_id, app_version_id, target, status, tier, best_priority, oldest_job_at,
+                        available_at, job_count, created_at)
+SELECT md5(%(tag)s || ':g:' || s.n)::uuid, o.id, %(tag)s || '-' || s.n, {_TARGET}, 'pending', o.tier,
+       (SELECT min({_PRIORITY.format(h=_hash("k", 10))}) FROM generate_series(s.first, s.first + s.size - 1) AS k),
+       {_AT.format(k="s.first")}, {_AT.format(k="s.first")}, s.size, {_AT.format(k="s.first")}
+FROM qg_bench_spec s
+JOIN orgs o ON o.id = {_ORG}
+"""
+
+_PENDING_JOBS = f"""
+INSERT INTO jobs (id, org_id, app_version_id, target, test_path, priority, status, group_id, run_after,
+                  created_at, updated_at)
+SELECT md5(%(tag)s || ':j:' || k)::uuid, g.org_id, g.app_version_id, g.target, {_TEST_PATH},
+       {_PRIORITY.format(h=_hash("k", 10))}, 'pending', g.id,
+       {_AT.format(k="k")}, {_AT.format(k="k")}, {_AT.format(k="k")}
+FROM qg_bench_spec s
+JOIN job_groups g ON g.id = md5(%(tag)s || ':g:' || s.n)::uuid
+CROSS JOIN LATERAL generate_series(s.first, s.first + s.size - 1) AS k
+"""
+
+_AGENT_OF_GROUP = f"md5('qg-bench-agent-' || mod(s.n, {HISTORY_AGENTS}))::uuid"
+_DONE_GROUPS = f"""
+INSERT INTO job_groups (id, org_id, app_version_id, target, status, tier, best_priority, oldest_job_at,
+                        available_at, job_count, agent_id, claimed_at, finished_at, created_at)
+SELECT md5(%(tag)s || ':g:' || s.n)::uuid, o.id, %(tag)s || '-' || s.n, {_TARGET}, 'done', o.tier,
+       (SELECT min({_PRIORITY.format(h=_hash("k", 10))}) FROM generate_series(s.first, s.first + s.size - 1) AS k),
+       {_AT.format(k="s.first")}, {_AT.format(k="s.first")}, s.size, {_AGENT_OF_GROUP},
+       {_AT.format(k="s.first")} + interval '2 minutes', {_AT.format(k="s.first")} + interval '40 minutes',
+       {_AT.format(k="s.first")}
+FROM qg_bench_spec s
+JOIN orgs o ON o.id = {_ORG}
+"""
+
+# Per finished job k: r decides the final status (88 completed, 10 failed, 2 cancelled while pending);
+# 1 in 33 of those that ran needed a second attempt after an infrastructure error.
+_FINISHED_ROWS = f"""
+SELECT s.n, k, g.id AS group_id, g.org_id, g.app_version_id, g.target, g.agent_id,
+       {_hash("k * 3", 100)} AS r, mod(k, 33) = 0 AS retried,
+       20 + mod(k, 280) AS run_s, g.claimed_at + make_interval(secs => (k - s.first) * 90) AS started
+FROM qg_bench_spec s
+JOIN job_groups g ON g.id = md5(%(tag)s || ':g:' || s.n)::uuid
+CROSS JOIN LATERAL generate_series(s.first, s.first + s.size - 1) AS k
+"""
+
+_FINISHED_JOBS = f"""
+INSERT INTO jobs (id, org_id, app_version_id, target, test_path, priority, status, group_id, agent_id, attempts,
+                  max_attempts, run_after, exit_code, duration_ms, output_tail, created_at, updated_at,
+                  started_at, finished_at)
+SELECT md5(%(tag)s || ':j:' || k)::uuid, f.org_id, f.app_version_id, f.target, {_TEST_PATH},
+       {_PRIORITY.format(h=_hash("k", 10))},
+       CASE WHEN f.r < 88 THEN 'completed' WHEN f.r < 98 THEN 'failed' ELSE 'cancelled' END,
+       f.group_id, CASE WHEN f.r < 98 THEN f.agent_id END,
+       CASE WHEN f.r >= 98 THEN 0 WHEN f.retried THEN 2 ELSE 1 END, 3, {_AT.format(k="k")},
+       CASE WHEN f.r < 88 THEN 0 WHEN f.r < 98 THEN 1 END,
+       CASE WHEN f.r < 98 THEN f.run_s * 1000 END,
+       CASE WHEN f.r < 88 THEN '  1 passed (' || f.run_s || 's)'
+            WHEN f.r < 98 THEN '  1) ' || {_TEST_PATH} || E'\\n     Error: expect(locator).toBeVisible() failed\\n'
+                               || E'     Locator: getByText(''Welcome'')\\n  1 failed (' || f.run_s || 's)' END,
+       {_AT.format(k="k")}, f.started + make_interval(secs => f.run_s),
+       CASE WHEN f.r < 98 THEN f.started END,
+       CASE WHEN f.r < 98 THEN f.started + make_interval(secs => f.run_s) ELSE {_AT.format(k="k")} END
+FROM ({_FINISHED_ROWS}) AS f
+"""
+
+_FINISHED_ATTEMPTS = f"""
+INSERT INTO attempts (job_id, number, agent_id, group_id, started_at, finished_at, outcome, exit_code, duration_ms,
+                      error)
+SELECT md5(%(tag)s || ':j:' || f.k)::uuid, a.number, f.agent_id, f.group_id,
+       f.started - make_interval(secs => CASE WHEN a.number = 1 AND f.retried THEN 200 ELSE 0 END),
+       f.started - make_interval(secs => CASE WHEN a.number = 1 AND f.retried THEN 200 ELSE 0 END)
+                 + make_interval(secs => f.run_s),
+       CASE WHEN a.number = 1 AND f.retried THEN 'infra_error' WHEN f.r < 88 THEN 'passed' ELSE 'test_failed' END,
+       CASE WHEN a.number = 1 AND f.retried THEN 3 WHEN f.r < 88 THEN 0 ELSE 1 END,
+       f.run_s * 1000,
+       CASE WHEN a.number = 1 AND f.retried THEN 'adb: device offline' END
+FROM ({_FINISHED_ROWS}) AS f
+CROSS JOIN LATERAL generate_series(1, CASE WHEN f.retried THEN 2 ELSE 1 END) AS a (number)
+WHERE f.r < 98
+"""
+
+_COUNTS = """
+SELECT
+    (SELECT count(*) FROM jobs WHERE status = 'pending') AS pending_jobs,
+    (SELECT count(*) FROM jobs WHERE status IN ('completed', 'failed', 'cancelled')) AS finished_jobs,
+    (SELECT count(*) FROM jobs) AS jobs,
+    (SELECT count(*) FROM job_groups WHERE status = 'pending') AS pending_groups,
+    (SELECT count(*) FROM job_groups WHERE status = 'done') AS done_groups,
+    (SELECT count(*) FROM attempts) AS attempts
+"""
+
+
+def conninfo(url: str) -> str:
+    """A psycopg conninfo from any PostgreSQL URL (the SQLAlchemy `postgresql+psycopg://` form included)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(normalize_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def measure_claim_scale(
+    target: BenchTarget,
+    sizes: Sequence[int] = (10_000, 1_000_000),
+    finished: int = 5_000_000,
+    samples: int = 300,
+) -> dict[str, Any]:
+    """Claim latency (HTTP and the database's claim transaction, p50/p99) with the queue topped up to each of
+    `sizes` pending jobs in turn, then with `finished` finished jobs added (0: skip); counts, table sizes,
+    the claim's plan, and the ratios largest/smallest and with/without history. JSON-able."""
+    if not sizes or samples < 1 or any(s < 1 for s in sizes) or finished < 0:
+        raise ValueError("sizes must be positive, samples at least 1, finished at least 0")
+    run = uuid.uuid4().hex[:8]
+    stages: list[dict[str, Any]] = []
+    async with _Claimers.open(target) as claimers:
+        await _fill_reference_data(target.database_url)
+        for size in sorted(sizes):
+            loaded = await _top_up_pending(target.database_url, size, f"{run}-p{size}")
+            stages.append(await claimers.stage(f"pending_{size}", samples, loaded))
+        if finished:
+            loaded = await _add_finished(target.database_url, finished, run)
+            largest = max(sizes)
+            stages.append(await claimers.stage(f"pending_{largest}_finished_{finished}", samples, loaded))
+    return {
+        "samples": samples,
+        "stages": stages,
+        "ratios": _ratios(stages, bool(finished)),
+        "server": await _server_facts(target.database_url),
+    }
+
+
+def _ratios(stages: list[dict[str, Any]], with_history: bool) -> dict[str, float | None]:
+    """Largest queue vs smallest (target: at most 1.5), and with history vs without (target: about 1)."""
+    queue_stages = stages[:-1] if with_history else stages
+    pairs = {"largest_vs_smallest": (queue_stages[-1], queue_stages[0])}
+    if with_history:
+        pairs["finished_vs_without"] = (stages[-1], stages[-2])
+    out: dict[str, float | None] = {}
+    for name, (a, b) in pairs.items():
+        for path in ("http", "db"):
+            for pct in ("p50_ms", "p99_ms"):
+                out[f"{path}_{pct[:3]}_{name}"] = ratio(_num(a[path][pct]), _num(b[path][pct]))
+        out[f"plan_buffers_{name}"] = ratio(a["plan"]["buffers"], b["plan"]["buffers"])
+    return out
+
+
+def _num(value: float | int) -> float | None:
+    return None if isinstance(value, float) and math.isnan(value) else float(value)
+
+
+class _Claimers:
+    """Agents that claim and give back, over HTTP and in-process, and the database they work on."""
+
+    def __init__(self, target: BenchTarget, client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+        self.target = target
+        self.client = client
+        self.engine = engine
+        self.agents: list[tuple[str, list[str]]] = []
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, target: BenchTarget) -> Any:
+        engine = create_async_engine(
+            normalize_url(target.database_url), pool_size=2, connect_args={"application_name": APPLICATION_NAME}
+        )
+        try:
+            async with httpx.AsyncClient(
+                base_url=target.api_url, headers=target.headers(), timeout=httpx.Timeout(60, connect=30)
+            ) as client:
+                claimers = cls(target, client, engine)
+                for index, targets in enumerate(AGENT_TARGETS):
+                    response = await client.post("/agents", json={"name": f"bench-claim-{index}", "targets": targets})
+                    response.raise_for_status()
+                    claimers.agents.append((str(response.json()["id"]), targets))
+                try:
+                    yield claimers
+                finally:
+                    for agent_id, _ in claimers.agents:
+                        with contextlib.suppress(httpx.HTTPError):
+                            await client.delete(f"/agents/{agent_id}")
+        finally:
+            await engine.dispose()
+
+    async def stage(self, label: str, samples: int, loaded: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.to_thread(_vacuum_analyze, self.target.database_url)
+        counts = await _counts(self.target.database_url)
+        http = await self._http_claims(samples)
+        db = await self._db_claims(samples)
+        return {
+            "stage": label,
+            **counts,
+            "load": loaded,
+            "http": percentiles(http["latencies_ms"]),
+            "http_jobs_per_claim": http["jobs_per_claim"],
+            "http_empty_claims": http["empty"],
+            "db": percentiles(db["latencies_ms"]),
+            "db_jobs_per_claim": db["jobs_per_claim"],
+            "db_empty_claims": db["empty"],
+            "plan": await self._plan(),
+            "table_bytes": await _table_sizes(self.target.database_url),
+        }
+
+    async def _http_claims(self, samples: int) -> dict[str, Any]:
+        latencies: list[float] = []
+        jobs = empty = 0
+        for i in range(WARMUP + samples):
+            agent_id, _ = self.agents[i % len(self.agents)]
+            started = time.perf_counter()
+            response = await self.client.post(f"/agents/{agent_id}/claim", json={})
+            body = response.json() if response.status_code == 200 else None
+            elapsed = (time.perf_counter() - started) * 1000
+            if response.status_code not in (200, 204):
+                raise RuntimeError(f"claim answered {response.status_code}: {response.text}")
+            if i >= WARMUP:
+                latencies.append(elapsed)
+                jobs += len(body["jobs"]) if body else 0
+                empty += body is None
+            if body:
+                released = await self.client.post(
+                    f"/agents/{agent_id}/groups/{body['group_id']}/release",
+                    json={"token": body["token"], "reason": "benchmark"},
+                )
+                released.raise_for_status()
+        return {"latencies_ms": latencies, "jobs_per_claim": _mean(jobs, samples - empty), "empty": empty}
+
+    async def _db_claims(self, samples: int) -> dict[str, Any]:
+        latencies: list[float] = []
+        jobs = empty = 0
+        for i in range(WARMUP + samples):
+            agent_id, targets = self.agents[i % len(self.agents)]
+            agent = uuid.UUID(agent_id)
+            started = time.perf_counter()
+            got = await claims.claim(self.engine, agent, targets, LEASE_SECONDS)
+            elapsed = (time.perf_counter() - started) * 1000
+            if i >= WARMUP:
+                latencies.append(elapsed)
+                jobs += len(got.jobs) if got else 0
+                empty += got is None
+            if got is not None:
+                await claims.release(self.engine, agent, got.group_id, got.token, "benchmark")
+        return {"latencies_ms": latencies, "jobs_per_claim": _mean(jobs, samples - empty), "empty": empty}
+
+    async def _plan(self) -> dict[str, Any]:
+        """EXPLAIN (ANALYZE, BUFFERS) of the claim statement for the all-targets agent, rolled back."""
+        agent_id, targets = self.agents[0]
+        explain = text("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + Q.claim_group.text)
+        async with self.engine.connect() as conn, conn.begin() as tx:
+            params = {"targets": targets, "agent_id": uuid.UUID(agent_id), "lease_seconds": LEASE_SECONDS}
+            plan = (await conn.execute(explain, params)).scalar_one()[0]
+            await tx.rollback()
+        top = plan["Plan"]
+        return {
+            "indexes": sorted(_index_names(top)),
+            "buffers": int(top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0)),
+            "execution_ms": round(float(plan["Execution Time"]), 3),
+        }
+
+
+def _index_names(node: dict[str, Any]) -> set[str]:
+    names = {node["Index Name"]} if "Index Name" in node else set()
+    for child in node.get("Plans", []):
+        names |= _index_names(child)
+    return names
+
+
+def _mean(total: int, count: int) -> float | None:
+    return round(total / count, 2) if count else None
+
+
+async def _fill_reference_data(database_url: str) -> None:
+    async with await psycopg.AsyncConnection.connect(conninfo(database_url), application_name=APPLICATION_NAME) as c:
+        await c.execute(_ORGS)
+        await c.execute(_HISTORY_AGENTS)
+
+
+async def _top_up_pending(database_url: str, size: int, tag: str) -> dict[str, Any]:
+    """Add pending jobs (in new pending groups) until `size` are pending; the jobs of this fill are created
+    over the last hour."""
+    async with await psycopg.AsyncConnection.connect(conninfo(database_url), application_name=APPLICATION_NAME) as c:
+        row = await (await c.execute("SELECT count(*) FROM jobs WHERE status = 'pending'")).fetchone()
+        jobs = size - int(row[0]) if row else size
+        if jobs <= 0:
+            return {"jobs": 0, "seconds": 0.0}
+        params = {"jobs": jobs, "seed": _seed(tag), "tag": tag, "span_from": 3600.0, "step": 3600.0 / jobs}
+        started = time.perf_counter()
+        for statement in (_SPEC, _PENDING_GROUPS, _PENDING_JOBS):
+            await c.execute(statement, params)
+        await c.commit()
+        seconds = time.perf_counter() - started
+    return {"jobs": jobs, "seconds": round(seconds, 2), "rows_per_second": round(jobs / seconds)}
+
+
+async def _add_finished(database_url: str, finished: int, run: str) -> dict[str, Any]:
+    """`finished` finished jobs (with their done groups and attempts) over the 90 days before the pending
+    ones, one transaction per FINISHED_CHUNK jobs."""
+    started = time.perf_counter()
+    chunks = math.ceil(finished / FINISHED_CHUNK)
+    async with await psycopg.AsyncConnection.connect(conninfo(database_url), application_name=APPLICATION_NAME) as c:
+        for chunk in range(chunks):
+            jobs = min(FINISHED_CHUNK, finished - chunk * FINISHED_CHUNK)
+            span = 90 * 86400.0 / chunks
+            tag = f"{run}-f{chunk}"
+            params = {
+                "jobs": jobs,
+                "seed": _seed(tag),
+                "tag": tag,
+                "span_from": 86400.0 + (chunks - chunk) * span,
+                "step": span / jobs,
+            }
+            for statement in (_SPEC, _DONE_GROUPS, _FINISHED_JOBS, _FINISHED_ATTEMPTS):
+                await c.execute(statement, params)
+            await c.commit()
+    seconds = time.perf_counter() - started
+    return {"jobs": finished, "seconds": round(seconds, 2), "rows_per_second": round(finished / seconds)}
+
+
+def _seed(tag: str) -> int:
+    return int(uuid.uuid5(uuid.NAMESPACE_OID, tag).int % 1_000_000)
+
+
+def _vacuum_analyze(database_url: str) -> None:
+    with psycopg.connect(conninfo(database_url), autocommit=True, application_name=APPLICATION_NAME) as conn:
+        conn.execute("VACUUM (ANALYZE) jobs, job_groups, attempts, agents, orgs")
+
+
+async def _counts(database_url: str) -> dict[str, int]:
+    async with await psycopg.AsyncConnection.connect(conninfo(database_url), application_name=APPLICATION_NAME) as c:
+        cursor = await c.execute(_COUNTS)
+        row = await cursor.fetchone()
+        assert row is not None
+        assert cursor.description is not None
+        return {col.name: int(value) for col, value in zip(cursor.description, row, strict=True)}
+
+
+async def _table_sizes(database_url: str) -> dict[str, int | None]:
+    """pg_total_relation_size of each table (heap, indexes, TOAST) and pg_relation_size of the hot indexes."""
+    query = ", ".join(
+        [f"pg_total_relation_size(to_regclass('{t}'))" for t in TABLES]
+        + [f"pg_relation_size(to_regclass('{i}'))" for i in INDEXES]
+    )
+    async with await psycopg.AsyncConnection.connect(conninfo(database_url), application_name=APPLICATION_NAME) as c:
+        row = await (await c.execute(f"SELECT {query}")).fetchone()
+    assert row is not None
+    return {name: None if value is None else int(value) for name, value in zip(TABLES + INDEXES, row, strict=True)}
+
+
+async def _server_facts(database_url: str) -> dict[str, Any]:
+    """What the figures depend on: PostgreSQL's version and the settings that matter to them."""
+    names = ("server_version", "shared_buffers", "autovacuum", "synchronous_commit", "fsync", "max_wal_size")
+    async with await psycopg.AsyncConnection.connect(conninfo(database_url), application_name=APPLICATION_NAME) as c:
+        facts = {}
+        for name in names:
+            row = await (await c.execute(f"SHOW {name}")).fetchone()
+            facts[name] = row[0] if row else None
+    return facts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qualgent.bench.scale", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", required=True, help="a scratch database (it is filled with jobs)")
+    parser.add_argument("--api-url", help="a qgjob server on that database (default: start one)")
+    parser.add_argument("--token", help="an admin token, if the server needs one")
+    parser.add_argument("--size", type=int, action="append", help="pending jobs, repeatable (10000, 1000000)")
+    parser.add_argument("--finished", type=int, default=None, help="finished jobs added last (5000000)")
+    parser.add_argument("--samples", type=int, default=None, help="claims timed per stage and path (300)")
+    parser.add_argument("--quick", action="store_true", help="1,000 and 10,000 pending, 50,000 finished, 100 claims")
+    args = parser.parse_args(argv)
+    sizes = args.size or ([1_000, 10_000] if args.quick else [10_000, 1_000_000])
+    finished = args.finished if args.finished is not None else (50_000 if args.quick else 5_000_000)
+    samples = args.samples or (100 if args.quick else 300)
+    with contextlib.ExitStack() as stack:
+        api_url = args.api_url
+        if api_url is None:
+            log = Path(tempfile.mkdtemp(prefix="qualgent-bench-")) / "server.log"
+            server = ServerProcess(args.database_url, log).start(["--migrate"])
+            stack.callback(server.stop)
+            api_url = server.api_url
+        target = BenchTarget(api_url, conninfo(args.database_url), args.token)
+        result = asyncio.run(measure_claim_scale(target, sizes, finished, samples))
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
