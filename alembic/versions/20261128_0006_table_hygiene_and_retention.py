@@ -12,11 +12,11 @@ old idempotency keys once they are older than QUALGENT_RETENTION_DAYS. Before it
 in the same transaction, into the rollup tables made here, and the reporting functions of 0005 are redefined
 to add the rollups to what is still in the live tables, so totals and rates over all time count pruned jobs:
 
-    reporting.daily_job_stats       finished jobs by (org, app version, target, test path, UTC day of finish)
+    reporting.daily_job_stats       finished jobs by (org, app version, test path, target, UTC day of finish),
+                                    with their test verdicts (attempts passed | test_failed)
     reporting.daily_latency         per org, metric (duration | queue_wait) and day: jobs per log bucket
-    reporting.daily_test_runs       test verdicts (attempts passed | test_failed) by (org, test, build, target, day)
-    reporting.test_run_tails        the last pruned verdict of each (org, test, build, target): the "previous
-                                    run" of the first one still live, for passes after a failure
+    reporting.test_run_tails        the last pruned verdict of each (org, test, build, target) when it failed:
+                                    the "previous run" of the first one still live (a pass after a failure)
     reporting.daily_installs        groups that ran, by (org, app version, UTC day of the claim)
     reporting.group_attempts_pruned attempts pruned (with their jobs) from a group that is still live
 
@@ -101,6 +101,10 @@ CREATE TABLE reporting.daily_job_stats (
     queue_wait_seconds float8 NOT NULL,
     first_submitted_at timestamptz NOT NULL,
     last_finished_at timestamptz NOT NULL,
+    test_runs bigint NOT NULL DEFAULT 0,
+    test_failures bigint NOT NULL DEFAULT 0,
+    passes_after_failure bigint NOT NULL DEFAULT 0,
+    last_failure_at timestamptz,
     CONSTRAINT pk_daily_job_stats PRIMARY KEY (org_id, app_version_id, test_path, target, day)
 );
 CREATE TABLE reporting.daily_latency (
@@ -110,18 +114,6 @@ CREATE TABLE reporting.daily_latency (
     bucket integer NOT NULL,
     jobs bigint NOT NULL,
     CONSTRAINT pk_daily_latency PRIMARY KEY (org_id, metric, day, bucket)
-);
-CREATE TABLE reporting.daily_test_runs (
-    org_id text NOT NULL,
-    test_path text NOT NULL,
-    app_version_id text NOT NULL,
-    target text NOT NULL,
-    day date NOT NULL,
-    runs bigint NOT NULL,
-    failures bigint NOT NULL,
-    passes_after_failure bigint NOT NULL,
-    last_failure_at timestamptz,
-    CONSTRAINT pk_daily_test_runs PRIMARY KEY (org_id, test_path, app_version_id, target, day)
 );
 CREATE TABLE reporting.test_run_tails (
     org_id text NOT NULL,
@@ -150,13 +142,12 @@ CREATE TABLE reporting.group_attempts_pruned (
 
 TABLE_COMMENTS = {
     "daily_job_stats": "Pruned finished jobs, by org, app version, test path, target and UTC day of finish: "
-    "counts by final status, flaky, attempts, duration and queue wait sums (seconds) and counts.",
+    "counts by final status, flaky, attempts, duration and queue wait sums (seconds) and counts; their test "
+    "verdicts (attempts passed or test_failed): runs, failures, passes right after a failure, last failure.",
     "daily_latency": "Pruned finished jobs per org, metric (duration | queue_wait) and UTC day: how many fell "
     "in each log bucket (reporting.bucket_value gives its bounds); the median and p95 of windows with pruned days.",
-    "daily_test_runs": "Pruned test verdicts (attempts passed | test_failed) by org, test path, app version, "
-    "target and UTC day of finish: runs, failures, passes right after a failure, last failure.",
-    "test_run_tails": "The last pruned verdict of each org, test path, app version and target: the previous "
-    "run of the first verdict still live.",
+    "test_run_tails": "The last pruned verdict of each org, test path, app version and target, when it was a "
+    "failure: the previous run of the first verdict still live.",
     "daily_installs": "Pruned groups that ran, by org, app version and UTC day of the claim: installs, install "
     "and test seconds.",
     "group_attempts_pruned": "Attempts pruned with their jobs from a group that is still live: its earliest "
@@ -306,10 +297,10 @@ FROM (
     ) AS q
     GROUP BY q.org_id, q.test_path, q.app_version_id
     UNION ALL
-    SELECT d.org_id, d.test_path, d.app_version_id, sum(d.runs), sum(d.failures), sum(d.passes_after_failure),
-           max(d.last_failure_at)
-    FROM reporting.daily_test_runs d
-    WHERE {DAY_IN_WINDOW.format(d="d")}
+    SELECT d.org_id, d.test_path, d.app_version_id, sum(d.test_runs), sum(d.test_failures),
+           sum(d.passes_after_failure), max(d.last_failure_at)
+    FROM reporting.daily_job_stats d
+    WHERE d.test_runs > 0 AND {DAY_IN_WINDOW.format(d="d")}
     GROUP BY d.org_id, d.test_path, d.app_version_id
 ) AS r
 GROUP BY r.org_id, r.test_path
@@ -390,8 +381,8 @@ $$
 """
 
 MADE_HERE = (
-    "TABLE reporting.daily_job_stats, reporting.daily_latency, reporting.daily_test_runs, "
-    "reporting.test_run_tails, reporting.daily_installs, reporting.group_attempts_pruned"
+    "TABLE reporting.daily_job_stats, reporting.daily_latency, reporting.test_run_tails, "
+    "reporting.daily_installs, reporting.group_attempts_pruned"
 )
 HELPERS_MADE_HERE = (
     "FUNCTION reporting.latency_percentiles(text, timestamptz, timestamptz), "

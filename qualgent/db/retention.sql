@@ -19,19 +19,73 @@ LIMIT :limit
 FOR UPDATE SKIP LOCKED;
 
 -- name: fold_jobs
+-- Jobs by (org, app version, test path, target, UTC day of finish), with their test verdicts (attempts passed
+-- or test_failed). reporting.flaky_tests' "pass right after a failure" is worked out as it would be live: the
+-- previous run of the first one in this batch is the last one pruned before, when that failed (test_run_tails,
+-- kept up to date here too).
+WITH runs AS (
+    SELECT j.org_id, j.app_version_id, j.test_path, j.target, CAST(j.finished_at AT TIME ZONE 'UTC' AS date) AS day,
+           a.id, a.outcome, a.finished_at,
+           lag(a.outcome, 1, t.last_outcome) OVER (PARTITION BY j.org_id, j.test_path, j.app_version_id, j.target
+                                                   ORDER BY a.finished_at, a.id) AS previous
+    FROM attempts a
+    JOIN jobs j ON j.id = a.job_id
+    LEFT JOIN reporting.test_run_tails t
+           ON t.org_id = j.org_id AND t.test_path = j.test_path AND t.app_version_id = j.app_version_id
+          AND t.target = j.target
+    WHERE a.job_id = ANY(CAST(:job_ids AS uuid[])) AND a.outcome IN ('passed', 'test_failed')
+), run_totals AS (
+    SELECT org_id, app_version_id, test_path, target, day, count(*) AS runs,
+           count(*) FILTER (WHERE outcome = 'test_failed') AS failures,
+           count(*) FILTER (WHERE outcome = 'passed' AND previous = 'test_failed') AS passes_after_failure,
+           max(finished_at) FILTER (WHERE outcome = 'test_failed') AS last_failure_at
+    FROM runs
+    GROUP BY org_id, app_version_id, test_path, target, day
+), job_totals AS (
+    SELECT f.org_id, f.app_version_id, f.test_path, f.target, CAST(f.finished_at AT TIME ZONE 'UTC' AS date) AS day,
+           count(*) AS finished, count(*) FILTER (WHERE f.status = 'completed') AS completed,
+           count(*) FILTER (WHERE f.status = 'failed') AS failed,
+           count(*) FILTER (WHERE f.status = 'cancelled') AS cancelled, count(*) FILTER (WHERE j.flaky) AS flaky,
+           sum(f.attempts) AS attempts, count(f.duration_seconds) AS durations,
+           COALESCE(sum(f.duration_seconds), 0) AS duration_seconds, count(f.queue_wait_seconds) AS queue_waits,
+           COALESCE(sum(f.queue_wait_seconds), 0) AS queue_wait_seconds,
+           min(f.created_at) AS first_submitted_at, max(f.finished_at) AS last_finished_at
+    FROM reporting.finished_jobs f
+    JOIN jobs j ON j.id = f.job_id
+    WHERE f.job_id = ANY(CAST(:job_ids AS uuid[]))
+    GROUP BY 1, 2, 3, 4, 5
+), last_runs AS (
+    SELECT DISTINCT ON (r.org_id, r.test_path, r.app_version_id, r.target)
+           r.org_id, r.test_path, r.app_version_id, r.target, r.outcome, r.finished_at
+    FROM runs r
+    ORDER BY r.org_id, r.test_path, r.app_version_id, r.target, r.finished_at DESC, r.id DESC
+), tails AS (
+    -- Only a failure can make the next run a "pass after a failure": a test whose last pruned run passed
+    -- needs no tail.
+    INSERT INTO reporting.test_run_tails AS t (org_id, test_path, app_version_id, target, last_outcome,
+                                               last_finished_at)
+    SELECT l.org_id, l.test_path, l.app_version_id, l.target, l.outcome, l.finished_at
+    FROM last_runs l
+    WHERE l.outcome = 'test_failed'
+    ON CONFLICT (org_id, test_path, app_version_id, target) DO UPDATE SET
+        last_outcome = EXCLUDED.last_outcome, last_finished_at = EXCLUDED.last_finished_at
+    WHERE EXCLUDED.last_finished_at >= t.last_finished_at
+), passed_tails AS (
+    DELETE FROM reporting.test_run_tails t
+    USING last_runs l
+    WHERE l.outcome = 'passed' AND t.org_id = l.org_id AND t.test_path = l.test_path
+      AND t.app_version_id = l.app_version_id AND t.target = l.target AND t.last_finished_at <= l.finished_at
+)
 INSERT INTO reporting.daily_job_stats AS d (
     org_id, app_version_id, test_path, target, day, finished, completed, failed, cancelled, flaky, attempts,
-    durations, duration_seconds, queue_waits, queue_wait_seconds, first_submitted_at, last_finished_at)
-SELECT f.org_id, f.app_version_id, f.test_path, f.target, CAST(f.finished_at AT TIME ZONE 'UTC' AS date),
-       count(*), count(*) FILTER (WHERE f.status = 'completed'), count(*) FILTER (WHERE f.status = 'failed'),
-       count(*) FILTER (WHERE f.status = 'cancelled'), count(*) FILTER (WHERE j.flaky), sum(f.attempts),
-       count(f.duration_seconds), COALESCE(sum(f.duration_seconds), 0),
-       count(f.queue_wait_seconds), COALESCE(sum(f.queue_wait_seconds), 0),
-       min(f.created_at), max(f.finished_at)
-FROM reporting.finished_jobs f
-JOIN jobs j ON j.id = f.job_id
-WHERE f.job_id = ANY(CAST(:job_ids AS uuid[]))
-GROUP BY 1, 2, 3, 4, 5
+    durations, duration_seconds, queue_waits, queue_wait_seconds, first_submitted_at, last_finished_at,
+    test_runs, test_failures, passes_after_failure, last_failure_at)
+SELECT j.org_id, j.app_version_id, j.test_path, j.target, j.day, j.finished, j.completed, j.failed, j.cancelled,
+       j.flaky, j.attempts, j.durations, j.duration_seconds, j.queue_waits, j.queue_wait_seconds,
+       j.first_submitted_at, j.last_finished_at, COALESCE(r.runs, 0), COALESCE(r.failures, 0),
+       COALESCE(r.passes_after_failure, 0), r.last_failure_at
+FROM job_totals j
+LEFT JOIN run_totals r USING (org_id, app_version_id, test_path, target, day)
 ON CONFLICT (org_id, app_version_id, test_path, target, day) DO UPDATE SET
     finished = d.finished + EXCLUDED.finished,
     completed = d.completed + EXCLUDED.completed,
@@ -44,7 +98,11 @@ ON CONFLICT (org_id, app_version_id, test_path, target, day) DO UPDATE SET
     queue_waits = d.queue_waits + EXCLUDED.queue_waits,
     queue_wait_seconds = d.queue_wait_seconds + EXCLUDED.queue_wait_seconds,
     first_submitted_at = LEAST(d.first_submitted_at, EXCLUDED.first_submitted_at),
-    last_finished_at = GREATEST(d.last_finished_at, EXCLUDED.last_finished_at);
+    last_finished_at = GREATEST(d.last_finished_at, EXCLUDED.last_finished_at),
+    test_runs = d.test_runs + EXCLUDED.test_runs,
+    test_failures = d.test_failures + EXCLUDED.test_failures,
+    passes_after_failure = d.passes_after_failure + EXCLUDED.passes_after_failure,
+    last_failure_at = GREATEST(d.last_failure_at, EXCLUDED.last_failure_at);
 
 -- name: fold_latency
 -- The medians' raw material: how many durations and queue waits fell in each log bucket.
@@ -57,43 +115,6 @@ CROSS JOIN LATERAL (VALUES ('duration', f.duration_seconds), ('queue_wait', f.qu
 WHERE f.job_id = ANY(CAST(:job_ids AS uuid[])) AND m.seconds IS NOT NULL
 GROUP BY 1, 2, 3, 4
 ON CONFLICT (org_id, metric, day, bucket) DO UPDATE SET jobs = d.jobs + EXCLUDED.jobs;
-
--- name: fold_test_runs
--- Test verdicts, with reporting.flaky_tests' "pass right after a failure" worked out as it would be live:
--- the previous run of the first one in this batch is the last one pruned before (test_run_tails).
-WITH runs AS (
-    SELECT j.org_id, j.test_path, j.app_version_id, j.target, a.id, a.outcome, a.finished_at,
-           lag(a.outcome, 1, t.last_outcome) OVER (PARTITION BY j.org_id, j.test_path, j.app_version_id, j.target
-                                                   ORDER BY a.finished_at, a.id) AS previous
-    FROM attempts a
-    JOIN jobs j ON j.id = a.job_id
-    LEFT JOIN reporting.test_run_tails t
-           ON t.org_id = j.org_id AND t.test_path = j.test_path AND t.app_version_id = j.app_version_id
-          AND t.target = j.target
-    WHERE a.job_id = ANY(CAST(:job_ids AS uuid[])) AND a.outcome IN ('passed', 'test_failed')
-), daily AS (
-    INSERT INTO reporting.daily_test_runs AS d (
-        org_id, test_path, app_version_id, target, day, runs, failures, passes_after_failure, last_failure_at)
-    SELECT r.org_id, r.test_path, r.app_version_id, r.target, CAST(r.finished_at AT TIME ZONE 'UTC' AS date),
-           count(*), count(*) FILTER (WHERE r.outcome = 'test_failed'),
-           count(*) FILTER (WHERE r.outcome = 'passed' AND r.previous = 'test_failed'),
-           max(r.finished_at) FILTER (WHERE r.outcome = 'test_failed')
-    FROM runs r
-    GROUP BY 1, 2, 3, 4, 5
-    ON CONFLICT (org_id, test_path, app_version_id, target, day) DO UPDATE SET
-        runs = d.runs + EXCLUDED.runs,
-        failures = d.failures + EXCLUDED.failures,
-        passes_after_failure = d.passes_after_failure + EXCLUDED.passes_after_failure,
-        last_failure_at = GREATEST(d.last_failure_at, EXCLUDED.last_failure_at)
-)
-INSERT INTO reporting.test_run_tails AS t (org_id, test_path, app_version_id, target, last_outcome, last_finished_at)
-SELECT DISTINCT ON (r.org_id, r.test_path, r.app_version_id, r.target)
-       r.org_id, r.test_path, r.app_version_id, r.target, r.outcome, r.finished_at
-FROM runs r
-ORDER BY r.org_id, r.test_path, r.app_version_id, r.target, r.finished_at DESC, r.id DESC
-ON CONFLICT (org_id, test_path, app_version_id, target) DO UPDATE SET
-    last_outcome = EXCLUDED.last_outcome, last_finished_at = EXCLUDED.last_finished_at
-WHERE EXCLUDED.last_finished_at >= t.last_finished_at;
 
 -- name: carry_group_attempts
 -- Attempts about to go whose group stays (it has live jobs, or is pruned by a later batch): the group's

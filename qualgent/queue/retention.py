@@ -2,7 +2,7 @@
 
     prune       one pass, oldest first, in bounded batches of one transaction each:
                   1. finished jobs (completed | failed | cancelled) and their attempts, folded first into
-                     reporting.daily_job_stats, daily_latency, daily_test_runs (migration 0006);
+                     reporting.daily_job_stats, daily_latency, test_run_tails (migration 0006);
                   2. done groups no job points at any more, folded into reporting.daily_installs;
                   3. idempotency keys (submissions).
     prune_loop  what every server runs: a pass an hour; one pruner at a time across servers (an advisory lock).
@@ -142,7 +142,7 @@ async def _jobs_batch(conn: AsyncConnection, cutoff: dt.datetime, limit: int) ->
     if not ids:
         return 0, {}
     params = {"job_ids": ids}
-    for fold in (R.fold_jobs, R.fold_latency, R.fold_test_runs, R.carry_group_attempts):
+    for fold in (R.fold_jobs, R.fold_latency, R.carry_group_attempts):
         await conn.execute(fold, params)
     attempts = (await conn.execute(R.delete_attempts, params)).rowcount
     jobs = (await conn.execute(R.delete_jobs, params)).rowcount
