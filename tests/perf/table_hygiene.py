@@ -9,8 +9,8 @@ qualgent/db/queries.sql, one transaction per request as the server runs them: --
 groups of --jobs-per-group jobs submitted in bulk; each group claimed, each job started, --heartbeats-per-job
 heartbeats while it runs (heartbeat_agent, extend_agent_leases, cancelled_running_jobs), the result
 recorded; one job in ten first fails with an infrastructure error and is retried (schedule_retry, requeue).
-Then it prints, per table, updates, HOT updates and their share (pg_stat_user_tables), and the table's
-size and fill factor. Not collected by pytest (no test_ prefix).
+Then it prints, per table, updates, HOT updates and their share (pg_stat_user_tables), the size of the
+table and of its indexes, and its storage parameters. Not collected by pytest (no test_ prefix).
 """
 
 from __future__ import annotations
@@ -167,12 +167,16 @@ def measure(url: str, agent_count: int, groups: int, per_group: int, heartbeats:
     time.sleep(1.5)
     with psycopg.connect(_conninfo(url)) as conn:
         rows = conn.execute(
-            """SELECT s.relname, s.n_tup_upd, s.n_tup_hot_upd, pg_relation_size(s.relid), c.reloptions
+            """SELECT s.relname, s.n_tup_upd, s.n_tup_hot_upd, pg_relation_size(s.relid), pg_indexes_size(s.relid),
+                      c.reloptions
                FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
                WHERE s.relname = ANY(%s) ORDER BY s.relname""",
             [list(TABLES)],
         ).fetchall()
-    return {name: {"updates": upd, "hot": hot, "bytes": size, "options": opts} for name, upd, hot, size, opts in rows}
+    return {
+        name: {"updates": upd, "hot": hot, "bytes": size, "index_bytes": index_size, "options": opts}
+        for name, upd, hot, size, index_size, opts in rows
+    }
 
 
 def main() -> None:
@@ -202,10 +206,13 @@ def main() -> None:
         figures = measure(url, args.agents, args.groups, args.jobs_per_group, args.heartbeats_per_job)
         elapsed = time.perf_counter() - began
         print(f"schema {args.revision}: {args.groups} groups x {args.jobs_per_group} jobs in {elapsed:.1f}s")
-        print(f"{'table':<12}{'updates':>10}{'HOT':>10}{'HOT %':>8}{'kB':>8}  options")
+        print(f"{'table':<12}{'updates':>10}{'HOT':>10}{'HOT %':>8}{'heap kB':>9}{'index kB':>10}  options")
         for table, f in figures.items():
             share = 100 * f["hot"] / f["updates"] if f["updates"] else 0.0
-            print(f"{table:<12}{f['updates']:>10}{f['hot']:>10}{share:>7.1f}%{f['bytes'] // 1024:>8}  {f['options']}")
+            print(
+                f"{table:<12}{f['updates']:>10}{f['hot']:>10}{share:>7.1f}%{f['bytes'] // 1024:>9}"
+                f"{f['index_bytes'] // 1024:>10}  {f['options']}"
+            )
     finally:
         if not args.keep:
             with psycopg.connect(admin, autocommit=True) as conn:
