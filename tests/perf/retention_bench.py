@@ -7,7 +7,8 @@ It creates a database of its own (qualgent_retention_<pid>), fills it with tests
 history (50 orgs, 90 days, groups of 15, retries, re-runs, cancels, 10,000 live jobs), VACUUM ANALYZE, then:
 times reporting.org_success_rates, flaky_tests and app_versions over all time; counts what a prune at
 --older-than days would delete (the dry run); prunes it (timed: jobs per second, seconds per batch); VACUUM
-ANALYZE; times the views again and says whether their totals are unchanged. Not collected by pytest.
+ANALYZE; times the views again, says whether their totals are unchanged and how far the estimated medians
+are from the exact ones. Not collected by pytest.
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ VIEWS = {
 
 def _conninfo(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+ESTIMATED = ("median_duration_seconds", "median_queue_wait_seconds", "p95_queue_wait_seconds")
+
+
+def medians(url: str) -> dict[str, tuple[float, ...]]:
+    with psycopg.connect(_conninfo(url), autocommit=True) as conn:
+        rows = conn.execute(f"SELECT org_id, {', '.join(ESTIMATED)} FROM reporting.org_success_rates").fetchall()
+    return {row[0]: tuple(row[1:]) for row in rows}
 
 
 def views(url: str) -> dict[str, tuple[float, set[tuple[Any, ...]]]]:
@@ -84,7 +94,7 @@ def main() -> None:
             conn.execute("VACUUM ANALYZE")
             size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()
         print(f"{args.jobs} finished jobs over 90 days (+10,080 live), database {size[0] if size else '?'}")
-        before = views(url)
+        before, exact = views(url), medians(url)
         dry = asyncio.run(_prune(url, args.older_than, args.batch_size, dry_run=True))
         print(f"dry run ({dry.seconds:.2f}s): {dry.jobs} jobs, {dry.attempts} attempts, {dry.groups} groups")
         done = asyncio.run(_prune(url, args.older_than, args.batch_size, dry_run=False))
@@ -101,7 +111,10 @@ def main() -> None:
                 "WHERE schemaname = 'reporting'"
             ).fetchone()
         print(f"after: database {size[0] if size else '?'}; rollup rows: {rollups[0] if rollups else '?'}")
-        after = views(url)
+        after, estimated = views(url), medians(url)
+        for i, column in enumerate(ESTIMATED):
+            errors = [abs(estimated[org][i] / exact[org][i] - 1) for org in exact if exact[org][i]]
+            print(f"{column}: estimated within {100 * max(errors):.1f}% (mean {100 * sum(errors) / len(errors):.1f}%)")
         print(f"{'view (all orgs, all time)':<28}{'before s':>10}{'after s':>10}  rows  totals unchanged")
         for view in VIEWS:
             (t0, rows0), (t1, rows1) = before[view], after[view]
