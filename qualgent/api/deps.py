@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -17,6 +18,9 @@ class Services:
     engine: AsyncEngine
     settings: Settings
     hub: Hub
+    # Agents' targets by id, for claims: set at registration and never changed, so a claim need not read
+    # the agent first (the claim itself still checks it exists and is not offline).
+    agent_targets: dict[uuid.UUID, list[str]] = field(default_factory=dict)
 
 
 ServicesDep = NamedDependency[Services]

@@ -20,7 +20,9 @@ def create_server_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         normalize_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,  # survive a PostgreSQL restart without restarting the server
+        # No ping before each transaction (a round trip each): a connection broken by a PostgreSQL restart fails
+        # its one request with a 503, which clients retry, and SQLAlchemy then drops every older connection.
+        pool_pre_ping=False,
         pool_timeout=10,
         # No request may hang on an unreachable or stuck database: fail (503, retried by clients) instead.
         connect_args={

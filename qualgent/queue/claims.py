@@ -47,9 +47,14 @@ class Result:
 async def claim(engine: AsyncEngine, agent_id: uuid.UUID, targets: list[str], lease_seconds: float) -> Claim | None:
     """Take the best pending group this agent can run, whole, in one transaction."""
     async with engine.begin() as conn:
-        if await _require_agent(conn, agent_id) == AgentStatus.OFFLINE:
+        agent = (await conn.execute(Q.claim_agent, {"agent_id": agent_id})).first()
+        if agent is None:
+            raise NotFound(f"no agent {agent_id}: register first", agent_id=str(agent_id))
+        if agent.status == AgentStatus.OFFLINE:
             return None  # set offline by an operator, or deregistered: it takes no more work
-        for _ in range(3):  # a group emptied by cancels or backoff is retired and the next one tried
+        for attempt in range(3):  # a group emptied by cancels or backoff is retired and the next one tried
+            if attempt:
+                await conn.execute(Q.no_sorts)  # as claim_agent did for the first try
             group = (
                 (
                     await conn.execute(
@@ -424,14 +429,6 @@ async def _hand_back(conn: AsyncConnection, group_id: uuid.UUID, agent_id: Any, 
     await conn.execute(Q.mark_group_done, {"group_id": group_id})
     if agent_id is not None:
         await conn.execute(Q.agent_idle_if_free, {"agent_id": agent_id})
-
-
-async def _require_agent(conn: AsyncConnection, agent_id: uuid.UUID) -> str:
-    """The agent's stored status; it counts as a sign of life."""
-    row = (await conn.execute(Q.heartbeat_agent, {"agent_id": agent_id})).first()
-    if row is None:
-        raise NotFound(f"no agent {agent_id}: register first", agent_id=str(agent_id))
-    return str(row.status)
 
 
 async def _lock_claim(conn: AsyncConnection, agent_id: uuid.UUID, group_id: uuid.UUID, token: uuid.UUID) -> None:

@@ -74,8 +74,13 @@ class AgentController(Controller):
     async def claim(
         self, services: ServicesDep, agent_id: FromPath[uuid.UUID], data: JSONBody[ClaimIn | None] = None
     ) -> Response[ClaimOut | None]:
-        agent = await agents.get(services.engine, agent_id, services.settings.lease_seconds)
-        served = set(agent["targets"])
+        targets = services.agent_targets.get(agent_id)
+        if targets is None:
+            agent = await agents.get(services.engine, agent_id, services.settings.lease_seconds)
+            if len(services.agent_targets) >= 10_000:  # agents come and go: forget them all now and then
+                services.agent_targets.clear()
+            targets = services.agent_targets[agent_id] = list(agent["targets"])
+        served = set(targets)
         wanted = [t.value for t in data.targets] if data and data.targets else sorted(served)
         if not set(wanted) <= served:
             raise InvalidInput(f"agent {agent_id} does not serve {sorted(set(wanted) - served)}", field="targets")
