@@ -9,6 +9,7 @@ import rich_click as click
 
 from qualgent import __version__
 from qualgent.cli.agent import agent
+from qualgent.cli.bench import bench
 from qualgent.cli.exit_codes import HELP
 from qualgent.cli.jobs import cancel, list_jobs, retry, status, submit
 from qualgent.cli.org import org
@@ -35,7 +36,23 @@ def cli() -> None:
     """
 
 
-for command in (submit, wait, status, list_jobs, cancel, retry, report, top, server, agent, db, token, org, prune):
+for command in (
+    submit,
+    wait,
+    status,
+    list_jobs,
+    cancel,
+    retry,
+    report,
+    top,
+    server,
+    agent,
+    db,
+    token,
+    org,
+    prune,
+    bench,
+):
     cli.add_command(command)
 
 

@@ -1,0 +1,175 @@
+"""`qgjob bench`: a scratch database, a real `qgjob server` on it, the raw baselines and qualgent's figures
+measured in one run, and every figure as a ratio to its baseline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+from qualgent.bench import baseline, throughput
+from qualgent.bench.common import BenchTarget, ServerProcess, ratio
+from qualgent.db import migrate
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    jobs: int = 10_000
+    submit_jobs: int = 10_000
+    agents: int = 8
+    group_size: int = 20
+    waiters: int = 1000
+    agent_processes: int = 3  # 0: skip the drain by real `qgjob agent` processes
+    scale: bool = False  # the slow part: 1M pending and 5M finished jobs
+    heartbeat_agents: int = 0  # 0: skip; else that many agents heartbeating every 10 s for 30 s
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def psycopg_url(url: str) -> str:
+    """A SQLAlchemy or libpq URL as libpq takes it."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str) -> Iterator[str]:
+    """A fresh database beside `server_url`'s, migrated, dropped afterwards: the bench never touches yours."""
+    name = f"qualgent_bench_{os.getpid()}"
+    admin = psycopg_url(server_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def measure(target: BenchTarget, options: Options, say: Callable[[str], None]) -> dict[str, Any]:
+    """Every figure and its baseline, measured on `target` (a server on a scratch database)."""
+    figures: dict[str, Any] = {}
+    say(f"raw single-row SKIP LOCKED claim+complete, {options.jobs} jobs, {options.agents} connections")
+    raw_1tx = await baseline.claim_complete(target.database_url, options.jobs, options.agents)
+    raw_2tx = await baseline.claim_complete(target.database_url, options.jobs, options.agents, two_transactions=True)
+    say(f"raw multi-row insert of {options.submit_jobs} rows")
+    raw_insert = await baseline.insert_into_jobs(target.database_url, options.submit_jobs)
+    bare_insert = await baseline.insert(target.database_url, options.submit_jobs)
+    await baseline.drop(target.database_url)
+    figures["baseline"] = {
+        "claim_complete_per_s": round(raw_1tx, 1),
+        "claim_then_complete_per_s": round(raw_2tx, 1),
+        "insert_rows_per_s": round(raw_insert, 1),
+        "insert_bare_table_rows_per_s": round(bare_insert, 1),
+    }
+    say(f"qualgent bulk submit of {options.submit_jobs} jobs")
+    figures["bulk_submit"] = await throughput.bulk_submit(target, options.submit_jobs, options.group_size)
+    # As pgbench vacuums before it measures: statistics of tables made seconds ago would have the planner
+    # scan where it should look up (autovacuum catches up within a minute in a real deployment).
+    await throughput.vacuum_analyze(target.database_url)
+    say(f"qualgent end to end: {options.jobs} jobs, {options.agents} agents, groups of {options.group_size}")
+    figures["end_to_end"] = await throughput.drain(target, options.jobs, options.group_size, options.agents)
+    if options.agent_processes:
+        say(f"qualgent end to end with {options.agent_processes} qgjob agent processes running `true`")
+        figures["end_to_end_processes"] = await throughput.drain_with_processes(
+            target, options.jobs, options.group_size, options.agent_processes
+        )
+    if options.waiters:
+        from qualgent.bench import waiters
+
+        for count in sorted({1, options.waiters}):
+            say(f"commit to waiter, {count} waiter(s)")
+            figures[f"wait_latency_{count}"] = await waiters.measure_wait_latency(target, count)
+    if options.heartbeat_agents:
+        from qualgent.bench import heartbeats
+
+        say(f"{options.heartbeat_agents} agents heartbeating every 10 s for 30 s")
+        figures["heartbeats"] = await heartbeats.measure_heartbeats(
+            target, options.heartbeat_agents, server_pid=target.server_pid
+        )
+    if options.scale:
+        from qualgent.bench import scale
+
+        say("claim latency at 10,000 and 1,000,000 pending jobs, then with 5,000,000 finished (minutes)")
+        figures["scale"] = await scale.measure_claim_scale(target)
+    figures["ratios"] = {
+        "end_to_end_vs_raw_claim_complete": ratio(
+            figures["end_to_end"]["jobs_per_s"], figures["baseline"]["claim_complete_per_s"]
+        ),
+        "end_to_end_vs_raw_claim_then_complete": ratio(
+            figures["end_to_end"]["jobs_per_s"], figures["baseline"]["claim_then_complete_per_s"]
+        ),
+        "end_to_end_processes_vs_raw_claim_complete": ratio(
+            figures.get("end_to_end_processes", {}).get("jobs_per_s"), figures["baseline"]["claim_complete_per_s"]
+        ),
+        "bulk_submit_vs_raw_insert": ratio(
+            figures["bulk_submit"]["rows_per_s"], figures["baseline"]["insert_rows_per_s"]
+        ),
+        "bulk_submit_vs_bare_table_insert": ratio(
+            figures["bulk_submit"]["rows_per_s"], figures["baseline"]["insert_bare_table_rows_per_s"]
+        ),
+    }
+    return figures
+
+
+def run(
+    database_url: str | None, data_dir: Path | None, options: Options, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """The whole bench: on `database_url`'s server (a scratch database beside it) or the embedded PostgreSQL."""
+    started = time.perf_counter()
+    embedded = None
+    if database_url is None:
+        from qualgent.db.embedded import EmbeddedPostgres
+        from qualgent.settings import Settings
+
+        embedded = EmbeddedPostgres(data_dir or Settings().data_dir)
+        say(f"starting the embedded PostgreSQL in {embedded.data_dir}")
+        database_url = embedded.start()
+    try:
+        with scratch_database(database_url) as url, tempfile.TemporaryDirectory(prefix="qgjob-bench-") as tmp:
+            server = ServerProcess(url, Path(tmp) / "server.log")
+            say(f"starting qgjob server on a scratch database ({make_url(url).database})")
+            with server:
+                target = BenchTarget(
+                    server.api_url, psycopg_url(url), server_pid=server.process.pid if server.process else None
+                )
+                try:
+                    facts = machine(url)
+                    figures = asyncio.run(measure(target, options, say))
+                finally:
+                    problems = [line for line in server.log_tail(400).splitlines() if "ERROR" in line]
+                    if problems:
+                        say("the server logged errors:\n" + "\n".join(problems[-20:]))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    seconds = round(time.perf_counter() - started, 1)
+    return {"machine": facts, "options": options.as_dict(), **figures, "seconds": seconds}
+
+
+def machine(database_url: str) -> dict[str, Any]:
+    with psycopg.connect(psycopg_url(database_url)) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+        fsync = conn.execute("SHOW fsync").fetchone()
+        commit = conn.execute("SHOW synchronous_commit").fetchone()
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "postgresql": row[0] if row else None,
+        "fsync": fsync[0] if fsync else None,
+        "synchronous_commit": commit[0] if commit else None,
+    }

@@ -1,0 +1,276 @@
+"""qualgent's own figures: bulk submit over HTTP, and the end-to-end drain of a queue by agents.
+
+The agents are the real `qualgent.agent.loop.Agent` (claims, heartbeats, batched progress reports, the cancel
+watch), several in this process, with a no-op runner in place of a test process: what is measured is the
+orchestration, not a test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import psycopg
+
+from qualgent.agent.executor import RunResult
+from qualgent.agent.loop import Agent, AgentConfig, Runner
+from qualgent.agent.templates import CommandTemplate
+from qualgent.bench.common import BenchTarget, CpuMeter, percentiles
+
+TARGET = "emulator"
+
+
+class NoopRun:
+    """A test that passes at once."""
+
+    async def execute(self) -> RunResult:
+        return RunResult(0, 0, "")
+
+    async def stop(self) -> None:
+        return None
+
+
+def _noop(argv: list[str], timeout: float, env: dict[str, str]) -> Runner:
+    return NoopRun()
+
+
+def submission(jobs: int, group_size: int, org_id: str, tag: str) -> bytes:
+    """`jobs` jobs in groups of `group_size` (one app version per group), as one bulk POST /api/jobs body."""
+    body = [
+        {
+            "org_id": org_id,
+            "app_version_id": f"{tag}-build-{i // group_size}",
+            "test_path": f"tests/{i % group_size}.spec.ts",
+            "target": TARGET,
+        }
+        for i in range(jobs)
+    ]
+    return json.dumps(body).encode()
+
+
+async def bulk_submit(target: BenchTarget, jobs: int, group_size: int, repeat: int = 3) -> dict[str, Any]:
+    """Rows per second of one bulk POST /api/jobs of `jobs` jobs, request sent to answer read (best of
+    `repeat`; the body is encoded beforehand, as the raw insert's arrays are built beforehand)."""
+    best, timings = 0.0, []
+    headers = {"Content-Type": "application/json", **target.headers()}
+    async with httpx.AsyncClient(base_url=target.api_url, timeout=300) as http:
+        for round_ in range(repeat):
+            body = submission(jobs, group_size, "bench-submit", f"s{round_}")
+            started = time.perf_counter()
+            response = await http.post("/jobs", content=body, headers=headers)
+            elapsed = time.perf_counter() - started
+            if response.status_code != 201 or len(response.json()) != jobs:
+                raise RuntimeError(f"bulk submit answered {response.status_code}: {response.text[:300]}")
+            timings.append(round(elapsed * 1000, 1))
+            best = max(best, jobs / elapsed)
+    await _discard(target.database_url, "bench-submit")  # not for the agents of the next phase
+    return {"jobs": jobs, "rows_per_s": round(best, 1), "request_ms": timings}
+
+
+async def vacuum_analyze(database_url: str) -> None:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        for table in ("orgs", "job_groups", "jobs", "attempts", "agents"):
+            await conn.execute(f"VACUUM ANALYZE {table}")
+
+
+async def _discard(database_url: str, org_id: str) -> None:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(
+            "UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE org_id = %s AND status = 'pending'",
+            (org_id,),
+        )
+        await conn.execute("UPDATE job_groups SET status = 'done' WHERE org_id = %s AND status = 'pending'", (org_id,))
+
+
+class _TimedAgent(Agent):
+    """The product's agent, recording how long its claims take once the queue is full."""
+
+    def __init__(self, config: AgentConfig, since: list[float]) -> None:
+        super().__init__(config)
+        self._since = since  # [drain start], set when the jobs are in
+        self.claim_ms: list[float] = []
+
+    async def _claim(self) -> dict[str, Any] | None:
+        started = time.perf_counter()
+        claim = await super()._claim()
+        if claim is not None and self._since and started >= self._since[0]:
+            self.claim_ms.append((time.perf_counter() - started) * 1000)
+        return claim
+
+
+async def drain(target: BenchTarget, jobs: int, group_size: int, agents: int) -> dict[str, Any]:
+    """End to end: `agents` agents wait for work; `jobs` jobs arrive in one bulk submit; the clock runs from
+    the submit's answer until no job is pending or running (read from the database every 20 ms)."""
+    logging.getLogger("qualgent.agent").setLevel(logging.WARNING)
+    since: list[float] = []
+    fleet = [
+        _TimedAgent(
+            AgentConfig(
+                api_url=target.api_url,
+                token=target.token,
+                targets=[TARGET],
+                install=None,
+                run=CommandTemplate.parse("noop {test_path}"),
+                name=f"bench-agent-{i}",
+                runner=_noop,
+                handle_signals=False,
+            ),
+            since,
+        )
+        for i in range(agents)
+    ]
+    tasks = [asyncio.create_task(a.run_forever()) for a in fleet]
+    try:
+        await _until(lambda: all(a.agent_id for a in fleet) or any(t.done() for t in tasks), 30)
+        await asyncio.sleep(0.5)  # each agent's first claim is parked, waiting for work
+        async with (
+            httpx.AsyncClient(base_url=target.api_url, timeout=300) as http,
+            await psycopg.AsyncConnection.connect(target.database_url, autocommit=True) as conn,
+        ):
+            body = submission(jobs, group_size, "bench-drain", "d")
+            headers = {"Content-Type": "application/json", **target.headers()}
+            response = await http.post("/jobs", content=body, headers=headers)
+            if response.status_code != 201:
+                raise RuntimeError(f"submit answered {response.status_code}: {response.text[:300]}")
+            meter = CpuMeter(target.server_pid)
+            meter.start()
+            started = time.perf_counter()
+            since.append(started)
+            unfinished = jobs
+            while unfinished:
+                if any(t.done() for t in tasks):
+                    raise RuntimeError(f"an agent stopped: {[t.exception() for t in tasks if t.done()]}")
+                await asyncio.sleep(0.02)
+                row = await (
+                    await conn.execute(
+                        "SELECT count(*) FROM jobs WHERE org_id = 'bench-drain' AND status IN ('pending', 'running')"
+                    )
+                ).fetchone()
+                unfinished = row[0] if row else 0
+            elapsed = time.perf_counter() - started
+            cpu = meter.stop()
+            outcome = await (
+                await conn.execute(
+                    "SELECT count(*) FILTER (WHERE status = 'completed'), count(*) FROM jobs"
+                    " WHERE org_id = 'bench-drain'"
+                )
+            ).fetchone()
+    finally:
+        for agent in fleet:
+            agent.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+    completed, total = outcome if outcome else (0, 0)
+    if completed != jobs or total != jobs:
+        raise RuntimeError(f"{completed} of {total} jobs completed, {jobs} submitted")
+    return {
+        "jobs": jobs,
+        "agents": agents,
+        "group_size": group_size,
+        "seconds": round(elapsed, 3),
+        "jobs_per_s": round(jobs / elapsed, 1),
+        "claim_latency": percentiles([ms for a in fleet for ms in a.claim_ms]),
+        "cpu": cpu,
+    }
+
+
+async def drain_with_processes(target: BenchTarget, jobs: int, group_size: int, processes: int) -> dict[str, Any]:
+    """End to end with real `qgjob agent` processes, each running `true` as the test: as an operator deploys
+    them, a process per test included."""
+    fleet = _start_agent_processes(target, processes)
+    try:
+        async with (
+            httpx.AsyncClient(base_url=target.api_url, timeout=300, headers=target.headers()) as http,
+            await psycopg.AsyncConnection.connect(target.database_url, autocommit=True) as conn,
+        ):
+            await _wait_registered(http, fleet)
+            body = submission(jobs, group_size, "bench-processes", "p")
+            response = await http.post("/jobs", content=body, headers={"Content-Type": "application/json"})
+            if response.status_code != 201:
+                raise RuntimeError(f"submit answered {response.status_code}: {response.text[:300]}")
+            meter = CpuMeter(target.server_pid)
+            meter.start()
+            started = time.perf_counter()
+            while await _unfinished(conn, "bench-processes"):
+                if any(p.poll() is not None for p in fleet):
+                    raise RuntimeError("a qgjob agent process exited")
+                await asyncio.sleep(0.02)
+            elapsed = time.perf_counter() - started
+            cpu = meter.stop()
+            completed = await _completed(conn, "bench-processes")
+    finally:
+        _stop_processes(fleet)
+    if completed != jobs:
+        raise RuntimeError(f"{completed} of {jobs} jobs completed")
+    return {
+        "jobs": jobs,
+        "processes": processes,
+        "group_size": group_size,
+        "seconds": round(elapsed, 3),
+        "jobs_per_s": round(jobs / elapsed, 1),
+        "cpu": cpu,
+    }
+
+
+def _start_agent_processes(target: BenchTarget, processes: int) -> list[subprocess.Popen[bytes]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUALGENT_", "QGJOB_"))}
+    env["QGJOB_API_URL"] = target.api_url
+    if target.token:
+        env["QGJOB_TOKEN"] = target.token
+    true = shutil.which("true") or "/bin/true"
+    command = [sys.executable, "-m", "qualgent", "agent", "--target", TARGET, "--log-level", "warning"]
+    command += ["--run", f"{true} {{test_path}}"]
+    return [
+        subprocess.Popen([*command, "--name", f"bench-process-{i}"], env=env, stdout=subprocess.DEVNULL)
+        for i in range(processes)
+    ]
+
+
+def _stop_processes(fleet: list[subprocess.Popen[bytes]]) -> None:
+    for process in fleet:
+        process.terminate()
+    for process in fleet:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def _wait_registered(http: httpx.AsyncClient, fleet: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        rows = (await http.get("/agents")).json()
+        if sum(1 for a in rows if a["name"].startswith("bench-process-") and a["status"] != "offline") >= len(fleet):
+            break
+        if time.monotonic() > deadline or any(p.poll() is not None for p in fleet):
+            raise RuntimeError("the qgjob agent processes did not start")
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # each one's first claim is parked, waiting for work
+
+
+async def _unfinished(conn: psycopg.AsyncConnection[Any], org_id: str) -> int:
+    query = "SELECT count(*) FROM jobs WHERE org_id = %s AND status IN ('pending', 'running')"
+    row = await (await conn.execute(query, (org_id,))).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _completed(conn: psycopg.AsyncConnection[Any], org_id: str) -> int:
+    query = "SELECT count(*) FROM jobs WHERE org_id = %s AND status = 'completed' AND attempts = 1"
+    row = await (await conn.execute(query, (org_id,))).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _until(predicate: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the bench agents did not register in time")
+        await asyncio.sleep(0.05)
