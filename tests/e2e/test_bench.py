@@ -1,0 +1,57 @@
+"""`qgjob bench` as a user runs it: a real process that measures on a scratch database beside the one given,
+prints every figure with its baseline and ratio as JSON, and leaves no database behind. Speed itself is not
+asserted here (benchmarks are for that); that the figures are measured, consistent and complete is."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import psycopg
+import pytest
+
+from tests.conftest import _conninfo
+from tests.e2e.harness import QGJOB, clean_env
+
+pytestmark = pytest.mark.e2e
+
+
+def _databases(server_url: str) -> set[str]:
+    with psycopg.connect(_conninfo(server_url), autocommit=True) as conn:
+        return {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'qualgent_bench_%'")}
+
+
+def test_bench_json_reports_each_figure_with_its_baseline_and_ratio(pg_server: str) -> None:
+    before = _databases(pg_server)
+    args = [QGJOB, "bench", "--database-url", pg_server, "--jobs", "600", "--submit-jobs", "500", "--agents", "3",
+            "--agent-processes", "2", "--group-size", "20", "--waiters", "20", "--json"]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=clean_env())
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+
+    base = figures["baseline"]
+    assert base["claim_complete_per_s"] > 0
+    assert base["insert_rows_per_s"] > 0
+    assert figures["end_to_end"]["jobs"] == 600
+    assert figures["end_to_end"]["claim_latency"]["n"] >= 600 // 20 - 3  # a claim per group, the first ones parked
+    assert figures["end_to_end_processes"]["processes"] == 2
+    assert figures["bulk_submit"]["jobs"] == 500
+    ratios = figures["ratios"]
+    assert ratios["end_to_end_vs_raw_claim_complete"] == round(
+        figures["end_to_end"]["jobs_per_s"] / base["claim_complete_per_s"], 3
+    )
+    assert ratios["bulk_submit_vs_raw_insert"] == round(
+        figures["bulk_submit"]["rows_per_s"] / base["insert_rows_per_s"], 3
+    )
+    for waiting in ("wait_latency_1", "wait_latency_20"):
+        assert figures[waiting]["latency"]["n"] > 0
+    assert figures["machine"]["cpus"] >= 1
+    assert _databases(pg_server) == before  # the scratch database is gone
+
+
+def test_bench_refuses_a_running_server_without_its_database() -> None:
+    done = subprocess.run(
+        [QGJOB, "bench", "--api-url", "http://127.0.0.1:9/api"], capture_output=True, text=True, env=clean_env()
+    )
+    assert done.returncode == 2
+    assert "--database-url" in done.stderr
