@@ -37,4 +37,24 @@ class _Queries:
 
 
 Q = _Queries("queries.sql")
+
+
+_BIND = re.compile(r"(?<![:\w]):(\w+)")
+
+
+class _Psycopg:
+    """The same named statements in psycopg's own parameter style (`%(name)s`), for the hot path's raw
+    connection (qualgent.db.raw): SQLAlchemy's execution layer costs more than such a statement does."""
+
+    def __init__(self, queries: _Queries) -> None:
+        self._statements = {name: _BIND.sub(r"%(\1)s", str(queries.__getattr__(name).text)) for name in queries.names()}
+
+    def __getattr__(self, name: str) -> str:
+        try:
+            return self._statements[name]
+        except KeyError:
+            raise AttributeError(f"no query named {name!r}") from None
+
+
+P = _Psycopg(Q)
 R = _Queries("retention.sql")

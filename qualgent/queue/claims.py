@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from qualgent.db.sql import Q
+from qualgent.db.raw import Raw, Row
+from qualgent.db.sql import P, Q
 from qualgent.domain import Conflict, JobStatus, NotFound, Outcome, StaleClaim, classify_exit_code
 from qualgent.domain.types import AgentStatus, GroupStatus, retry_delay_seconds
 from qualgent.observability import metrics
@@ -29,7 +29,7 @@ class Claim:
     app_version_id: str
     target: str
     lease_expires_at: dt.datetime
-    jobs: list[RowMapping] = field(default_factory=list)
+    jobs: list[Row] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,34 +47,27 @@ class Result:
 async def claim(engine: AsyncEngine, agent_id: uuid.UUID, targets: list[str], lease_seconds: float) -> Claim | None:
     """Take the best pending group this agent can run, whole, in one transaction."""
     async with engine.begin() as conn:
-        agent = (await conn.execute(Q.claim_agent, {"agent_id": agent_id})).first()
+        raw = await Raw.of(conn)
+        agent = await raw.first(P.claim_agent, {"agent_id": agent_id})
         if agent is None:
             raise NotFound(f"no agent {agent_id}: register first", agent_id=str(agent_id))
-        if agent.status == AgentStatus.OFFLINE:
+        if agent["status"] == AgentStatus.OFFLINE:
             return None  # set offline by an operator, or deregistered: it takes no more work
         for attempt in range(3):  # a group emptied by cancels or backoff is retired and the next one tried
             if attempt:
-                await conn.execute(Q.no_sorts)  # as claim_agent did for the first try
-            group = (
-                (
-                    await conn.execute(
-                        Q.claim_group,
-                        {"targets": targets, "agent_id": agent_id, "lease_seconds": lease_seconds},
-                    )
-                )
-                .mappings()
-                .first()
-            )
+                await raw.rows(P.no_sorts)  # as claim_agent did for the first try
+            claiming = {"targets": targets, "agent_id": agent_id, "lease_seconds": lease_seconds}
+            group = await raw.first(P.claim_group, claiming)
             if group is None:
                 return None
-            jobs = list((await conn.execute(Q.group_jobs_to_run, {"group_id": group["id"]})).mappings())
+            jobs = await raw.rows(P.group_jobs_to_run, {"group_id": group["id"]})
             deferred = [j["id"] for j in jobs if not j["runnable"]]
             runnable = [j for j in jobs if j["runnable"]]
             await requeue(conn, deferred)
             if not runnable:
                 await conn.execute(Q.mark_group_done, {"group_id": group["id"]})
                 continue
-            await conn.execute(Q.set_agent_status, {"agent_id": agent_id, "status": AgentStatus.BUSY.value})
+            await raw.rows(P.set_agent_status, {"agent_id": agent_id, "status": AgentStatus.BUSY.value})
             return Claim(
                 group_id=group["id"],
                 token=group["lease_token"],
@@ -106,8 +99,8 @@ class Refusal:
 class Progress:
     """What a batch of starts and results did: the jobs as they are now, and what was refused."""
 
-    started: list[RowMapping] = field(default_factory=list)
-    reported: list[RowMapping] = field(default_factory=list)
+    started: list[Row] = field(default_factory=list)
+    reported: list[Row] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
     group_done: bool = False
 
@@ -127,18 +120,18 @@ async def report_progress(
     with the batch. Refusals (a job cancelled meanwhile, not in this group) are committed with the rest."""
     progress = Progress()
     async with engine.begin() as conn:
+        raw = await Raw.of(conn)
         held = {"group_id": group_id, "token": token, "agent_id": agent_id, "lease_seconds": lease_seconds}
-        if (await conn.execute(Q.hold_claim, held)).first() is None:
+        if await raw.first(P.hold_claim, held) is None:
             await _lock_claim(conn, agent_id, group_id, token)  # raises NotFound or StaleClaim
-        ran = await _run(conn, agent_id, group_id, starts, results, progress) if starts and results else set()
+        ran = await _run(raw, agent_id, group_id, starts, results, progress) if starts and results else set()
         starts = [s for s in starts if s.job_id not in ran]
         results = [(job_id, result) for job_id, result in results if job_id not in ran]
         if starts:
-            await _start(conn, agent_id, group_id, starts, progress)
+            await _start(raw, agent_id, group_id, starts, progress)
         if results:
-            await _finish(conn, group_id, results, progress)
-        closed = await conn.execute(Q.close_group_and_free_agent, {"group_id": group_id})
-        progress.group_done = closed.first() is not None
+            await _finish(conn, raw, group_id, results, progress)
+        progress.group_done = await raw.first(P.close_group_and_free_agent, {"group_id": group_id}) is not None
     for job in progress.started:
         metrics.job_started(job)
     for job in progress.reported:
@@ -147,7 +140,7 @@ async def report_progress(
 
 
 async def _run(
-    conn: AsyncConnection,
+    raw: Raw,
     agent_id: uuid.UUID,
     group_id: uuid.UUID,
     starts: Sequence[Started],
@@ -160,8 +153,8 @@ async def _run(
     both = [(job_id, result) for job_id, result in results if job_id in started]
     if not both:
         return set()
-    jobs = {j["id"]: j for j in (await conn.execute(Q.lock_jobs, {"job_ids": [j for j, _ in both]})).mappings()}
-    runs: list[tuple[RowMapping, JobStatus, Outcome, Result]] = []
+    jobs = {j["id"]: j for j in await raw.rows(P.lock_jobs, {"job_ids": [j for j, _ in both]})}
+    runs: list[tuple[Row, JobStatus, Outcome, Result]] = []
     for job_id, result in both:
         job = jobs.get(job_id)
         if job is None or job["group_id"] != group_id or job["status"] != JobStatus.PENDING:
@@ -190,14 +183,14 @@ async def _run(
         "errors": [r.error for _, _, _, r in runs],
         "job_errors": [_final_error(j["attempts"] + 1, s, r) for j, s, _, r in runs],
     }
-    rows = list((await conn.execute(Q.run_jobs, params)).mappings())
+    rows = await raw.rows(P.run_jobs, params)
     progress.started += rows
     progress.reported += rows
     return {r["id"] for r in rows}
 
 
 async def _start(
-    conn: AsyncConnection, agent_id: uuid.UUID, group_id: uuid.UUID, starts: Sequence[Started], progress: Progress
+    raw: Raw, agent_id: uuid.UUID, group_id: uuid.UUID, starts: Sequence[Started], progress: Progress
 ) -> None:
     params = {
         "job_ids": [s.job_id for s in starts],
@@ -205,10 +198,10 @@ async def _start(
         "agent_id": agent_id,
         "group_id": group_id,
     }
-    progress.started = list((await conn.execute(Q.start_jobs, params)).mappings())
+    progress.started = list(await raw.rows(P.start_jobs, params))
     missing = {s.job_id for s in starts} - {j["id"] for j in progress.started}
     if missing:  # cancelled (or moved) since the claim
-        for job in (await conn.execute(Q.get_jobs, {"job_ids": list(missing)})).mappings():
+        for job in await raw.rows(P.get_jobs, {"job_ids": list(missing)}):
             missing.discard(job["id"])
             progress.refused.append(
                 Refusal(job["id"], job["status"], f"job {job['id']} is {job['status']}, not pending in this group")
@@ -217,12 +210,16 @@ async def _start(
 
 
 async def _finish(
-    conn: AsyncConnection, group_id: uuid.UUID, results: Sequence[tuple[uuid.UUID, Result]], progress: Progress
+    conn: AsyncConnection,
+    raw: Raw,
+    group_id: uuid.UUID,
+    results: Sequence[tuple[uuid.UUID, Result]],
+    progress: Progress,
 ) -> None:
-    jobs = {j["id"]: j for j in (await conn.execute(Q.lock_jobs, {"job_ids": [r[0] for r in results]})).mappings()}
-    closing: list[tuple[RowMapping, Outcome, Result]] = []  # attempts to close
-    final: list[tuple[RowMapping, JobStatus, Result]] = []  # jobs that end here
-    retried: list[tuple[RowMapping, Outcome, Result]] = []  # jobs that may go round again
+    jobs = {j["id"]: j for j in await raw.rows(P.lock_jobs, {"job_ids": [r[0] for r in results]})}
+    closing: list[tuple[Row, Outcome, Result]] = []  # attempts to close
+    final: list[tuple[Row, JobStatus, Result]] = []  # jobs that end here
+    retried: list[tuple[Row, Outcome, Result]] = []  # jobs that may go round again
     for job_id, result in results:
         job = jobs.get(job_id)
         if job is None:
@@ -245,14 +242,12 @@ async def _finish(
                 retried.append((job, outcome, result))
             else:
                 final.append((job, _final_status(outcome), result))
-    progress.reported += await _finish_runs(conn, closing, {id(job): status for job, status, _ in final})
+    progress.reported += await _finish_runs(raw, closing, {id(job): status for job, status, _ in final})
     for job, outcome, result in retried:  # rare: one by one, after their attempts are closed
         progress.reported.append(await _settle(conn, job, outcome, result))
 
 
-async def _finish_runs(
-    conn: AsyncConnection, closing: list[tuple[RowMapping, Outcome, Result]], final: dict[int, JobStatus]
-) -> list[RowMapping]:
+async def _finish_runs(raw: Raw, closing: list[tuple[Row, Outcome, Result]], final: dict[int, JobStatus]) -> list[Row]:
     """Close these runs' attempts; end the jobs `final` gives a status for (keyed by the row's identity)."""
     if not closing:
         return []
@@ -271,7 +266,7 @@ async def _finish_runs(
             for (j, _, r), s in zip(closing, statuses, strict=True)
         ],
     }
-    return list((await conn.execute(Q.finish_runs, params)).mappings())
+    return await raw.rows(P.finish_runs, params)
 
 
 def _final_status(outcome: Outcome) -> JobStatus:
@@ -291,7 +286,7 @@ async def start_job(
     token: uuid.UUID,
     job_id: uuid.UUID,
     lease_seconds: float,
-) -> RowMapping:
+) -> Row:
     """The agent is about to run this job: it becomes running and an attempt is opened."""
     progress = await report_progress(engine, agent_id, group_id, token, [Started(job_id)], [], lease_seconds)
     _raise_refusal(progress)
@@ -306,7 +301,7 @@ async def report_result(
     job_id: uuid.UUID,
     result: Result,
     lease_seconds: float,
-) -> RowMapping:
+) -> Row:
     """Record how a run ended and move the job on: completed, failed, or back to pending for a retry."""
     progress = await report_progress(engine, agent_id, group_id, token, [], [(job_id, result)], lease_seconds)
     _raise_refusal(progress)
@@ -331,7 +326,7 @@ def outcome_of(result: Result) -> Outcome:
     return result.outcome
 
 
-async def _settle(conn: AsyncConnection, job: RowMapping, outcome: Outcome, result: Result) -> RowMapping:
+async def _settle(conn: AsyncConnection, job: Row, outcome: Outcome, result: Result) -> Row:
     """After an attempt: retry (back to pending after a backoff) or finish (completed / failed)."""
     fields = {
         "job_id": job["id"],
@@ -354,7 +349,7 @@ async def _settle(conn: AsyncConnection, job: RowMapping, outcome: Outcome, resu
     return row
 
 
-async def _retries(conn: AsyncConnection, job: RowMapping, outcome: Outcome) -> bool:
+async def _retries(conn: AsyncConnection, job: Row, outcome: Outcome) -> bool:
     """Infrastructure errors are retried while attempts remain; a test failure only if the submission
     asked for test retries and it has some left."""
     if job["attempts"] >= job["max_attempts"]:
@@ -446,7 +441,7 @@ async def _close_group_if_done(conn: AsyncConnection, group_id: uuid.UUID) -> bo
     return closed is not None
 
 
-async def _finish_attempt(conn: AsyncConnection, job: RowMapping, outcome: Outcome, result: Result) -> None:
+async def _finish_attempt(conn: AsyncConnection, job: Row, outcome: Outcome, result: Result) -> None:
     await conn.execute(
         Q.finish_attempt,
         {
@@ -460,7 +455,7 @@ async def _finish_attempt(conn: AsyncConnection, job: RowMapping, outcome: Outco
     )
 
 
-async def _job_or_404(conn: AsyncConnection, job_id: uuid.UUID) -> RowMapping:
+async def _job_or_404(conn: AsyncConnection, job_id: uuid.UUID) -> Row:
     job = (await conn.execute(Q.get_job, {"job_id": job_id})).mappings().first()
     if job is None:
         raise NotFound(f"no job {job_id}", job_id=str(job_id))

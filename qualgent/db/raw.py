@@ -1,0 +1,36 @@
+"""The hot path's statements on the transaction's own psycopg connection.
+
+The agents' claims and progress reports run a handful of short statements each, thousands of times a second;
+SQLAlchemy's execution layer (greenlet hop, compiled-cache lookup, result wrapping) costs more than such a
+statement does in PostgreSQL. These run on the very connection and transaction SQLAlchemy opened (`engine.begin()`
+commits or rolls back as usual), in psycopg's parameter style (qualgent.db.sql.P), returning plain dicts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+import psycopg
+from psycopg.rows import dict_row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+Row = Mapping[Any, Any]  # a psycopg dict row, or SQLAlchemy's RowMapping where the slow path made it
+
+
+class Raw:
+    def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        self._connection = connection
+
+    @classmethod
+    async def of(cls, conn: AsyncConnection) -> Raw:
+        fairy = await conn.get_raw_connection()
+        return cls(cast("psycopg.AsyncConnection[Any]", fairy.driver_connection))
+
+    async def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        async with self._connection.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute(sql, params)
+            return cast("list[Row]", await cursor.fetchall()) if cursor.description else []
+
+    async def first(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        found = await self.rows(sql, params)
+        return found[0] if found else None
