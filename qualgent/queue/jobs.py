@@ -233,7 +233,8 @@ async def cancel(engine: AsyncEngine, job_id: uuid.UUID) -> RowMapping:
 async def rerun(engine: AsyncEngine, job_id: uuid.UUID) -> RowMapping:
     """Re-queue a finished job with a fresh budget of attempts; its history is kept."""
     async with engine.begin() as conn:
-        row = (await conn.execute(Q.get_job, {"job_id": job_id})).mappings().first()
+        # Locked, so a concurrent prune (which skips locked rows) cannot delete it under the re-run.
+        row = (await conn.execute(Q.lock_jobs, {"job_ids": [job_id]})).mappings().first()
         if row is None:
             raise NotFound(f"no job {job_id}", job_id=str(job_id))
         if row["status"] not in {s.value for s in FINAL_STATUSES}:
