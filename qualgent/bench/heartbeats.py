@@ -13,12 +13,12 @@ connections. Measured:
   database doing nothing but their own timers; 12 s also lets the claims' table statistics reach
   pg_stat_user_tables, and is cut short so that the claims outlive it); PostgreSQL's background processes
   (WAL writer, checkpointer...) are shown apart: they serve the whole cluster;
-- WAL: the records between the flushed WAL positions before and after, read back with pg_walinspect (installed
-  in the scratch database for the measurement when missing, dropped after; it needs a superuser): those on
-  this database's relations and the commits of the same transactions, per heartbeat, with the full-page
-  images among them; beside it the cluster's WAL rate (anything else on the same PostgreSQL writes there
-  too). Each statement of one heartbeat is also run under `EXPLAIN (ANALYZE, WAL, BUFFERS)` in a transaction
-  that is rolled back;
+- WAL per heartbeat: the records between the flushed WAL positions before and after the run are read back
+  every 2 s with pg_walinspect (installed in the scratch database for the measurement when
+  missing, dropped after; it needs a superuser); each transaction that wrote to `agents` is one beat, and its
+  records (commit and full-page images included) are what the beat cost. Beside it, this database's WAL per
+  second, idle and beating, and the whole cluster's (anything else on the same PostgreSQL writes there too).
+  Each statement of one heartbeat is also run under `EXPLAIN (ANALYZE, WAL, BUFFERS)`, rolled back;
 - table churn from `pg_stat_user_tables` of `agents` and `job_groups`: updates, the share of them that were
   HOT (no index entry written, pruned without VACUUM), dead tuples left, and table sizes before and after.
 Afterwards every agent is deregistered (its claim goes back) and the jobs submitted for it are cancelled.
@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import random
 import re
 import sys
@@ -52,26 +51,43 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from qualgent.bench.common import BenchTarget, ServerProcess, percentiles, process_cpu_seconds
-from qualgent.bench.scale import conninfo
+from qualgent.bench._postgres import APPLICATION_NAME, PostgresCpu, PostgresProcesses, conninfo, cpu_of
+from qualgent.bench.common import BenchTarget, ServerProcess, percentiles
 from qualgent.db.sql import Q
 
-APPLICATION_NAME = "qgjob bench"
 CONNECTIONS = 100  # keep-alive connections the fleet's beats share
-WALINSPECT_LIMIT = 4 << 30  # read at most this much WAL back
-# This database's WAL between two LSNs: records that touch its relations (block references name
-# tablespace/database/relation), and every record of the transactions that wrote them (their commits).
+WAL_READ_EVERY = 2.0  # seconds: a checkpoint recycles the WAL before it soon after, so it is read as it comes
+WAL_KEYS = ("records", "bytes", "fpi_bytes", "beats", "beat_records", "beat_bytes", "beat_fpi_bytes")
+# This database's WAL between two LSNs (pg_walinspect; block references read "rel tablespace/database/relation"):
+# records on its relations, and every record (commits included) of the transactions that wrote them. A beat
+# is a transaction that wrote to `agents` (every heartbeat updates its agent's row); its bytes are those of
+# its records and of the records on `agents` pages outside any transaction (pruning, hint bits). A beat's
+# commit may fall in the next step: the beats of the previous step are carried over.
 _WAL_OF_DATABASE = """
 WITH wal AS (
     SELECT CAST(xid AS text) AS xid, record_length, fpi_length,
-           block_ref LIKE '%%/' || (SELECT oid FROM pg_database WHERE datname = current_database()) || '/%%' AS here
+           block_ref LIKE %(database)s AS here, block_ref LIKE %(agents)s AS on_agents
     FROM pg_get_wal_records_info(CAST(%(start)s AS pg_lsn), CAST(%(end)s AS pg_lsn))
+), xacts AS (
+    SELECT xid, bool_or(beat) AS beat, bool_or(carried) AS carried
+    FROM (
+        SELECT xid, on_agents AS beat, false AS carried FROM wal WHERE here AND xid <> '0'
+        UNION ALL
+        SELECT x, true, true FROM unnest(CAST(%(carried)s AS text[])) AS x
+    ) AS u
+    GROUP BY xid
 ), ours AS (
-    SELECT DISTINCT xid FROM wal WHERE here AND xid <> '0'
+    SELECT w.*, coalesce(x.beat, false) OR w.on_agents AS of_beat
+    FROM wal w LEFT JOIN xacts x USING (xid)
+    WHERE w.here OR x.xid IS NOT NULL
 )
-SELECT count(*) AS records, coalesce(sum(record_length), 0) AS bytes, coalesce(sum(fpi_length), 0) AS fpi_bytes
-FROM wal
-WHERE here OR xid IN (SELECT xid FROM ours)
+SELECT count(*) AS records, coalesce(sum(record_length), 0) AS bytes, coalesce(sum(fpi_length), 0) AS fpi_bytes,
+       (SELECT count(*) FROM xacts WHERE beat AND NOT carried) AS beats,
+       (SELECT array_agg(xid) FROM xacts WHERE beat AND NOT carried) AS beat_xids,
+       count(*) FILTER (WHERE of_beat) AS beat_records,
+       coalesce(sum(record_length) FILTER (WHERE of_beat), 0) AS beat_bytes,
+       coalesce(sum(fpi_length) FILTER (WHERE of_beat), 0) AS beat_fpi_bytes
+FROM ours
 """
 SUBMIT_CHUNK = 1000
 TABLES = ("agents", "job_groups")
@@ -110,8 +126,6 @@ async def measure_heartbeats(
         expected = before["tables"]["agents"]["n_tup_upd"] + beats
         after = await fleet.database.snapshot(settle_until_updates=expected, settle_seconds=settle_seconds)
         statements = await fleet.database.heartbeat_wal(fleet.holder_for_explain())
-        wal = await fleet.database.wal_of_window(run)
-        wal_idle = await fleet.database.wal_of_window(idle) if idle else None
     return {
         "agents": agents,
         "holding_claims": len(fleet.claims),
@@ -124,7 +138,7 @@ async def measure_heartbeats(
         "lost_claims": fleet.lost,
         "latency": percentiles(fleet.latencies_ms),
         **_cpu_figures(run, idle),
-        **_wal_figures(wal, wal_idle, run, idle, beats),
+        **_wal_figures(run, idle),
         "statement_wal": statements,
         "tables": {t: _churn(before["tables"][t], after["tables"][t]) for t in TABLES},
         "database": before["facts"],
@@ -139,8 +153,7 @@ class _Window:
     server_cpu: float | None
     backend_cpu: float | None
     background_cpu: float | None
-    wal_start: str
-    wal_end: str
+    wal: dict[str, Any]  # _WalReader.summary()
 
 
 def _cpu_figures(run: _Window, idle: _Window | None) -> dict[str, float | None]:
@@ -159,22 +172,25 @@ def _cpu_figures(run: _Window, idle: _Window | None) -> dict[str, float | None]:
     }
 
 
-def _wal_figures(
-    wal: dict[str, Any], wal_idle: dict[str, Any] | None, run: _Window, idle: _Window | None, beats: int
-) -> dict[str, Any]:
-    def per(value: int | None, count: float) -> float | None:
+def _wal_figures(run: _Window, idle: _Window | None) -> dict[str, Any]:
+    """Per beat: over the beats found in the WAL read back. Per second: when all of the window's was read."""
+
+    def per(value: int | None, count: float | None) -> float | None:
         return None if value is None or not count else round(value / count, 1)
 
+    def rate(window: _Window | None) -> float | None:
+        return per(window.wal["bytes"], window.wall) if window and window.wal["complete"] else None
+
+    wal = run.wal
     return {
-        "wal_bytes": wal["bytes"],
-        "wal_records": wal["records"],
-        "wal_fpi_bytes": wal["fpi_bytes"],
-        "wal_bytes_per_beat": per(wal["bytes"], beats),
-        "wal_records_per_beat": per(wal["records"], beats),
-        "wal_bytes_per_second": per(wal["bytes"], run.wall),
-        "wal_bytes_per_second_idle": per(wal_idle["bytes"], idle.wall) if wal_idle and idle else None,
+        "wal_beats_read": wal["beats"],
+        "wal_bytes_per_beat": per(wal["beat_bytes"], wal["beats"]),
+        "wal_records_per_beat": per(wal["beat_records"], wal["beats"]),
+        "wal_fpi_bytes_per_beat": per(wal["beat_fpi_bytes"], wal["beats"]),
+        "wal_bytes_per_second": rate(run),
+        "wal_bytes_per_second_idle": rate(idle),
         "wal_cluster_bytes_per_second": per(wal["cluster_bytes"], run.wall),
-        "wal_cluster_bytes_per_second_idle": per(wal_idle["cluster_bytes"], idle.wall) if wal_idle and idle else None,
+        "wal_cluster_bytes_per_second_idle": per(idle.wal["cluster_bytes"], idle.wall) if idle else None,
     }
 
 
@@ -280,12 +296,12 @@ class _Fleet:
     async def meter(self, seconds: float, server_pid: int | None, beating: bool = False) -> _Window:
         """CPU and WAL over `seconds`, beating or idle. The database's processes are sampled throughout:
         a pooled connection may come and go meanwhile."""
-        cpu = _DatabaseCpu(self.database)
-        server_start = _cpu_of(server_pid)
-        wal_start = await self.database.wal_lsn()
+        cpu = PostgresCpu(self.database.processes)
+        server_start = cpu_of(server_pid)
+        wal = await _WalReader.start(self.database)
         started = time.perf_counter()
         await cpu.sample()
-        sampler = asyncio.create_task(cpu.keep_sampling())
+        tasks = [asyncio.create_task(cpu.keep_sampling()), asyncio.create_task(wal.keep_reading())]
         try:
             if beating:
                 deadline = time.perf_counter() + seconds
@@ -293,15 +309,16 @@ class _Fleet:
             else:
                 await asyncio.sleep(seconds)
         finally:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await cpu.sample()
         wall = time.perf_counter() - started
-        server_end = _cpu_of(server_pid)
-        wal_end = await self.database.wal_lsn()
+        server_end = cpu_of(server_pid)
+        await wal.read()
         server_cpu = None if server_start is None or server_end is None else server_end - server_start
-        return _Window(wall, server_cpu, cpu.backends(), cpu.background(), wal_start, wal_end)
+        return _Window(wall, server_cpu, cpu.total("backend"), cpu.total("background"), wal.summary())
 
     async def _beat(self, agent_id: str, deadline: float) -> None:
         body = {"claims": [self.claims[agent_id]] if agent_id in self.claims else []}
@@ -341,13 +358,61 @@ async def _gather_bounded(calls: Iterable[Any], limit: int) -> list[Any]:
     return list(await asyncio.gather(*(bounded(c) for c in calls)))
 
 
-def _cpu_of(pid: int | None) -> float | None:
-    if pid is None:
-        return None
-    try:
-        return process_cpu_seconds(pid)
-    except OSError:
-        return None
+@dataclass
+class _WalReader:
+    """This database's share of the WAL from a starting point, read back in steps of WAL_READ_EVERY while it
+    is written; the cluster's bytes too. Without pg_walinspect only the cluster's are known."""
+
+    database: _Database
+    position: str
+    identity: tuple[int, int] | None
+    cluster_bytes: int = 0
+    sums: dict[str, int] = field(default_factory=lambda: dict.fromkeys(WAL_KEYS, 0))
+    carried: list[str] = field(default_factory=list)
+    complete: bool = True
+
+    @classmethod
+    async def start(cls, database: _Database) -> _WalReader:
+        identity = await database.wal_identity() if await database.walinspect_available() else None
+        return cls(database, await database.wal_lsn(), identity)
+
+    async def keep_reading(self) -> None:
+        while True:
+            await asyncio.sleep(WAL_READ_EVERY)
+            await self.read()
+
+    async def read(self) -> None:
+        end = await self.database.wal_lsn()
+        diff = await self.database.lsn_diff(end, self.position)
+        if diff <= 0:
+            return
+        self.cluster_bytes += diff
+        if self.identity is not None and self.complete:
+            database, agents = self.identity
+            params = {
+                "start": self.position,
+                "end": end,
+                "carried": self.carried,
+                "database": f"%/{database}/%",
+                "agents": f"%/{database}/{agents} %",
+            }
+            try:
+                row = (await self.database.rows(_WAL_OF_DATABASE, params))[0]
+            except psycopg.Error:  # recycled already: what was read stands, rates are not given
+                self.complete = False
+            else:
+                for key in WAL_KEYS:
+                    self.sums[key] += int(row[key])
+                self.carried = list(row["beat_xids"] or [])
+        self.position = end
+
+    def summary(self) -> dict[str, Any]:
+        known = self.identity is not None
+        return {
+            "cluster_bytes": self.cluster_bytes,
+            "complete": known and self.complete,
+            **{key: self.sums[key] if known else None for key in WAL_KEYS},
+        }
 
 
 class _Database:
@@ -355,41 +420,38 @@ class _Database:
 
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self.conn = conn
-        self.local: bool | None = None
+        self.processes = PostgresProcesses(conn)
         self.walinspect: bool | None = None
         self.created_walinspect = False
 
-    async def _rows(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    async def rows(self, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         async with self.conn.cursor(row_factory=dict_row) as cursor:
             await cursor.execute(query, params)
             return await cursor.fetchall()
 
+    async def lsn_diff(self, end: str, start: str) -> int:
+        rows = await self.rows(
+            "SELECT pg_wal_lsn_diff(CAST(%(end)s AS pg_lsn), CAST(%(start)s AS pg_lsn)) AS b",
+            {"start": start, "end": end},
+        )
+        return int(rows[0]["b"])
+
     async def wal_lsn(self) -> str:
         """The flushed end of the WAL (every committed beat is in it: commits are synchronous)."""
-        return str((await self._rows("SELECT CAST(pg_current_wal_flush_lsn() AS text) AS lsn"))[0]["lsn"])
+        return str((await self.rows("SELECT CAST(pg_current_wal_flush_lsn() AS text) AS lsn"))[0]["lsn"])
 
-    async def wal_of_window(self, window: _Window) -> dict[str, Any]:
-        """WAL between the window's ends: all of it (the cluster's), and what this database wrote, read with
-        pg_walinspect: records on this database's relations and the records (commits) of the same
-        transactions. Without pg_walinspect (it needs a superuser to install), only the cluster's."""
-        rows = await self._rows(
-            "SELECT pg_wal_lsn_diff(CAST(%(end)s AS pg_lsn), CAST(%(start)s AS pg_lsn)) AS b",
-            {"start": window.wal_start, "end": window.wal_end},
+    async def wal_identity(self) -> tuple[int, int]:
+        """This database's oid and the file node of `agents`: how WAL block references name them."""
+        rows = await self.rows(
+            "SELECT (SELECT oid FROM pg_database WHERE datname = current_database()) AS db, "
+            "pg_relation_filenode('agents') AS agents"
         )
-        out: dict[str, Any] = {"cluster_bytes": int(rows[0]["b"]), "bytes": None, "records": None, "fpi_bytes": None}
-        if out["cluster_bytes"] > WALINSPECT_LIMIT or not await self._walinspect():
-            return out
-        try:
-            rows = await self._rows(_WAL_OF_DATABASE, {"start": window.wal_start, "end": window.wal_end})
-        except psycopg.Error:  # e.g. the segments were recycled meanwhile
-            return out
-        out.update({k: int(rows[0][k]) for k in ("bytes", "records", "fpi_bytes")})
-        return out
+        return int(rows[0]["db"]), int(rows[0]["agents"])
 
-    async def _walinspect(self) -> bool:
+    async def walinspect_available(self) -> bool:
         if self.walinspect is None:
             try:
-                installed = await self._rows("SELECT 1 FROM pg_extension WHERE extname = 'pg_walinspect'")
+                installed = await self.rows("SELECT 1 FROM pg_extension WHERE extname = 'pg_walinspect'")
                 if not installed:
                     await self.conn.execute("CREATE EXTENSION pg_walinspect")
                     self.created_walinspect = True
@@ -404,27 +466,6 @@ class _Database:
             with contextlib.suppress(psycopg.Error):
                 await self.conn.execute("DROP EXTENSION pg_walinspect")
 
-    async def processes(self) -> dict[int, str] | None:
-        """PostgreSQL's processes by pid: 'backend' (serving this database, not us) or 'background'; None
-        when PostgreSQL is not on this machine (its backends are not in our /proc)."""
-        if self.local is None:
-            mine = (await self._rows("SELECT pg_backend_pid() AS pid"))[0]["pid"]
-            self.local = _is_postgres(mine)
-        if not self.local:
-            return None
-        rows = await self._rows(
-            "SELECT pid, datname = current_database() AS here, backend_type FROM pg_stat_activity "
-            "WHERE pid <> pg_backend_pid() AND application_name IS DISTINCT FROM %(me)s",
-            {"me": APPLICATION_NAME},
-        )
-        out = {}
-        for row in rows:
-            if row["backend_type"] != "client backend":
-                out[row["pid"]] = "background"
-            elif row["here"]:
-                out[row["pid"]] = "backend"
-        return out
-
     async def snapshot(self, settle_until_updates: int | None = None, settle_seconds: float = 12.0) -> dict[str, Any]:
         """Table statistics and sizes. A backend flushes its statistics at most once a second while
         busy and within 10 s of going idle (PGSTAT_IDLE_INTERVAL): with `settle_until_updates`, wait (up to
@@ -433,7 +474,7 @@ class _Database:
         while True:
             tables = {
                 row["relname"]: row
-                for row in await self._rows(
+                for row in await self.rows(
                     "SELECT relname, n_tup_upd, n_tup_hot_upd, n_dead_tup, n_live_tup, "
                     "pg_total_relation_size(relid) AS bytes FROM pg_stat_user_tables WHERE relname = ANY(%(t)s)",
                     {"t": list(TABLES)},
@@ -444,7 +485,7 @@ class _Database:
                 break
             await asyncio.sleep(0.2)
         facts = (
-            await self._rows(
+            await self.rows(
                 "SELECT current_setting('server_version') AS server_version, "
                 "current_setting('autovacuum') AS autovacuum, current_setting('fsync') AS fsync, "
                 "current_setting('synchronous_commit') AS synchronous_commit, "
@@ -470,8 +511,8 @@ class _Database:
                 query = _psycopg_params(getattr(Q, name).text)
                 # Twice: the first change to a page after a checkpoint logs the whole page (a full-page
                 # image, once per page per checkpoint); the second shows what every other beat writes.
-                await self._rows(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}", params)
-                rows = await self._rows(f"EXPLAIN (ANALYZE, WAL, BUFFERS, FORMAT JSON) {query}", params)
+                await self.rows(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}", params)
+                rows = await self.rows(f"EXPLAIN (ANALYZE, WAL, BUFFERS, FORMAT JSON) {query}", params)
                 plan = rows[0]["QUERY PLAN"][0]
                 top = plan["Plan"]
                 out[name] = {
@@ -487,66 +528,6 @@ class _Database:
 def _psycopg_params(sql: str) -> str:
     """Named SQL's `:name` binds as psycopg's `%(name)s` (named SQL writes casts as CAST(), never `::`)."""
     return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
-
-
-class _DatabaseCpu:
-    """CPU seconds of PostgreSQL's processes over a window, from /proc: each pid counted from when the window
-    began (or from its birth, for a connection opened meanwhile) to when it was last seen."""
-
-    def __init__(self, database: _Database) -> None:
-        self.database = database
-        self.ticks = os.sysconf("SC_CLK_TCK")
-        self.window_start = _uptime_ticks()
-        self.first: dict[int, float] = {}
-        self.last: dict[int, float] = {}
-        self.kind: dict[int, str] = {}
-        self.available = True
-
-    async def sample(self) -> None:
-        processes = await self.database.processes()
-        if processes is None:
-            self.available = False
-            return
-        for pid, kind in processes.items():
-            try:
-                cpu, born = _cpu_and_birth(pid)
-            except OSError:
-                continue  # it just exited
-            if pid not in self.first:
-                self.first[pid] = 0.0 if born > self.window_start else cpu
-                self.kind[pid] = kind
-            self.last[pid] = cpu
-
-    async def keep_sampling(self, every: float = 0.5) -> None:
-        while True:
-            await asyncio.sleep(every)
-            await self.sample()
-
-    def _total(self, kind: str) -> float | None:
-        if not self.available:
-            return None
-        return sum(self.last[p] - self.first[p] for p in self.first if self.kind[p] == kind)
-
-    def backends(self) -> float | None:
-        return self._total("backend")
-
-    def background(self) -> float | None:
-        return self._total("background")
-
-
-def _is_postgres(pid: int) -> bool:
-    """Whether `pid` is a PostgreSQL process on this machine (the server is local)."""
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    return cmdline.exists() and b"postgres" in cmdline.read_bytes()
-
-
-def _cpu_and_birth(pid: int) -> tuple[float, int]:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return process_cpu_seconds(pid), int(fields[19])  # starttime, in clock ticks since boot
-
-
-def _uptime_ticks() -> int:
-    return int(float(Path("/proc/uptime").read_text().split()[0]) * os.sysconf("SC_CLK_TCK"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,9 +7,11 @@ every index and constraint of the real schema in place) with what a busy install
 - pending groups of 10-20 jobs (15 on average), one per (org, app version, target), targets 60% emulator,
   25% device, 15% browserstack; each job's priority 20% high, 50% medium, 30% low, the group's scheduling
   keys (tier, best priority, oldest job) consistent with its jobs, as `upsert_pending_groups` keeps them;
-- finished history in `done` groups of 10-20 jobs spread over 90 days: 88% completed, 10% failed, 2%
-  cancelled before they ran; every job that ran has its attempt, 1 in 33 a second one after an
-  infrastructure error, with exit codes, durations and a short output tail.
+- finished history in `done` groups of 10-20 jobs spread over 60 days (inside the default retention):
+  88% completed, 10% failed, 2% cancelled before they ran; every job that ran has its attempt, 1 in 33 a
+  second one after an infrastructure error, with exit codes, durations and a short output tail.
+Ids are random over the key space as in production (a group's is an md5, its jobs share its prefix), and
+each fill inserts in id order, so the indexes on ids are written in one pass rather than at random pages.
 The queue is topped up to each size in turn (jobs already pending count), then the finished jobs are added;
 `VACUUM ANALYZE` follows every fill, as autovacuum would eventually.
 
@@ -35,11 +37,12 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +51,18 @@ import psycopg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from qualgent.bench._postgres import APPLICATION_NAME, PostgresCpu, PostgresProcesses, conninfo, cpu_of
 from qualgent.bench.common import BenchTarget, ServerProcess, percentiles, ratio
 from qualgent.db.engine import normalize_url
 from qualgent.db.sql import Q
 from qualgent.queue import claims
 
-APPLICATION_NAME = "qgjob bench"
 ORGS = 200
 HISTORY_AGENTS = 50
 FINISHED_CHUNK = 1_000_000  # finished jobs per fill transaction
+# The history spans the 60 days before yesterday: inside the servers' default retention (90 days), so that no
+# server prunes it while it is measured (a prune of millions of rows is a benchmark of its own).
+HISTORY_DAYS = 60
 LEASE_SECONDS = 30.0
 WARMUP = 10
 # Who claims: an agent serving every target, and one per target (the claim then skips other targets' groups).
@@ -90,8 +96,8 @@ _SPEC = f"""
 CREATE TEMP TABLE qg_bench_spec ON COMMIT DROP AS
 SELECT n, first, least(size, %(jobs)s - first) AS size
 FROM (
-    SELECT n, size, sum(size) OVER (ORDER BY n) - size AS first
-    FROM (SELECT n, 10 + {_hash("n", 11)} AS size
+    SELECT n, size, CAST(sum(size) OVER (ORDER BY n) - size AS bigint) AS first
+    FROM (SELECT n, CAST(10 + {_hash("n", 11)} AS bigint) AS size
           FROM generate_series(1, %(jobs)s / 10 + 1) AS n) AS sized
 ) AS placed
 WHERE first < %(jobs)s
@@ -115,85 +121,96 @@ FROM generate_series(0, {HISTORY_AGENTS - 1}) AS i
 ON CONFLICT (id) DO NOTHING
 """
 
+# Ids: a group's is an md5 (random over the key space, as gen_random_uuid's are), its jobs' share its first
+# 12 bytes and count in the last 4. Every fill inserts in id order, so each index keyed by a job or group id
+# (jobs, job_groups, attempts) is written in one ordered pass instead of at random pages: the difference
+# between minutes and a quarter of an hour for 5M rows once those indexes outgrow shared_buffers.
+_GROUP_ID = "CAST(md5(%(tag)s || ':g:' || s.n) AS uuid)"
+_JOB_ID = "CAST(left(md5(%(tag)s || ':g:' || s.n), 24) || lpad(to_hex(k - s.first), 8, '0') AS uuid)"
+_BEST_PRIORITY = f"""(SELECT min({_PRIORITY.format(h=_hash("k", 10))})
+        FROM generate_series(s.first, s.first + s.size - 1) AS k)"""
+
 _PENDING_GROUPS = f"""
 INSERT INTO job_groups (id, org_id, app_version_id, target, status, tier, best_priority, oldest_job_at,
                         available_at, job_count, created_at)
-SELECT md5(%(tag)s || ':g:' || s.n)::uuid, o.id, %(tag)s || '-' || s.n, {_TARGET}, 'pending', o.tier,
-       (SELECT min({_PRIORITY.format(h=_hash("k", 10))}) FROM generate_series(s.first, s.first + s.size - 1) AS k),
+SELECT {_GROUP_ID}, o.id, %(tag)s || '-' || s.n, {_TARGET}, 'pending', o.tier, {_BEST_PRIORITY},
        {_AT.format(k="s.first")}, {_AT.format(k="s.first")}, s.size, {_AT.format(k="s.first")}
 FROM qg_bench_spec s
 JOIN orgs o ON o.id = {_ORG}
+ORDER BY 1
 """
 
 _PENDING_JOBS = f"""
 INSERT INTO jobs (id, org_id, app_version_id, target, test_path, priority, status, group_id, run_after,
                   created_at, updated_at)
-SELECT md5(%(tag)s || ':j:' || k)::uuid, g.org_id, g.app_version_id, g.target, {_TEST_PATH},
+SELECT {_JOB_ID}, g.org_id, g.app_version_id, g.target, {_TEST_PATH},
        {_PRIORITY.format(h=_hash("k", 10))}, 'pending', g.id,
        {_AT.format(k="k")}, {_AT.format(k="k")}, {_AT.format(k="k")}
 FROM qg_bench_spec s
-JOIN job_groups g ON g.id = md5(%(tag)s || ':g:' || s.n)::uuid
+JOIN job_groups g ON g.id = {_GROUP_ID}
 CROSS JOIN LATERAL generate_series(s.first, s.first + s.size - 1) AS k
+ORDER BY 1
 """
 
-_AGENT_OF_GROUP = f"md5('qg-bench-agent-' || mod(s.n, {HISTORY_AGENTS}))::uuid"
+_AGENT_OF_GROUP = f"CAST(md5('qg-bench-agent-' || mod(s.n, {HISTORY_AGENTS})) AS uuid)"
 _DONE_GROUPS = f"""
 INSERT INTO job_groups (id, org_id, app_version_id, target, status, tier, best_priority, oldest_job_at,
                         available_at, job_count, agent_id, claimed_at, finished_at, created_at)
-SELECT md5(%(tag)s || ':g:' || s.n)::uuid, o.id, %(tag)s || '-' || s.n, {_TARGET}, 'done', o.tier,
-       (SELECT min({_PRIORITY.format(h=_hash("k", 10))}) FROM generate_series(s.first, s.first + s.size - 1) AS k),
+SELECT {_GROUP_ID}, o.id, %(tag)s || '-' || s.n, {_TARGET}, 'done', o.tier, {_BEST_PRIORITY},
        {_AT.format(k="s.first")}, {_AT.format(k="s.first")}, s.size, {_AGENT_OF_GROUP},
        {_AT.format(k="s.first")} + interval '2 minutes', {_AT.format(k="s.first")} + interval '40 minutes',
        {_AT.format(k="s.first")}
 FROM qg_bench_spec s
 JOIN orgs o ON o.id = {_ORG}
+ORDER BY 1
 """
 
-# Per finished job k: r decides the final status (88 completed, 10 failed, 2 cancelled while pending);
-# 1 in 33 of those that ran needed a second attempt after an infrastructure error.
-_FINISHED_ROWS = f"""
-SELECT s.n, k, g.id AS group_id, g.org_id, g.app_version_id, g.target, g.agent_id,
-       {_hash("k * 3", 100)} AS r, mod(k, 33) = 0 AS retried,
-       20 + mod(k, 280) AS run_s, g.claimed_at + make_interval(secs => (k - s.first) * 90) AS started
-FROM qg_bench_spec s
-JOIN job_groups g ON g.id = md5(%(tag)s || ':g:' || s.n)::uuid
-CROSS JOIN LATERAL generate_series(s.first, s.first + s.size - 1) AS k
-"""
-
-_FINISHED_JOBS = f"""
-INSERT INTO jobs (id, org_id, app_version_id, target, test_path, priority, status, group_id, agent_id, attempts,
-                  max_attempts, run_after, exit_code, duration_ms, output_tail, created_at, updated_at,
-                  started_at, finished_at)
-SELECT md5(%(tag)s || ':j:' || k)::uuid, f.org_id, f.app_version_id, f.target, {_TEST_PATH},
-       {_PRIORITY.format(h=_hash("k", 10))},
-       CASE WHEN f.r < 88 THEN 'completed' WHEN f.r < 98 THEN 'failed' ELSE 'cancelled' END,
-       f.group_id, CASE WHEN f.r < 98 THEN f.agent_id END,
-       CASE WHEN f.r >= 98 THEN 0 WHEN f.retried THEN 2 ELSE 1 END, 3, {_AT.format(k="k")},
-       CASE WHEN f.r < 88 THEN 0 WHEN f.r < 98 THEN 1 END,
-       CASE WHEN f.r < 98 THEN f.run_s * 1000 END,
-       CASE WHEN f.r < 88 THEN '  1 passed (' || f.run_s || 's)'
-            WHEN f.r < 98 THEN '  1) ' || {_TEST_PATH} || E'\\n     Error: expect(locator).toBeVisible() failed\\n'
-                               || E'     Locator: getByText(''Welcome'')\\n  1 failed (' || f.run_s || 's)' END,
-       {_AT.format(k="k")}, f.started + make_interval(secs => f.run_s),
-       CASE WHEN f.r < 98 THEN f.started END,
-       CASE WHEN f.r < 98 THEN f.started + make_interval(secs => f.run_s) ELSE {_AT.format(k="k")} END
-FROM ({_FINISHED_ROWS}) AS f
-"""
-
-_FINISHED_ATTEMPTS = f"""
+# Finished job k: r decides its final status (88 completed, 10 failed, 2 cancelled while pending, no
+# attempt); 1 in 33 of those that ran needed a second attempt after an infrastructure error. The jobs and
+# their attempts are written by one statement: the attempts are made from the jobs' RETURNING rows.
+_FINISHED = f"""
+WITH f AS (
+    SELECT {_JOB_ID} AS id, k, g.id AS group_id, g.org_id, g.app_version_id, g.target, g.agent_id,
+           {_hash("k * 3", 100)} AS r, mod(k, 33) = 0 AS retried, 20 + mod(k, 280) AS run_s,
+           g.claimed_at + make_interval(secs => (k - s.first) * 90) AS started
+    FROM qg_bench_spec s
+    JOIN job_groups g ON g.id = {_GROUP_ID}
+    CROSS JOIN LATERAL generate_series(s.first, s.first + s.size - 1) AS k
+), inserted AS (
+    INSERT INTO jobs (id, org_id, app_version_id, target, test_path, priority, status, group_id, agent_id,
+                      attempts, max_attempts, run_after, exit_code, duration_ms, output_tail, created_at,
+                      updated_at, started_at, finished_at)
+    SELECT f.id, f.org_id, f.app_version_id, f.target, {_TEST_PATH},
+           {_PRIORITY.format(h=_hash("k", 10))},
+           CASE WHEN f.r < 88 THEN 'completed' WHEN f.r < 98 THEN 'failed' ELSE 'cancelled' END,
+           f.group_id, CASE WHEN f.r < 98 THEN f.agent_id END,
+           CASE WHEN f.r >= 98 THEN 0 WHEN f.retried THEN 2 ELSE 1 END, 3, {_AT.format(k="k")},
+           CASE WHEN f.r < 88 THEN 0 WHEN f.r < 98 THEN 1 END,
+           CASE WHEN f.r < 98 THEN f.run_s * 1000 END,
+           CASE WHEN f.r < 88 THEN '  1 passed (' || f.run_s || 's)'
+                WHEN f.r < 98 THEN '  1) ' || {_TEST_PATH} || E'\n     Error: expect(locator).toBeVisible() failed\n'
+                                   || E'     Locator: getByText(''Welcome'')\n  1 failed (' || f.run_s || 's)' END,
+           {_AT.format(k="k")}, f.started + make_interval(secs => f.run_s),
+           CASE WHEN f.r < 98 THEN f.started END,
+           CASE WHEN f.r < 98 THEN f.started + make_interval(secs => f.run_s) ELSE {_AT.format(k="k")} END
+    FROM f
+    ORDER BY f.id
+    RETURNING id, group_id, agent_id, status, attempts, exit_code, duration_ms, started_at
+)
 INSERT INTO attempts (job_id, number, agent_id, group_id, started_at, finished_at, outcome, exit_code, duration_ms,
                       error)
-SELECT md5(%(tag)s || ':j:' || f.k)::uuid, a.number, f.agent_id, f.group_id,
-       f.started - make_interval(secs => CASE WHEN a.number = 1 AND f.retried THEN 200 ELSE 0 END),
-       f.started - make_interval(secs => CASE WHEN a.number = 1 AND f.retried THEN 200 ELSE 0 END)
-                 + make_interval(secs => f.run_s),
-       CASE WHEN a.number = 1 AND f.retried THEN 'infra_error' WHEN f.r < 88 THEN 'passed' ELSE 'test_failed' END,
-       CASE WHEN a.number = 1 AND f.retried THEN 3 WHEN f.r < 88 THEN 0 ELSE 1 END,
-       f.run_s * 1000,
-       CASE WHEN a.number = 1 AND f.retried THEN 'adb: device offline' END
-FROM ({_FINISHED_ROWS}) AS f
-CROSS JOIN LATERAL generate_series(1, CASE WHEN f.retried THEN 2 ELSE 1 END) AS a (number)
-WHERE f.r < 98
+SELECT j.id, a.number, j.agent_id, j.group_id, at.started, at.started + make_interval(secs => j.duration_ms / 1000.0),
+       CASE WHEN a.number < j.attempts THEN 'infra_error' WHEN j.status = 'completed' THEN 'passed'
+            ELSE 'test_failed' END,
+       CASE WHEN a.number < j.attempts THEN 3 ELSE j.exit_code END,
+       j.duration_ms,
+       CASE WHEN a.number < j.attempts THEN 'adb: device offline' END
+FROM inserted j
+CROSS JOIN LATERAL generate_series(1, j.attempts) AS a (number)
+CROSS JOIN LATERAL (
+    SELECT j.started_at - make_interval(secs => 200 * (j.attempts - a.number)) AS started
+) AS at
+ORDER BY j.id, a.number
 """
 
 _COUNTS = """
@@ -207,27 +224,26 @@ SELECT
 """
 
 
-def conninfo(url: str) -> str:
-    """A psycopg conninfo from any PostgreSQL URL (the SQLAlchemy `postgresql+psycopg://` form included)."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(normalize_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 async def measure_claim_scale(
     target: BenchTarget,
     sizes: Sequence[int] = (10_000, 1_000_000),
     finished: int = 5_000_000,
     samples: int = 300,
+    *,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
     """Claim latency (HTTP and the database's claim transaction, p50/p99) with the queue topped up to each of
     `sizes` pending jobs in turn, then with `finished` finished jobs added (0: skip); counts, table sizes,
-    the claim's plan, and the ratios largest/smallest and with/without history. JSON-able."""
+    the claim's plan, CPU time per claim (of the server when `server_pid`, or the target's, is given, and of
+    the database's backends when PostgreSQL is local), and the ratios largest/smallest and with/without
+    history. JSON-able."""
     if not sizes or samples < 1 or any(s < 1 for s in sizes) or finished < 0:
         raise ValueError("sizes must be positive, samples at least 1, finished at least 0")
+    if server_pid is None:
+        server_pid = getattr(target, "server_pid", None)
     run = uuid.uuid4().hex[:8]
     stages: list[dict[str, Any]] = []
-    async with _Claimers.open(target) as claimers:
+    async with _Claimers.open(target, server_pid) as claimers:
         await _fill_reference_data(target.database_url)
         for size in sorted(sizes):
             loaded = await _top_up_pending(target.database_url, size, f"{run}-p{size}")
@@ -255,6 +271,10 @@ def _ratios(stages: list[dict[str, Any]], with_history: bool) -> dict[str, float
         for path in ("http", "db"):
             for pct in ("p50_ms", "p99_ms"):
                 out[f"{path}_{pct[:3]}_{name}"] = ratio(_num(a[path][pct]), _num(b[path][pct]))
+            for cpu in ("server_cpu_ms_per_cycle", "db_cpu_ms_per_cycle"):
+                out[f"{path}_{cpu.removesuffix('_ms_per_cycle')}_{name}"] = ratio(
+                    a[f"{path}_{cpu}"], b[f"{path}_{cpu}"]
+                )
         out[f"plan_buffers_{name}"] = ratio(a["plan"]["buffers"], b["plan"]["buffers"])
     return out
 
@@ -266,23 +286,38 @@ def _num(value: float | int) -> float | None:
 class _Claimers:
     """Agents that claim and give back, over HTTP and in-process, and the database they work on."""
 
-    def __init__(self, target: BenchTarget, client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        target: BenchTarget,
+        client: httpx.AsyncClient,
+        engine: AsyncEngine,
+        conn: psycopg.AsyncConnection[Any],
+        server_pid: int | None,
+    ) -> None:
         self.target = target
         self.client = client
         self.engine = engine
+        self.processes = PostgresProcesses(conn)
+        self.server_pid = server_pid
         self.agents: list[tuple[str, list[str]]] = []
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, target: BenchTarget) -> Any:
+    async def open(cls, target: BenchTarget, server_pid: int | None) -> Any:
+        # The in-process claims' connections count as the database's work, like the server's.
         engine = create_async_engine(
-            normalize_url(target.database_url), pool_size=2, connect_args={"application_name": APPLICATION_NAME}
+            normalize_url(target.database_url), pool_size=2, connect_args={"application_name": "qgjob bench claims"}
         )
         try:
-            async with httpx.AsyncClient(
-                base_url=target.api_url, headers=target.headers(), timeout=httpx.Timeout(60, connect=30)
-            ) as client:
-                claimers = cls(target, client, engine)
+            async with (
+                httpx.AsyncClient(
+                    base_url=target.api_url, headers=target.headers(), timeout=httpx.Timeout(60, connect=30)
+                ) as client,
+                await psycopg.AsyncConnection.connect(
+                    conninfo(target.database_url), autocommit=True, application_name=APPLICATION_NAME
+                ) as conn,
+            ):
+                claimers = cls(target, client, engine, conn, server_pid)
                 for index, targets in enumerate(AGENT_TARGETS):
                     response = await client.post("/agents", json={"name": f"bench-claim-{index}", "targets": targets})
                     response.raise_for_status()
@@ -297,63 +332,87 @@ class _Claimers:
             await engine.dispose()
 
     async def stage(self, label: str, samples: int, loaded: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
         await asyncio.to_thread(_vacuum_analyze, self.target.database_url)
+        loaded = {**loaded, "vacuum_analyze_seconds": round(time.perf_counter() - started, 2)}
         counts = await _counts(self.target.database_url)
-        http = await self._http_claims(samples)
-        db = await self._db_claims(samples)
+        plan = await self._plan()
+        out: dict[str, Any] = {"stage": label, **counts, "load": loaded}
+        for path, claim_once in (("http", self._http_claim), ("db", self._db_claim)):
+            cycles = await self._cycles(samples, claim_once)
+            out[path] = percentiles(cycles.pop("latencies_ms"))
+            out.update({f"{path}_{key}": value for key, value in cycles.items()})
+        out["plan"] = plan
+        out["plan_after_claims"] = await self._plan()
+        out["load_average_1m"] = round(os.getloadavg()[0], 2)
+        out["table_bytes"] = await _table_sizes(self.target.database_url)
+        return out
+
+    async def _cycles(
+        self, samples: int, claim_once: Callable[[int], Awaitable[tuple[float, int | None]]]
+    ) -> dict[str, Any]:
+        """WARMUP + `samples` claims, each given back; the latencies of the last `samples`, and the CPU time
+        the server and the database's backends spent per claim and release (all cycles): CPU time, unlike
+        latency, is not inflated by whatever else the machine is doing."""
+        latencies: list[float] = []
+        jobs = empty = 0
+        cpu = PostgresCpu(self.processes)
+        await cpu.sample()
+        sampler = asyncio.create_task(cpu.keep_sampling())
+        server_start = cpu_of(self.server_pid)
+        try:
+            for i in range(WARMUP + samples):
+                elapsed, claimed = await claim_once(i)
+                if i >= WARMUP:
+                    latencies.append(elapsed)
+                    jobs += claimed or 0
+                    empty += claimed is None
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        await cpu.sample()
+        server_end = cpu_of(self.server_pid)
+        cycles = WARMUP + samples
+        server = None if server_start is None or server_end is None else server_end - server_start
+        backends = cpu.total("backend")
         return {
-            "stage": label,
-            **counts,
-            "load": loaded,
-            "http": percentiles(http["latencies_ms"]),
-            "http_jobs_per_claim": http["jobs_per_claim"],
-            "http_empty_claims": http["empty"],
-            "db": percentiles(db["latencies_ms"]),
-            "db_jobs_per_claim": db["jobs_per_claim"],
-            "db_empty_claims": db["empty"],
-            "plan": await self._plan(),
-            "table_bytes": await _table_sizes(self.target.database_url),
+            "latencies_ms": latencies,
+            "jobs_per_claim": _mean(jobs, samples - empty),
+            "empty_claims": empty,
+            "server_cpu_ms_per_cycle": None if server is None else round(1000 * server / cycles, 3),
+            "db_cpu_ms_per_cycle": None if backends is None else round(1000 * backends / cycles, 3),
         }
 
-    async def _http_claims(self, samples: int) -> dict[str, Any]:
-        latencies: list[float] = []
-        jobs = empty = 0
-        for i in range(WARMUP + samples):
-            agent_id, _ = self.agents[i % len(self.agents)]
-            started = time.perf_counter()
-            response = await self.client.post(f"/agents/{agent_id}/claim", json={})
-            body = response.json() if response.status_code == 200 else None
-            elapsed = (time.perf_counter() - started) * 1000
-            if response.status_code not in (200, 204):
-                raise RuntimeError(f"claim answered {response.status_code}: {response.text}")
-            if i >= WARMUP:
-                latencies.append(elapsed)
-                jobs += len(body["jobs"]) if body else 0
-                empty += body is None
-            if body:
-                released = await self.client.post(
-                    f"/agents/{agent_id}/groups/{body['group_id']}/release",
-                    json={"token": body["token"], "reason": "benchmark"},
-                )
-                released.raise_for_status()
-        return {"latencies_ms": latencies, "jobs_per_claim": _mean(jobs, samples - empty), "empty": empty}
+    async def _http_claim(self, i: int) -> tuple[float, int | None]:
+        """One claim over HTTP, timed to the parsed answer, then its release: (ms, jobs claimed or None)."""
+        agent_id, _ = self.agents[i % len(self.agents)]
+        started = time.perf_counter()
+        response = await self.client.post(f"/agents/{agent_id}/claim", json={})
+        body = response.json() if response.status_code == 200 else None
+        elapsed = (time.perf_counter() - started) * 1000
+        if response.status_code not in (200, 204):
+            raise RuntimeError(f"claim answered {response.status_code}: {response.text}")
+        if body is None:
+            return elapsed, None
+        released = await self.client.post(
+            f"/agents/{agent_id}/groups/{body['group_id']}/release",
+            json={"token": body["token"], "reason": "benchmark"},
+        )
+        released.raise_for_status()
+        return elapsed, len(body["jobs"])
 
-    async def _db_claims(self, samples: int) -> dict[str, Any]:
-        latencies: list[float] = []
-        jobs = empty = 0
-        for i in range(WARMUP + samples):
-            agent_id, targets = self.agents[i % len(self.agents)]
-            agent = uuid.UUID(agent_id)
-            started = time.perf_counter()
-            got = await claims.claim(self.engine, agent, targets, LEASE_SECONDS)
-            elapsed = (time.perf_counter() - started) * 1000
-            if i >= WARMUP:
-                latencies.append(elapsed)
-                jobs += len(got.jobs) if got else 0
-                empty += got is None
-            if got is not None:
-                await claims.release(self.engine, agent, got.group_id, got.token, "benchmark")
-        return {"latencies_ms": latencies, "jobs_per_claim": _mean(jobs, samples - empty), "empty": empty}
+    async def _db_claim(self, i: int) -> tuple[float, int | None]:
+        """One claim transaction in-process (qualgent.queue.claims.claim), timed, then its release."""
+        agent_id, targets = self.agents[i % len(self.agents)]
+        agent = uuid.UUID(agent_id)
+        started = time.perf_counter()
+        got = await claims.claim(self.engine, agent, targets, LEASE_SECONDS)
+        elapsed = (time.perf_counter() - started) * 1000
+        if got is None:
+            return elapsed, None
+        await claims.release(self.engine, agent, got.group_id, got.token, "benchmark")
+        return elapsed, len(got.jobs)
 
     async def _plan(self) -> dict[str, Any]:
         """EXPLAIN (ANALYZE, BUFFERS) of the claim statement for the all-targets agent, rolled back."""
@@ -406,14 +465,14 @@ async def _top_up_pending(database_url: str, size: int, tag: str) -> dict[str, A
 
 
 async def _add_finished(database_url: str, finished: int, run: str) -> dict[str, Any]:
-    """`finished` finished jobs (with their done groups and attempts) over the 90 days before the pending
-    ones, one transaction per FINISHED_CHUNK jobs."""
+    """`finished` finished jobs (with their done groups and attempts) over the HISTORY_DAYS before yesterday,
+    one transaction per FINISHED_CHUNK jobs."""
     started = time.perf_counter()
     chunks = math.ceil(finished / FINISHED_CHUNK)
     async with await psycopg.AsyncConnection.connect(conninfo(database_url), application_name=APPLICATION_NAME) as c:
         for chunk in range(chunks):
             jobs = min(FINISHED_CHUNK, finished - chunk * FINISHED_CHUNK)
-            span = 90 * 86400.0 / chunks
+            span = HISTORY_DAYS * 86400.0 / chunks
             tag = f"{run}-f{chunk}"
             params = {
                 "jobs": jobs,
@@ -422,7 +481,7 @@ async def _add_finished(database_url: str, finished: int, run: str) -> dict[str,
                 "span_from": 86400.0 + (chunks - chunk) * span,
                 "step": span / jobs,
             }
-            for statement in (_SPEC, _DONE_GROUPS, _FINISHED_JOBS, _FINISHED_ATTEMPTS):
+            for statement in (_SPEC, _DONE_GROUPS, _FINISHED):
                 await c.execute(statement, params)
             await c.commit()
     seconds = time.perf_counter() - started
@@ -474,6 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qualgent.bench.scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", required=True, help="a scratch database (it is filled with jobs)")
     parser.add_argument("--api-url", help="a qgjob server on that database (default: start one)")
+    parser.add_argument("--server-pid", type=int, help="that server's pid, for its CPU time")
     parser.add_argument("--token", help="an admin token, if the server needs one")
     parser.add_argument("--size", type=int, action="append", help="pending jobs, repeatable (10000, 1000000)")
     parser.add_argument("--finished", type=int, default=None, help="finished jobs added last (5000000)")
@@ -484,14 +544,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     finished = args.finished if args.finished is not None else (50_000 if args.quick else 5_000_000)
     samples = args.samples or (100 if args.quick else 300)
     with contextlib.ExitStack() as stack:
-        api_url = args.api_url
+        api_url, server_pid = args.api_url, args.server_pid
         if api_url is None:
             log = Path(tempfile.mkdtemp(prefix="qualgent-bench-")) / "server.log"
             server = ServerProcess(args.database_url, log).start(["--migrate"])
             stack.callback(server.stop)
             api_url = server.api_url
+            server_pid = server.process.pid if server.process else None
         target = BenchTarget(api_url, conninfo(args.database_url), args.token)
-        result = asyncio.run(measure_claim_scale(target, sizes, finished, samples))
+        result = asyncio.run(measure_claim_scale(target, sizes, finished, samples, server_pid=server_pid))
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
