@@ -9,9 +9,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from qualgent.bench._postgres import conninfo
 from qualgent.bench.common import BenchTarget, ServerProcess
 from qualgent.bench.heartbeats import measure_heartbeats
-from qualgent.bench.scale import conninfo, measure_claim_scale
+from qualgent.bench.scale import measure_claim_scale
 
 pytestmark = pytest.mark.anyio
 
