@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import os
 import platform
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -84,6 +85,11 @@ async def measure(target: BenchTarget, options: Options, say: Callable[[str], No
     say(f"qualgent end to end: {options.jobs} jobs, {options.agents} agents, groups of {options.group_size}")
     figures["end_to_end"] = await throughput.drain(target, options.jobs, options.group_size, options.agents)
     if options.agent_processes:
+        say(f"raw: running `true` {options.agent_processes} at a time, no queue")
+        figures["baseline"]["spawn_true_per_s"] = round(
+            await baseline.spawn(shutil.which("true") or "/bin/true", min(options.jobs, 3000), options.agent_processes),
+            1,
+        )
         say(f"qualgent end to end with {options.agent_processes} qgjob agent processes running `true`")
         figures["end_to_end_processes"] = await throughput.drain_with_processes(
             target, options.jobs, options.group_size, options.agent_processes
@@ -115,6 +121,9 @@ async def measure(target: BenchTarget, options: Options, say: Callable[[str], No
         ),
         "end_to_end_processes_vs_raw_claim_complete": ratio(
             figures.get("end_to_end_processes", {}).get("jobs_per_s"), figures["baseline"]["claim_complete_per_s"]
+        ),
+        "end_to_end_processes_vs_spawn_true": ratio(
+            figures.get("end_to_end_processes", {}).get("jobs_per_s"), figures["baseline"].get("spawn_true_per_s")
         ),
         "bulk_submit_vs_raw_insert": ratio(
             figures["bulk_submit"]["rows_per_s"], figures["baseline"]["insert_rows_per_s"]

@@ -161,6 +161,12 @@ def _print(result: dict[str, Any]) -> None:
             f"{base['claim_complete_per_s']:,.0f}",
             "end_to_end_processes_vs_raw_claim_complete",
         )
+        row(
+            f"    vs running `true` {processes['processes']} at a time, no queue",
+            "",
+            f"{base.get('spawn_true_per_s', 0):,.0f}",
+            "end_to_end_processes_vs_spawn_true",
+        )
     row(
         f"bulk submit of {submit['jobs']:,} jobs, rows/s",
         f"{submit['rows_per_s']:,.0f}",
