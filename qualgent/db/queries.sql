@@ -62,7 +62,7 @@ SET status = 'running',
 FROM candidate
 WHERE g.id = candidate.id
 RETURNING g.id, g.org_id, g.app_version_id, g.target, g.lease_token, g.lease_expires_at,
-          set_config('enable_sort', 'on', true) AS planner;  -- see claim_agent
+          set_config('enable_sort', 'on', true) AS planner;
 
 -- name: claim_agent
 -- The claiming agent's sign of life and status. It also turns sorting off for the planning of the

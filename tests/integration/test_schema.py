@@ -84,3 +84,32 @@ def test_the_claim_walks_the_claimable_index(db_url: str, pending_groups: int) -
     plan = explain(db_url, Q.claim_group, {"targets": ["emulator"], "agent_id": None, "lease_seconds": 30})
     assert "ix_job_groups_claimable" in _index_names(plan), json.dumps(plan, indent=1)
     assert "Sort" not in _node_types(plan), "the index gives the order: no sort of every candidate"
+
+
+def test_the_claim_walks_the_index_on_statistics_older_than_a_burst(db_url: str) -> None:
+    """Statistics taken while the queue was empty (a new install, or before a CI burst), then 500 groups arrive
+    before autovacuum analyzes again: the planner believes there is nearly nothing to sort. The claim's
+    transaction turns sorting off for its planning (claim_agent), so it still walks ix_job_groups_claimable."""
+    with psycopg.connect(_conninfo(db_url), autocommit=True) as conn:
+        conn.execute("ANALYZE job_groups")  # empty
+        conn.execute("INSERT INTO orgs (id) VALUES ('acme')")
+        conn.execute(
+            """INSERT INTO job_groups (org_id, app_version_id, target, tier, best_priority, oldest_job_at,
+                                       available_at, job_count)
+               SELECT 'acme', 'v' || i, 'emulator', 'standard', 'medium', now() - make_interval(secs => i),
+                      now() - make_interval(secs => i), 1
+               FROM generate_series(1, 500) AS i"""
+        )
+        agent = conn.execute("INSERT INTO agents (name, targets) VALUES ('a', '{emulator}') RETURNING id").fetchone()
+        assert agent is not None
+    engine = create_sync_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(Q.claim_agent, {"agent_id": agent[0]})  # as qualgent.queue.claims.claim begins
+            params = {"targets": ["emulator"], "agent_id": agent[0], "lease_seconds": 30}
+            plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) {Q.claim_group.text}"), params).scalar_one()[0]["Plan"]
+            conn.rollback()
+    finally:
+        engine.dispose()
+    assert "Sort" not in _node_types(plan), json.dumps(plan, indent=1)
+    assert "ix_job_groups_claimable" in _index_names(plan)
