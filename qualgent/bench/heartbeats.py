@@ -56,6 +56,7 @@ from qualgent.bench.common import BenchTarget, ServerProcess, percentiles
 from qualgent.db.sql import Q
 
 CONNECTIONS = 100  # keep-alive connections the fleet's beats share
+KEEPALIVE_SECONDS = 2.0
 WAL_READ_EVERY = 2.0  # seconds: a checkpoint recycles the WAL before it soon after, so it is read as it comes
 WAL_KEYS = ("records", "bytes", "fpi_bytes", "beats", "beat_records", "beat_bytes", "beat_fpi_bytes")
 # This database's WAL between two LSNs (pg_walinspect; block references read "rel tablespace/database/relation"):
@@ -226,7 +227,11 @@ class _Fleet:
 
     @contextlib.asynccontextmanager
     async def open(self) -> Any:
-        limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+        # Idle connections are dropped before the server's keep-alive timeout (uvicorn: 5 s) can close one
+        # just as a request goes out on it.
+        limits = httpx.Limits(
+            max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS, keepalive_expiry=KEEPALIVE_SECONDS
+        )
         timeout = httpx.Timeout(60, connect=30, pool=60)
         async with (
             httpx.AsyncClient(

@@ -16,12 +16,14 @@ The queue is topped up to each size in turn (jobs already pending count), then t
 `VACUUM ANALYZE` follows every fill, as autovacuum would eventually.
 
 At each stage, agents registered over HTTP (serving all three targets, or one each) take turns claiming:
-`POST /api/agents/{id}/claim` against the running server, timed from the request to the parsed answer, and
-each claimed group is then released (`POST .../groups/{id}/release`, not timed), so its jobs go back into a
-new pending group and the queue keeps its size. The same is done in-process with the queue's own claim
-transaction (`qualgent.queue.claims.claim`) to separate the database from HTTP. `EXPLAIN (ANALYZE, BUFFERS)`
-of the claim statement (rolled back) records the index it walks and the pages it touches: a flat count of
-buffers is the machine-independent sign of a flat claim.
+`POST /api/agents/{id}/claim` against the running server, timed from the request to the parsed answer, in
+batches of 20; each batch's groups are then released (`POST .../groups/{id}/release`, not timed), so their
+jobs go back into new pending groups and the queue keeps its size. The same is done in-process with the
+queue's own claim transaction (`qualgent.queue.claims.claim`) to separate the database from HTTP. Beside the
+latencies, the CPU time per claim of the server process and of the database's backends (from /proc, read
+between the batches, releases apart): on a shared 2-core machine latency moves with whatever else runs, CPU
+time much less. `EXPLAIN (ANALYZE, BUFFERS)` of the claim statement (rolled back) records the index it walks
+and the pages it touches: a flat count of buffers is the machine-independent sign of a flat claim.
 
     python -m qualgent.bench.scale --database-url postgresql://postgres@127.0.0.1:5432/scratch \\
         [--api-url http://127.0.0.1:3000/api] [--size 10000 --size 1000000] [--finished 5000000] [--samples 300]
@@ -43,6 +45,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +54,14 @@ import psycopg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from qualgent.bench._postgres import APPLICATION_NAME, PostgresCpu, PostgresProcesses, conninfo, cpu_of
+from qualgent.bench._postgres import (
+    APPLICATION_NAME,
+    PostgresProcesses,
+    conninfo,
+    cpu_and_birth,
+    cpu_of,
+    uptime_ticks,
+)
 from qualgent.bench.common import BenchTarget, ServerProcess, percentiles, ratio
 from qualgent.db.engine import normalize_url
 from qualgent.db.sql import Q
@@ -65,6 +75,7 @@ FINISHED_CHUNK = 1_000_000  # finished jobs per fill transaction
 HISTORY_DAYS = 60
 LEASE_SECONDS = 30.0
 WARMUP = 10
+CLAIM_BATCH = 20  # claims taken before they are given back: their CPU time is measured apart from the releases
 # Who claims: an agent serving every target, and one per target (the claim then skips other targets' groups).
 AGENT_TARGETS = (["emulator", "device", "browserstack"], ["emulator"], ["device"], ["browserstack"])
 TABLES = ("jobs", "job_groups", "attempts", "agents", "orgs")
@@ -271,10 +282,11 @@ def _ratios(stages: list[dict[str, Any]], with_history: bool) -> dict[str, float
         for path in ("http", "db"):
             for pct in ("p50_ms", "p99_ms"):
                 out[f"{path}_{pct[:3]}_{name}"] = ratio(_num(a[path][pct]), _num(b[path][pct]))
-            for cpu in ("server_cpu_ms_per_cycle", "db_cpu_ms_per_cycle"):
-                out[f"{path}_{cpu.removesuffix('_ms_per_cycle')}_{name}"] = ratio(
-                    a[f"{path}_{cpu}"], b[f"{path}_{cpu}"]
-                )
+            for cpu in ("server_cpu_ms_per_claim", "db_cpu_ms_per_claim"):
+                if f"{path}_{cpu}" in a:
+                    out[f"{path}_{cpu.removesuffix('_ms_per_claim')}_{name}"] = ratio(
+                        a[f"{path}_{cpu}"], b[f"{path}_{cpu}"]
+                    )
         out[f"plan_buffers_{name}"] = ratio(a["plan"]["buffers"], b["plan"]["buffers"])
     return out
 
@@ -311,7 +323,11 @@ class _Claimers:
         try:
             async with (
                 httpx.AsyncClient(
-                    base_url=target.api_url, headers=target.headers(), timeout=httpx.Timeout(60, connect=30)
+                    base_url=target.api_url,
+                    headers=target.headers(),
+                    timeout=httpx.Timeout(60, connect=30),
+                    # Dropped before the server's keep-alive timeout (5 s) can close it under a request.
+                    limits=httpx.Limits(keepalive_expiry=2.0),
                 ) as client,
                 await psycopg.AsyncConnection.connect(
                     conninfo(target.database_url), autocommit=True, application_name=APPLICATION_NAME
@@ -338,54 +354,75 @@ class _Claimers:
         counts = await _counts(self.target.database_url)
         plan = await self._plan()
         out: dict[str, Any] = {"stage": label, **counts, "load": loaded}
-        for path, claim_once in (("http", self._http_claim), ("db", self._db_claim)):
-            cycles = await self._cycles(samples, claim_once)
-            out[path] = percentiles(cycles.pop("latencies_ms"))
-            out.update({f"{path}_{key}": value for key, value in cycles.items()})
+        for path, claim_once, release in (
+            ("http", self._http_claim, self._http_release),
+            ("db", self._db_claim, self._db_release),
+        ):
+            measured = await self._claims(samples, claim_once, release, server=path == "http")
+            out[path] = percentiles(measured.pop("latencies_ms"))
+            out.update({f"{path}_{key}": value for key, value in measured.items()})
         out["plan"] = plan
         out["plan_after_claims"] = await self._plan()
         out["load_average_1m"] = round(os.getloadavg()[0], 2)
         out["table_bytes"] = await _table_sizes(self.target.database_url)
         return out
 
-    async def _cycles(
-        self, samples: int, claim_once: Callable[[int], Awaitable[tuple[float, int | None]]]
+    async def _claims(
+        self,
+        samples: int,
+        claim_once: Callable[[int], Awaitable[tuple[float, Any, int]]],
+        release: Callable[[Any], Awaitable[None]],
+        server: bool,
     ) -> dict[str, Any]:
-        """WARMUP + `samples` claims, each given back; the latencies of the last `samples`, and the CPU time
-        the server and the database's backends spent per claim and release (all cycles): CPU time, unlike
-        latency, is not inflated by whatever else the machine is doing."""
+        """WARMUP + `samples` claims in batches of CLAIM_BATCH, each batch then given back; the latencies of
+        the last `samples`, and the CPU time the database's backends (and the server, for HTTP) spent per
+        claim, apart from the releases: CPU time, unlike latency, is not inflated by whatever else the
+        machine is doing."""
         latencies: list[float] = []
         jobs = empty = 0
-        cpu = PostgresCpu(self.processes)
-        await cpu.sample()
-        sampler = asyncio.create_task(cpu.keep_sampling())
-        server_start = cpu_of(self.server_pid)
-        try:
-            for i in range(WARMUP + samples):
-                elapsed, claimed = await claim_once(i)
+        claim_cpu, release_cpu = _CpuTally(), _CpuTally()
+        total = WARMUP + samples
+        for first in range(0, total, CLAIM_BATCH):
+            batch = range(first, min(total, first + CLAIM_BATCH))
+            before = await self._cpu_point()
+            held = []
+            for i in batch:
+                elapsed, claim, claimed_jobs = await claim_once(i)
+                if claim is not None:
+                    held.append(claim)
                 if i >= WARMUP:
                     latencies.append(elapsed)
-                    jobs += claimed or 0
-                    empty += claimed is None
-        finally:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
-        await cpu.sample()
-        server_end = cpu_of(self.server_pid)
-        cycles = WARMUP + samples
-        server = None if server_start is None or server_end is None else server_end - server_start
-        backends = cpu.total("backend")
-        return {
+                    jobs += claimed_jobs
+                    empty += claim is None
+            claimed = await self._cpu_point()
+            for claim in held:
+                await release(claim)
+            released = await self._cpu_point()
+            claim_cpu.add(before, claimed, len(batch))
+            release_cpu.add(claimed, released, len(held))
+        out = {
             "latencies_ms": latencies,
             "jobs_per_claim": _mean(jobs, samples - empty),
             "empty_claims": empty,
-            "server_cpu_ms_per_cycle": None if server is None else round(1000 * server / cycles, 3),
-            "db_cpu_ms_per_cycle": None if backends is None else round(1000 * backends / cycles, 3),
+            "db_cpu_ms_per_claim": claim_cpu.backends_ms(),
+            "db_cpu_ms_per_release": release_cpu.backends_ms(),
         }
+        if server:
+            out["server_cpu_ms_per_claim"] = claim_cpu.server_ms()
+            out["server_cpu_ms_per_release"] = release_cpu.server_ms()
+        return out
 
-    async def _http_claim(self, i: int) -> tuple[float, int | None]:
-        """One claim over HTTP, timed to the parsed answer, then its release: (ms, jobs claimed or None)."""
+    async def _cpu_point(self) -> _CpuPoint:
+        processes = await self.processes()
+        backends = {}
+        for pid, kind in (processes or {}).items():
+            if kind == "backend":
+                with contextlib.suppress(OSError):  # it just exited
+                    backends[pid] = cpu_and_birth(pid)
+        return _CpuPoint(uptime_ticks(), cpu_of(self.server_pid), backends if processes is not None else None)
+
+    async def _http_claim(self, i: int) -> tuple[float, Any, int]:
+        """One claim over HTTP, timed to the parsed answer: (ms, what release needs or None, jobs claimed)."""
         agent_id, _ = self.agents[i % len(self.agents)]
         started = time.perf_counter()
         response = await self.client.post(f"/agents/{agent_id}/claim", json={})
@@ -394,25 +431,30 @@ class _Claimers:
         if response.status_code not in (200, 204):
             raise RuntimeError(f"claim answered {response.status_code}: {response.text}")
         if body is None:
-            return elapsed, None
+            return elapsed, None, 0
+        return elapsed, (agent_id, body["group_id"], body["token"]), len(body["jobs"])
+
+    async def _http_release(self, claim: tuple[str, str, str]) -> None:
+        agent_id, group_id, token = claim
         released = await self.client.post(
-            f"/agents/{agent_id}/groups/{body['group_id']}/release",
-            json={"token": body["token"], "reason": "benchmark"},
+            f"/agents/{agent_id}/groups/{group_id}/release", json={"token": token, "reason": "benchmark"}
         )
         released.raise_for_status()
-        return elapsed, len(body["jobs"])
 
-    async def _db_claim(self, i: int) -> tuple[float, int | None]:
-        """One claim transaction in-process (qualgent.queue.claims.claim), timed, then its release."""
+    async def _db_claim(self, i: int) -> tuple[float, Any, int]:
+        """One claim transaction in-process (qualgent.queue.claims.claim), timed."""
         agent_id, targets = self.agents[i % len(self.agents)]
         agent = uuid.UUID(agent_id)
         started = time.perf_counter()
         got = await claims.claim(self.engine, agent, targets, LEASE_SECONDS)
         elapsed = (time.perf_counter() - started) * 1000
         if got is None:
-            return elapsed, None
+            return elapsed, None, 0
+        return elapsed, (agent, got), len(got.jobs)
+
+    async def _db_release(self, claim: tuple[uuid.UUID, claims.Claim]) -> None:
+        agent, got = claim
         await claims.release(self.engine, agent, got.group_id, got.token, "benchmark")
-        return elapsed, len(got.jobs)
 
     async def _plan(self) -> dict[str, Any]:
         """EXPLAIN (ANALYZE, BUFFERS) of the claim statement for the all-targets agent, rolled back."""
@@ -428,6 +470,46 @@ class _Claimers:
             "buffers": int(top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0)),
             "execution_ms": round(float(plan["Execution Time"]), 3),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _CpuPoint:
+    """CPU seconds so far of the server and of each backend of the database (with its birth), at `ticks`."""
+
+    ticks: int
+    server: float | None
+    backends: dict[int, tuple[float, int]] | None  # None: PostgreSQL is not on this machine
+
+
+@dataclass
+class _CpuTally:
+    """CPU seconds summed over intervals between two points, and how many operations they covered."""
+
+    server: float | None = 0.0
+    backends: float | None = 0.0
+    operations: int = 0
+
+    def add(self, a: _CpuPoint, b: _CpuPoint, operations: int) -> None:
+        self.operations += operations
+        if self.server is not None:
+            self.server = None if a.server is None or b.server is None else self.server + b.server - a.server
+        if self.backends is not None:
+            if a.backends is None or b.backends is None:
+                self.backends = None
+                return
+            for pid, (cpu, born) in b.backends.items():
+                # A connection opened in between counts from its birth; one gone in between is lost.
+                start = a.backends[pid][0] if pid in a.backends else (0.0 if born > a.ticks else cpu)
+                self.backends += cpu - start
+
+    def _per_operation_ms(self, seconds: float | None) -> float | None:
+        return None if seconds is None or not self.operations else round(1000 * seconds / self.operations, 3)
+
+    def server_ms(self) -> float | None:
+        return self._per_operation_ms(self.server)
+
+    def backends_ms(self) -> float | None:
+        return self._per_operation_ms(self.backends)
 
 
 def _index_names(node: dict[str, Any]) -> set[str]:
