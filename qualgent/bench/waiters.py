@@ -227,7 +227,7 @@ class _Run:
     async def _parked(self) -> int:
         response = await self.client.get("/monitoring/metrics")
         response.raise_for_status()
-        return int(response.json()["listen"]["waiters"])
+        return int(response.json()["listen"]["job_waiters"])  # agents' parked claims come and go
 
     async def _until_parked(self, expected: int, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout

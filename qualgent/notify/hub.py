@@ -164,6 +164,11 @@ class Hub:
         parked = {w for ws in (*self._jobs.values(), *self._work.values()) for w in ws if w.sleeping}
         return len(parked)
 
+    @property
+    def job_waiters(self) -> int:
+        """Of those, the ones waiting on jobs (not agents waiting for work)."""
+        return len({w for ws in self._jobs.values() for w in ws if w.sleeping})
+
     # -- the listening loop ----------------------------------------------------------------------
 
     async def _run(self) -> None:

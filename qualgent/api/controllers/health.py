@@ -47,6 +47,7 @@ def listen_state(hub: Hub) -> dict[str, Any]:
         "reconnects": hub.reconnects,
         "notifications_delivered": hub.delivered,
         "waiters": hub.waiters,
+        "job_waiters": hub.job_waiters,
     }
 
 
