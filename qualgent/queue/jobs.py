@@ -95,8 +95,10 @@ def _request_hash(specs: Sequence[JobSpec]) -> str:
 
 def new_ids(count: int) -> list[uuid.UUID]:
     """Random (version 4) UUIDs from one read of the system's random source rather than one per id."""
-    raw = os.urandom(16 * count)
-    return [uuid.UUID(bytes=raw[i : i + 16], version=4) for i in range(0, 16 * count, 16)]
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = bytes((b & 0x0F) | 0x40 for b in raw[6::16])  # version 4
+    raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])  # RFC 4122 variant
+    return [uuid.UUID(bytes=bytes(raw[i : i + 16])) for i in range(0, 16 * count, 16)]
 
 
 async def submit_in(
@@ -106,9 +108,10 @@ async def submit_in(
         return []
     now = (await conn.execute(text("SELECT now()"))).scalar_one()
     await conn.execute(Q.upsert_orgs, {"org_ids": sorted({s.org_id for s in specs})})
-    groups = await upsert_pending_groups(conn, _aggregate(specs, now))
+    keys = [s.key for s in specs]
+    groups = await upsert_pending_groups(conn, _aggregate(specs, keys, now))
     ids = list(ids) if ids is not None else new_ids(len(specs))
-    group_ids = [groups[s.key] for s in specs]
+    group_ids = [groups[key] for key in keys]
     rows = [
         {
             "id": job_id,
@@ -130,21 +133,17 @@ async def submit_in(
     return [NewJob(job_id, s, group_id, now) for job_id, s, group_id in zip(ids, specs, group_ids, strict=True)]
 
 
-def _aggregate(specs: Sequence[JobSpec], now: Any) -> list[GroupAggregate]:
-    by_key: dict[GroupKey, list[JobSpec]] = defaultdict(list)
-    for spec in specs:
-        by_key[spec.key].append(spec)
-    order = list(Priority)
-    return [
-        GroupAggregate(
-            key=key,
-            best_priority=min((s.priority for s in members), key=order.index).value,
-            oldest_job_at=now,
-            available_at=now,
-            job_count=len(members),
-        )
-        for key, members in by_key.items()
-    ]
+_RANK = {p: rank for rank, p in enumerate(Priority)}
+
+
+def _aggregate(specs: Sequence[JobSpec], keys: Sequence[GroupKey], now: Any) -> list[GroupAggregate]:
+    best: dict[GroupKey, Priority] = {}
+    counts: dict[GroupKey, int] = defaultdict(int)
+    for spec, key in zip(specs, keys, strict=True):
+        counts[key] += 1
+        if key not in best or _RANK[spec.priority] < _RANK[best[key]]:
+            best[key] = spec.priority
+    return [GroupAggregate(key, best[key].value, now, now, count) for key, count in counts.items()]
 
 
 async def get(engine: AsyncEngine, job_id: uuid.UUID, with_attempts: bool = False) -> dict[str, Any]:
