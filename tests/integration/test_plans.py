@@ -138,6 +138,20 @@ PENDING = [_md5_uuid(f"pending{g}") for g in range(0, 5000, 500)]
 FINISHED_JOBS = [_md5_uuid(f"job{k}") for k in range(0, 300000, 3000)]
 
 
+# A progress report's worth of runs (batched start and finish statements take arrays).
+_RUNS: dict[str, Any] = {
+    "job_ids": FINISHED_JOBS[:20],
+    "elapsed_ms": [5] * 20,
+    "statuses": ["completed"] * 20,
+    "outcomes": ["passed"] * 20,
+    "exit_codes": [0] * 20,
+    "durations": [5] * 20,
+    "output_tails": [""] * 20,
+    "errors": [None] * 20,
+    "job_errors": [None] * 20,
+}
+
+
 def test_the_claim_walks_the_claimable_index_among_everything_else(loaded: str) -> None:
     plan = assert_plan(
         loaded,
@@ -181,6 +195,18 @@ def test_rescue_reads_only_the_running_groups(loaded: str) -> None:
         ("get_jobs", {"job_ids": FINISHED_JOBS}, ["pk_jobs"]),
         ("lock_jobs", {"job_ids": FINISHED_JOBS[:10]}, ["pk_jobs"]),
         ("groups_ahead", {"group_ids": PENDING}, ["pk_job_groups", "ix_job_groups_claimable"]),
+        ("claim_agent", {"agent_id": AGENT}, ["pk_agents"]),
+        (
+            "start_jobs",
+            {"job_ids": FINISHED_JOBS[:20], "elapsed_ms": [0] * 20, "agent_id": AGENT, "group_id": RUNNING},
+            ["pk_jobs|ix_jobs_active_by_group"],  # by id, or the group's pending jobs: both a few rows
+        ),
+        (
+            "run_jobs",
+            {**_RUNS, "agent_id": AGENT, "group_id": RUNNING},
+            ["pk_jobs|ix_jobs_active_by_group", "uq_attempts_job_id_number"],
+        ),
+        ("finish_runs", {**_RUNS, "numbers": [1] * 20}, ["pk_jobs", "uq_attempts_job_id_number"]),
     ],
 )
 def test_the_hot_path_reads_its_indexes(loaded: str, name: str, params: dict[str, Any], indexes: list[str]) -> None:
