@@ -111,7 +111,7 @@ async def measure(target: BenchTarget, options: Options, say: Callable[[str], No
         from qualgent.bench import scale
 
         say("claim latency at 10,000 and 1,000,000 pending jobs, then with 5,000,000 finished (minutes)")
-        figures["scale"] = await scale.measure_claim_scale(target)
+        figures["scale"] = await scale.measure_claim_scale(target, server_pid=target.server_pid)
     figures["ratios"] = {
         "end_to_end_vs_raw_claim_complete": ratio(
             figures["end_to_end"]["jobs_per_s"], figures["baseline"]["claim_complete_per_s"]

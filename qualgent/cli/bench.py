@@ -192,7 +192,7 @@ def _print(result: dict[str, Any]) -> None:
     if "scale" in result:
         for stage in result["scale"]["stages"]:
             http = stage.get("http") or {}
-            row(f"claim p50 / p99, ms: {stage['name']}", f"{_ms(http.get('p50_ms'))} / {_ms(http.get('p99_ms'))}",
+            row(f"claim p50 / p99, ms: {stage['stage']}", f"{_ms(http.get('p50_ms'))} / {_ms(http.get('p99_ms'))}",
                 "", None)  # fmt: skip
     console.print(table)
     console.print(
@@ -209,6 +209,10 @@ def _ms(value: Any) -> str:
 
 def _heartbeat_summary(beats: dict[str, Any]) -> str:
     latency = beats.get("latency") or {}
-    cpu = beats.get("cpu") or {}
-    server = cpu.get("server_cpu_percent")
-    return f"p99 {_ms(latency.get('p99_ms'))} ms" + (f", server {server:.1f}% CPU" if server is not None else "")
+    parts = [f"p99 {_ms(latency.get('p99_ms'))} ms"]
+    for key, label in (("server_cpu_percent", "server"), ("db_backend_cpu_percent", "PostgreSQL")):
+        if beats.get(key) is not None:
+            parts.append(f"{label} {beats[key]:.1f}% CPU")
+    if beats.get("wal_bytes_per_beat") is not None:
+        parts.append(f"{beats['wal_bytes_per_beat']:.0f} B WAL/beat")
+    return ", ".join(parts)

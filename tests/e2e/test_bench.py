@@ -10,6 +10,7 @@ import subprocess
 import psycopg
 import pytest
 
+from qualgent.cli.bench import _print as show
 from tests.conftest import _conninfo
 from tests.e2e.harness import QGJOB, clean_env
 
@@ -21,7 +22,9 @@ def _databases(server_url: str) -> set[str]:
         return {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'qualgent_bench_%'")}
 
 
-def test_bench_json_reports_each_figure_with_its_baseline_and_ratio(pg_server: str) -> None:
+def test_bench_json_reports_each_figure_with_its_baseline_and_ratio(
+    pg_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     before = _databases(pg_server)
     args = [QGJOB, "bench", "--database-url", pg_server, "--jobs", "600", "--submit-jobs", "500", "--agents", "3",
             "--agent-processes", "2", "--group-size", "20", "--waiters", "20", "--json"]  # fmt: skip
@@ -47,6 +50,13 @@ def test_bench_json_reports_each_figure_with_its_baseline_and_ratio(pg_server: s
         assert figures[waiting]["latency"]["n"] > 0
     assert figures["machine"]["cpus"] >= 1
     assert _databases(pg_server) == before  # the scratch database is gone
+
+    show(figures)  # the table people read, from the same figures
+    table = capsys.readouterr().out
+    assert "end to end, jobs/s (3 agents, groups of 20)" in table
+    assert f"{figures['end_to_end']['jobs_per_s']:,.0f}" in table
+    assert f"{ratios['bulk_submit_vs_raw_insert']:.2f}x" in table
+    assert "commit to waiter p50 / p99, ms (20 waiting)" in table
 
 
 def test_bench_refuses_a_running_server_without_its_database() -> None:
