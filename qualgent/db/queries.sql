@@ -26,19 +26,6 @@ ON CONFLICT (org_id, app_version_id, target) WHERE status = 'pending' DO UPDATE 
     job_count = job_groups.job_count + EXCLUDED.job_count
 RETURNING id, org_id, app_version_id, target;
 
--- name: insert_jobs
--- The jobs arrive as one JSON document, which PostgreSQL unpacks itself: no per-row work in Python, one
--- parameter whatever the batch size. Defaults (status pending, no attempts, timestamps now()) are the
--- table's; qualgent.queue.jobs.NewJob mirrors them instead of reading 10,000 rows back.
-INSERT INTO jobs (id, org_id, app_version_id, target, test_path, priority, max_attempts, attempt_budget,
-                  test_retries, timeout_seconds, group_id)
-SELECT id, org_id, app_version_id, target, test_path, CAST(priority AS job_priority), max_attempts,
-       max_attempts, test_retries, timeout_seconds, group_id
-FROM json_to_recordset(CAST(:jobs AS json)) AS j (
-    id uuid, org_id text, app_version_id text, target text, test_path text, priority text, max_attempts integer,
-    test_retries integer, timeout_seconds integer, group_id uuid
-);
-
 -- name: claim_group
 -- The claim. The CTE is a fence: the planner cannot turn LIMIT 1 into "update every match".
 -- It walks ix_job_groups_claimable in scheduling order (tier, best priority, oldest job) and takes the

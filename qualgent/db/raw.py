@@ -21,6 +21,11 @@ class Raw:
     def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
         self._connection = connection
 
+    @property
+    def connection(self) -> psycopg.AsyncConnection[Any]:
+        """For what has no named statement (COPY)."""
+        return self._connection
+
     @classmethod
     async def of(cls, conn: AsyncConnection) -> Raw:
         fairy = await conn.get_raw_connection()

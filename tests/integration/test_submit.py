@@ -33,3 +33,11 @@ async def test_notifications_of_a_large_submit_are_split_under_the_payload_limit
     assert len({j["id"] for j in answered}) == 400
     listed = await api.call("GET", "/jobs", org_id="acme", limit=1000)
     assert {j["id"] for j in listed} == {j["id"] for j in answered}
+
+
+async def test_paths_with_backslashes_quotes_and_unicode_are_stored_as_given(api: Api) -> None:
+    paths = ["tests\\windows\\login.spec.ts", 'tests/it\'s "quoted".spec.ts', "tests/ünïcødé ✓.spec.ts", "tests/\\N"]
+    body = [{"org_id": "acme", "app_version_id": "v1", "test_path": p} for p in paths]
+    answered = await api.call("POST", "/jobs", body, expect=201)
+    for job, path in zip(answered, paths, strict=True):
+        assert (await api.call("GET", f"/jobs/{job['id']}"))["test_path"] == path
