@@ -97,37 +97,6 @@ FROM job_groups
 WHERE id = :group_id
 FOR NO KEY UPDATE;
 
--- name: extend_lease
-UPDATE job_groups
-SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
-WHERE id = :group_id;
-
--- name: start_job
-UPDATE jobs
-SET status = 'running', attempts = attempts + 1, agent_id = :agent_id,
-    started_at = now(), finished_at = NULL, updated_at = now()
-WHERE id = :job_id AND group_id = :group_id AND status = 'pending'
-RETURNING *;
-
--- name: insert_attempt
-INSERT INTO attempts (job_id, number, agent_id, group_id)
-VALUES (:job_id, :number, :agent_id, :group_id);
-
--- name: finish_attempt
-UPDATE attempts
-SET finished_at = now(), outcome = :outcome, exit_code = :exit_code, duration_ms = :duration_ms, error = :error
-WHERE job_id = :job_id AND number = :number AND finished_at IS NULL;
-
--- name: finish_job
--- A job that passes after a failed test attempt is flaky.
-UPDATE jobs
-SET status = :status, exit_code = :exit_code, duration_ms = :duration_ms, output_tail = :output_tail,
-    error = :error, finished_at = now(), updated_at = now(),
-    flaky = (:status = 'completed' AND EXISTS (
-        SELECT 1 FROM attempts a WHERE a.job_id = jobs.id AND a.outcome = 'test_failed'))
-WHERE id = :job_id
-RETURNING *;
-
 -- name: test_failures_of_job
 SELECT count(*) FROM attempts WHERE job_id = :job_id AND outcome = 'test_failed';
 
@@ -136,14 +105,6 @@ UPDATE jobs
 SET exit_code = :exit_code, duration_ms = :duration_ms, output_tail = :output_tail, error = :error,
     run_after = now() + make_interval(secs => :delay_seconds), updated_at = now()
 WHERE id = :job_id;
-
--- name: close_group_if_done
--- A claimed group is done when none of its jobs is left to run.
-UPDATE job_groups g
-SET status = 'done', finished_at = now(), lease_expires_at = NULL
-WHERE g.id = :group_id AND g.status = 'running'
-  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.group_id = g.id AND j.status IN ('pending', 'running'))
-RETURNING g.agent_id;
 
 -- name: mark_group_done
 UPDATE job_groups

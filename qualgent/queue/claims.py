@@ -244,7 +244,7 @@ async def _finish(
                 final.append((job, _final_status(outcome), result))
     progress.reported += await _finish_runs(raw, closing, {id(job): status for job, status, _ in final})
     for job, outcome, result in retried:  # rare: one by one, after their attempts are closed
-        progress.reported.append(await _settle(conn, job, outcome, result))
+        progress.reported.append(await _settle(conn, raw, job, outcome, result))
 
 
 async def _finish_runs(raw: Raw, closing: list[tuple[Row, Outcome, Result]], final: dict[int, JobStatus]) -> list[Row]:
@@ -326,8 +326,9 @@ def outcome_of(result: Result) -> Outcome:
     return result.outcome
 
 
-async def _settle(conn: AsyncConnection, job: Row, outcome: Outcome, result: Result) -> Row:
-    """After an attempt: retry (back to pending after a backoff) or finish (completed / failed)."""
+async def _settle(conn: AsyncConnection, raw: Raw, job: Row, outcome: Outcome, result: Result) -> Row:
+    """After an attempt (already closed): retry (back to pending after a backoff) or finish (completed /
+    failed) the way a batch does (finish_runs)."""
     fields = {
         "job_id": job["id"],
         "exit_code": result.exit_code,
@@ -341,11 +342,7 @@ async def _settle(conn: AsyncConnection, job: Row, outcome: Outcome, result: Res
         await requeue(conn, [job["id"]])
         await notify_jobs(conn, JobStatus.PENDING, [job["id"]])
         return await _job_or_404(conn, job["id"])
-    status = _final_status(outcome)
-    fields["error"] = _final_error(job["attempts"], status, result)
-    row = (await conn.execute(Q.finish_job, {**fields, "status": status.value})).mappings().one()
-    await notify_jobs(conn, status, [job["id"]])
-    metrics.job_finished(row)
+    (row,) = await _finish_runs(raw, [(job, outcome, result)], {id(job): _final_status(outcome)})
     return row
 
 
@@ -410,15 +407,16 @@ async def rescue_lapsed(engine: AsyncEngine, limit: int = 100) -> int:
 async def _hand_back(conn: AsyncConnection, group_id: uuid.UUID, agent_id: Any, reason: str) -> None:
     """The interrupted job counts a failed attempt (infrastructure) and is retried if it may be;
     the group's other unfinished jobs go back to pending untouched."""
+    raw = await Raw.of(conn)
     interrupted = (await conn.execute(Q.running_attempt_of_group, {"group_id": group_id})).mappings().all()
     for attempt in interrupted:
         job = await _job_or_404(conn, attempt["job_id"])
         if job["status"] == JobStatus.CANCELLED:  # cancelled mid-run, and its agent never said so
-            await _finish_attempt(conn, job, Outcome.CANCELLED, Result(exit_code=None, error=reason))
+            await _finish_runs(raw, [(job, Outcome.CANCELLED, Result(exit_code=None, error=reason))], {})
             continue
         result = Result(exit_code=None, error=reason, outcome=Outcome.INFRA_ERROR)
-        await _finish_attempt(conn, job, Outcome.INFRA_ERROR, result)
-        await _settle(conn, job, Outcome.INFRA_ERROR, result)
+        await _finish_runs(raw, [(job, Outcome.INFRA_ERROR, result)], {})
+        metrics.job_finished(await _settle(conn, raw, job, Outcome.INFRA_ERROR, result))
     pending = [r.id for r in await conn.execute(Q.group_jobs_to_run, {"group_id": group_id})]
     await requeue(conn, pending)
     await conn.execute(Q.mark_group_done, {"group_id": group_id})
@@ -432,27 +430,6 @@ async def _lock_claim(conn: AsyncConnection, agent_id: uuid.UUID, group_id: uuid
         raise NotFound(f"no group {group_id}", group_id=str(group_id))
     if group["status"] != GroupStatus.RUNNING or group["lease_token"] != token or group["agent_id"] != agent_id:
         raise StaleClaim(group_id=str(group_id))
-
-
-async def _close_group_if_done(conn: AsyncConnection, group_id: uuid.UUID) -> bool:
-    closed = (await conn.execute(Q.close_group_if_done, {"group_id": group_id})).first()
-    if closed is not None and closed.agent_id is not None:
-        await conn.execute(Q.agent_idle_if_free, {"agent_id": closed.agent_id})
-    return closed is not None
-
-
-async def _finish_attempt(conn: AsyncConnection, job: Row, outcome: Outcome, result: Result) -> None:
-    await conn.execute(
-        Q.finish_attempt,
-        {
-            "job_id": job["id"],
-            "number": job["attempts"],
-            "outcome": outcome.value,
-            "exit_code": result.exit_code,
-            "duration_ms": result.duration_ms,
-            "error": result.error,
-        },
-    )
 
 
 async def _job_or_404(conn: AsyncConnection, job_id: uuid.UUID) -> Row:

@@ -171,8 +171,6 @@ def test_rescue_reads_only_the_running_groups(loaded: str) -> None:
     [
         ("group_jobs_to_run", {"group_id": PENDING[3]}, ["ix_jobs_active_by_group"]),
         ("lock_claim", {"group_id": RUNNING}, ["pk_job_groups"]),
-        ("extend_lease", {"group_id": RUNNING, "lease_seconds": 30}, ["pk_job_groups"]),
-        ("close_group_if_done", {"group_id": RUNNING}, ["pk_job_groups", "ix_jobs_active_by_group"]),
         (
             "hold_claim",
             {"group_id": RUNNING, "lease_seconds": 30, "token": uuid.uuid4(), "agent_id": AGENT},

@@ -109,13 +109,13 @@ def _run_group(conn: Connection, agent_id: uuid.UUID, heartbeats: int, counter: 
             return False
         jobs = conn.execute(Q.group_jobs_to_run, {"group_id": claim.id}).all()
         conn.execute(Q.set_agent_status, {"agent_id": agent_id, "status": "busy"})
-    ref = {"group_id": claim.id}
-    for job in jobs:
+    held = {"group_id": claim.id, "token": claim.lease_token, "agent_id": agent_id, "lease_seconds": 30}
+    for job in jobs:  # each job started and finished in reports of their own, as a slow suite's are
         with conn.begin():
-            conn.execute(Q.lock_claim, ref)
-            conn.execute(Q.extend_lease, {**ref, "lease_seconds": 30})
-            started = conn.execute(Q.start_job, {**ref, "job_id": job.id, "agent_id": agent_id}).one()
-            conn.execute(Q.insert_attempt, {**ref, "job_id": job.id, "number": started.attempts, "agent_id": agent_id})
+            conn.execute(Q.hold_claim, held)
+            started = conn.execute(
+                Q.start_jobs, {"job_ids": [job.id], "elapsed_ms": [0], "agent_id": agent_id, "group_id": claim.id}
+            ).one()
         for _ in range(heartbeats):
             with conn.begin():
                 conn.execute(Q.heartbeat_agent, {"agent_id": agent_id})
@@ -127,21 +127,27 @@ def _run_group(conn: Connection, agent_id: uuid.UUID, heartbeats: int, counter: 
         counter[0] += 1
         infra = counter[0] % 10 == 0 and started.attempts == 1
         with conn.begin():
-            conn.execute(Q.lock_claim, ref)
-            result: dict[str, Any] = {"job_id": job.id, "exit_code": 3 if infra else 0, "duration_ms": 1000}
-            conn.execute(
-                Q.finish_attempt,
-                {**result, "number": started.attempts, "outcome": "infra_error" if infra else "passed", "error": None},
-            )
+            conn.execute(Q.hold_claim, held)
+            run = {
+                "job_ids": [job.id],
+                "numbers": [started.attempts],
+                "outcomes": ["infra_error" if infra else "passed"],
+                "statuses": [None if infra else "completed"],
+                "exit_codes": [3 if infra else 0],
+                "durations": [1000],
+                "output_tails": ["ok"],
+                "errors": [None],
+                "job_errors": [None],
+            }
+            conn.execute(Q.finish_runs, run)
             if infra:
                 conn.execute(
-                    Q.schedule_retry, {**result, "output_tail": "x" * 200, "error": "device lost", "delay_seconds": 0}
-                )
+                    Q.schedule_retry,
+                    {"job_id": job.id, "exit_code": 3, "duration_ms": 1000, "output_tail": "x" * 200,
+                     "error": "device lost", "delay_seconds": 0},
+                )  # fmt: skip
                 _requeue(conn, job.id)
-            else:
-                conn.execute(Q.finish_job, {**result, "status": "completed", "output_tail": "ok", "error": None})
-            if conn.execute(Q.close_group_if_done, ref).one_or_none() is not None:
-                conn.execute(Q.agent_idle_if_free, {"agent_id": agent_id})
+            conn.execute(Q.close_group_and_free_agent, {"group_id": claim.id})
     return True
 
 
