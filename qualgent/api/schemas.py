@@ -16,7 +16,9 @@ from litestar.params import Parameter
 from msgspec import Meta, Struct
 from sqlalchemy import RowMapping
 
+from qualgent.db.raw import Row
 from qualgent.domain import AgentStatus, InvalidInput, JobStatus, Outcome, Priority, Target, Tier
+from qualgent.queue.claims import Progress, Result
 from qualgent.queue.jobs import NewJob
 
 # No control characters (C0, DEL, C1): nothing that is NUL in PostgreSQL, a line break in a log, or a
@@ -274,9 +276,9 @@ class StartIn(Struct, forbid_unknown_fields=True):
     token: uuid.UUID
 
 
-class ResultIn(Struct, forbid_unknown_fields=True):
-    group_id: uuid.UUID
-    token: uuid.UUID
+class RunIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    """How one run ended, as an agent reports it (alone, or in a progress report)."""
+
     exit_code: ExitCode | None
     duration_ms: DurationMs | None = None
     output_tail: Annotated[str, Meta(max_length=65_536)] | None = None
@@ -289,6 +291,14 @@ class ResultIn(Struct, forbid_unknown_fields=True):
         self.output_tail = without_nul(self.output_tail)
         self.error = without_nul(self.error)
 
+    def result(self) -> Result:
+        return Result(self.exit_code, self.duration_ms, self.output_tail, self.error, self.outcome)
+
+
+class ResultIn(RunIn):
+    group_id: uuid.UUID
+    token: uuid.UUID
+
 
 MAX_PROGRESS = 1000  # starts or results in one progress report
 
@@ -298,17 +308,8 @@ class StartedIn(Struct, forbid_unknown_fields=True):
     elapsed_ms: Annotated[int, Meta(ge=0, le=86_400_000, description="how long ago the agent started it")] = 0
 
 
-class JobResultIn(Struct, forbid_unknown_fields=True):
+class JobResultIn(RunIn):
     job_id: uuid.UUID
-    exit_code: ExitCode | None
-    duration_ms: DurationMs | None = None
-    output_tail: Annotated[str, Meta(max_length=65_536)] | None = None
-    error: Annotated[str, Meta(max_length=4096)] | None = None
-    outcome: Outcome | None = None
-
-    def __post_init__(self) -> None:
-        self.output_tail = without_nul(self.output_tail)
-        self.error = without_nul(self.error)
 
 
 class ProgressIn(Struct, forbid_unknown_fields=True):
@@ -336,6 +337,14 @@ class ProgressOut(Struct):
     reported: list[JobProgressOut]
     refused: list[RefusalOut]
     group_done: bool
+
+
+def progress_out(done: Progress) -> ProgressOut:
+    def brief(rows: list[Row]) -> list[JobProgressOut]:
+        return [JobProgressOut(r["id"], JobStatus(r["status"]), r["attempts"]) for r in rows]
+
+    refused = [RefusalOut(r.job_id, None if r.status is None else JobStatus(r.status), r.detail) for r in done.refused]
+    return ProgressOut(brief(done.started), brief(done.reported), refused, done.group_done)
 
 
 class ReleaseIn(Struct, forbid_unknown_fields=True):

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from litestar import Controller, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
@@ -17,16 +17,15 @@ from qualgent.api.schemas import (
     HeartbeatIn,
     HeartbeatOut,
     JobOut,
-    JobProgressOut,
     JobStatusOut,
     ProgressIn,
     ProgressOut,
-    RefusalOut,
     ReleaseIn,
     ResultIn,
     StartIn,
     agent_out,
     job_out,
+    progress_out,
 )
 from qualgent.domain import AgentStatus, InvalidInput, JobStatus, Priority, Target
 from qualgent.notify.waiting import claim_or_wait, wait_for_change
@@ -145,9 +144,10 @@ class AgentController(Controller):
         job_id: FromPath[uuid.UUID],
         data: JSONBody[ResultIn],
     ) -> JobOut:
-        result = claims.Result(data.exit_code, data.duration_ms, data.output_tail, data.error, data.outcome)
         lease = services.settings.lease_seconds
-        row = await claims.report_result(services.engine, agent_id, data.group_id, data.token, job_id, result, lease)
+        row = await claims.report_result(
+            services.engine, agent_id, data.group_id, data.token, job_id, data.result(), lease
+        )
         return job_out(row)
 
     @post(
@@ -163,20 +163,10 @@ class AgentController(Controller):
         data: JSONBody[ProgressIn],
     ) -> ProgressOut:
         starts = [claims.Started(s.job_id, s.elapsed_ms) for s in data.started]
-        results = [
-            (r.job_id, claims.Result(r.exit_code, r.duration_ms, r.output_tail, r.error, r.outcome))
-            for r in data.results
-        ]
+        results = [(r.job_id, r.result()) for r in data.results]
         lease = services.settings.lease_seconds
         done = await claims.report_progress(services.engine, agent_id, group_id, data.token, starts, results, lease)
-
-        def brief(rows: list[Any]) -> list[JobProgressOut]:
-            return [JobProgressOut(r["id"], JobStatus(r["status"]), r["attempts"]) for r in rows]
-
-        refused = [
-            RefusalOut(r.job_id, None if r.status is None else JobStatus(r.status), r.detail) for r in done.refused
-        ]
-        return ProgressOut(brief(done.started), brief(done.reported), refused, done.group_done)
+        return progress_out(done)
 
     @post(
         "/{agent_id:uuid}/groups/{group_id:uuid}/release",
