@@ -418,7 +418,7 @@ def check_bulk(jobs: list[JobIn]) -> None:
 
 
 _AT = re.compile(r" - at `\$(.*)`$")
-_STRICT_DECODERS: dict[int, msgspec.json.Decoder[Any] | None] = {}
+_STRICT_DECODERS: dict[int, tuple[Any, msgspec.json.Decoder[Any] | None]] = {}
 
 
 async def strict_json_body(request: Request[Any, Any, Any]) -> None:
@@ -446,11 +446,14 @@ async def strict_json_body(request: Request[Any, Any, Any]) -> None:
 
 
 def _strict_decoder(handler: Any) -> msgspec.json.Decoder[Any] | None:
-    key = id(handler)
-    if key not in _STRICT_DECODERS:
+    # Keyed by id() but holding the handler too: an id is reused once its object is gone (several apps in one
+    # process, as in the tests), and a stale entry would hold a body to another route's type.
+    cached = _STRICT_DECODERS.get(id(handler))
+    if cached is None or cached[0] is not handler:
         data = handler.parsed_fn_signature.parameters.get("data")
-        _STRICT_DECODERS[key] = None if data is None else msgspec.json.Decoder(data.annotation, strict=True)
-    return _STRICT_DECODERS[key]
+        cached = (handler, None if data is None else msgspec.json.Decoder(data.annotation, strict=True))
+        _STRICT_DECODERS[id(handler)] = cached
+    return cached[1]
 
 
 def without_nul(text: str | None) -> str | None:
