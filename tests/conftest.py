@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qualgent.db import migrate
 from qualgent.db.embedded import EmbeddedPostgres
-from qualgent.db.engine import create_server_engine, normalize_url
+from qualgent.db.engine import create_server_engine, libpq_url, normalize_url
 
 _names = itertools.count()
 
@@ -64,19 +64,15 @@ def pg_server() -> Iterator[str]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _conninfo(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def create_database(server_url: str, name: str, template: str | None = None) -> str:
-    with psycopg.connect(_conninfo(server_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(server_url), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_database(server_url: str, name: str) -> None:
-    with psycopg.connect(_conninfo(server_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(server_url), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

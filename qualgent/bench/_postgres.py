@@ -9,17 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from sqlalchemy.engine import make_url
 
 from qualgent.bench.common import process_cpu_seconds
-from qualgent.db.engine import normalize_url
 
 APPLICATION_NAME = "qgjob bench"  # the benchmarks' own bookkeeping connections, left out of what is measured
-
-
-def conninfo(url: str) -> str:
-    """A psycopg conninfo from any PostgreSQL URL (the SQLAlchemy `postgresql+psycopg://` form included)."""
-    return make_url(normalize_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class PostgresProcesses:

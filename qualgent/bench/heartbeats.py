@@ -51,8 +51,9 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from qualgent.bench._postgres import APPLICATION_NAME, PostgresCpu, PostgresProcesses, conninfo, cpu_of
+from qualgent.bench._postgres import APPLICATION_NAME, PostgresCpu, PostgresProcesses, cpu_of
 from qualgent.bench.common import BenchTarget, ServerProcess, percentiles
+from qualgent.db.engine import libpq_url
 from qualgent.db.sql import Q
 
 CONNECTIONS = 100  # keep-alive connections the fleet's beats share
@@ -238,7 +239,7 @@ class _Fleet:
                 base_url=self.target.api_url, headers=self.target.headers(), limits=limits, timeout=timeout
             ) as client,
             await psycopg.AsyncConnection.connect(
-                conninfo(self.target.database_url), autocommit=True, application_name=APPLICATION_NAME
+                libpq_url(self.target.database_url), autocommit=True, application_name=APPLICATION_NAME
             ) as conn,
         ):
             self._client = client
@@ -555,7 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack.callback(server.stop)
             api_url = server.api_url
             server_pid = server.process.pid if server.process else None
-        target = BenchTarget(api_url, conninfo(args.database_url), args.token)
+        target = BenchTarget(api_url, libpq_url(args.database_url), args.token)
         result = asyncio.run(
             measure_heartbeats(
                 target,

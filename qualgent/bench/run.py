@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from qualgent.bench import baseline, throughput
 from qualgent.bench.common import BenchTarget, ServerProcess, ratio
 from qualgent.db import migrate
+from qualgent.db.engine import libpq_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,16 +40,11 @@ class Options:
         return dataclasses.asdict(self)
 
 
-def psycopg_url(url: str) -> str:
-    """A SQLAlchemy or libpq URL as libpq takes it."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @contextlib.contextmanager
 def scratch_database(server_url: str) -> Iterator[str]:
     """A fresh database beside `server_url`'s, migrated, dropped afterwards: the bench never touches yours."""
     name = f"qualgent_bench_{os.getpid()}"
-    admin = psycopg_url(server_url)
+    admin = libpq_url(server_url)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -154,7 +150,7 @@ def run(
             say(f"starting qgjob server on a scratch database ({make_url(url).database})")
             with server:
                 target = BenchTarget(
-                    server.api_url, psycopg_url(url), server_pid=server.process.pid if server.process else None
+                    server.api_url, libpq_url(url), server_pid=server.process.pid if server.process else None
                 )
                 try:
                     facts = machine(url)
@@ -171,7 +167,7 @@ def run(
 
 
 def machine(database_url: str) -> dict[str, Any]:
-    with psycopg.connect(psycopg_url(database_url)) as conn:
+    with psycopg.connect(libpq_url(database_url)) as conn:
         row = conn.execute("SHOW server_version").fetchone()
         fsync = conn.execute("SHOW fsync").fetchone()
         commit = conn.execute("SHOW synchronous_commit").fetchone()

@@ -57,13 +57,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from qualgent.bench._postgres import (
     APPLICATION_NAME,
     PostgresProcesses,
-    conninfo,
     cpu_and_birth,
     cpu_of,
     uptime_ticks,
 )
 from qualgent.bench.common import BenchTarget, ServerProcess, percentiles, ratio
-from qualgent.db.engine import normalize_url
+from qualgent.db.engine import libpq_url, normalize_url
 from qualgent.db.sql import Q
 from qualgent.queue import claims
 
@@ -330,7 +329,7 @@ class _Claimers:
                     limits=httpx.Limits(keepalive_expiry=2.0),
                 ) as client,
                 await psycopg.AsyncConnection.connect(
-                    conninfo(target.database_url), autocommit=True, application_name=APPLICATION_NAME
+                    libpq_url(target.database_url), autocommit=True, application_name=APPLICATION_NAME
                 ) as conn,
             ):
                 claimers = cls(target, client, engine, conn, server_pid)
@@ -524,7 +523,7 @@ def _mean(total: int, count: int) -> float | None:
 
 
 async def _fill_reference_data(database_url: str) -> None:
-    async with await psycopg.AsyncConnection.connect(conninfo(database_url), application_name=APPLICATION_NAME) as c:
+    async with await psycopg.AsyncConnection.connect(libpq_url(database_url), application_name=APPLICATION_NAME) as c:
         await c.execute(_ORGS)
         await c.execute(_HISTORY_AGENTS)
 
@@ -532,7 +531,7 @@ async def _fill_reference_data(database_url: str) -> None:
 async def _top_up_pending(database_url: str, size: int, tag: str) -> dict[str, Any]:
     """Add pending jobs (in new pending groups) until `size` are pending; the jobs of this fill are created
     over the last hour."""
-    async with await psycopg.AsyncConnection.connect(conninfo(database_url), application_name=APPLICATION_NAME) as c:
+    async with await psycopg.AsyncConnection.connect(libpq_url(database_url), application_name=APPLICATION_NAME) as c:
         row = await (await c.execute("SELECT count(*) FROM jobs WHERE status = 'pending'")).fetchone()
         jobs = size - int(row[0]) if row else size
         if jobs <= 0:
@@ -551,7 +550,7 @@ async def _add_finished(database_url: str, finished: int, run: str) -> dict[str,
     one transaction per FINISHED_CHUNK jobs."""
     started = time.perf_counter()
     chunks = math.ceil(finished / FINISHED_CHUNK)
-    async with await psycopg.AsyncConnection.connect(conninfo(database_url), application_name=APPLICATION_NAME) as c:
+    async with await psycopg.AsyncConnection.connect(libpq_url(database_url), application_name=APPLICATION_NAME) as c:
         for chunk in range(chunks):
             jobs = min(FINISHED_CHUNK, finished - chunk * FINISHED_CHUNK)
             span = HISTORY_DAYS * 86400.0 / chunks
@@ -575,12 +574,12 @@ def _seed(tag: str) -> int:
 
 
 def _vacuum_analyze(database_url: str) -> None:
-    with psycopg.connect(conninfo(database_url), autocommit=True, application_name=APPLICATION_NAME) as conn:
+    with psycopg.connect(libpq_url(database_url), autocommit=True, application_name=APPLICATION_NAME) as conn:
         conn.execute("VACUUM (ANALYZE) jobs, job_groups, attempts, agents, orgs")
 
 
 async def _counts(database_url: str) -> dict[str, int]:
-    async with await psycopg.AsyncConnection.connect(conninfo(database_url), application_name=APPLICATION_NAME) as c:
+    async with await psycopg.AsyncConnection.connect(libpq_url(database_url), application_name=APPLICATION_NAME) as c:
         cursor = await c.execute(_COUNTS)
         row = await cursor.fetchone()
         assert row is not None
@@ -594,7 +593,7 @@ async def _table_sizes(database_url: str) -> dict[str, int | None]:
         [f"pg_total_relation_size(to_regclass('{t}'))" for t in TABLES]
         + [f"pg_relation_size(to_regclass('{i}'))" for i in INDEXES]
     )
-    async with await psycopg.AsyncConnection.connect(conninfo(database_url), application_name=APPLICATION_NAME) as c:
+    async with await psycopg.AsyncConnection.connect(libpq_url(database_url), application_name=APPLICATION_NAME) as c:
         row = await (await c.execute(f"SELECT {query}")).fetchone()
     assert row is not None
     return {name: None if value is None else int(value) for name, value in zip(TABLES + INDEXES, row, strict=True)}
@@ -603,7 +602,7 @@ async def _table_sizes(database_url: str) -> dict[str, int | None]:
 async def _server_facts(database_url: str) -> dict[str, Any]:
     """What the figures depend on: PostgreSQL's version and the settings that matter to them."""
     names = ("server_version", "shared_buffers", "autovacuum", "synchronous_commit", "fsync", "max_wal_size")
-    async with await psycopg.AsyncConnection.connect(conninfo(database_url), application_name=APPLICATION_NAME) as c:
+    async with await psycopg.AsyncConnection.connect(libpq_url(database_url), application_name=APPLICATION_NAME) as c:
         facts = {}
         for name in names:
             row = await (await c.execute(f"SHOW {name}")).fetchone()
@@ -633,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack.callback(server.stop)
             api_url = server.api_url
             server_pid = server.process.pid if server.process else None
-        target = BenchTarget(api_url, conninfo(args.database_url), args.token)
+        target = BenchTarget(api_url, libpq_url(args.database_url), args.token)
         result = asyncio.run(measure_claim_scale(target, sizes, finished, samples, server_pid=server_pid))
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -47,7 +47,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from qualgent.bench.common import BenchTarget, ServerProcess, percentiles, ratio
-from qualgent.db.engine import normalize_url
+from qualgent.db.engine import libpq_url, normalize_url
 from qualgent.queue._common import notify_jobs
 
 APPLICATION_NAME = "qgjob bench"  # this benchmark's own connections, left out of the counts
@@ -256,7 +256,7 @@ class _Run:
 def pg_notify_baseline(database_url: str, samples: int = 200, spacing: float = 0.005) -> dict[str, float | int]:
     """PostgreSQL alone: a LISTEN connection in its own thread, blocked in `notifies()`, and another
     connection committing `pg_notify`; from COMMIT returning to the notification received, in ms."""
-    conninfo = _conninfo(database_url)
+    conninfo = libpq_url(database_url)
     channel = f"qualgent_bench_{uuid.uuid4().hex[:8]}"
     received: dict[int, float] = {}
     listening = threading.Event()
@@ -283,12 +283,6 @@ def pg_notify_baseline(database_url: str, samples: int = 200, spacing: float = 0
     return percentiles([max(0.0, received[i] - committed[i]) * 1000 for i in committed if i in received])
 
 
-def _conninfo(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qualgent.bench.waiters", description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", required=True, help="a scratch database (jobs are added to it)")
@@ -305,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server = ServerProcess(args.database_url, log).start(["--migrate"])
             stack.callback(server.stop)
             api_url = server.api_url
-        target = BenchTarget(api_url, _conninfo(args.database_url), args.token)
+        target = BenchTarget(api_url, libpq_url(args.database_url), args.token)
         results = [asyncio.run(measure_wait_latency(target, n, args.finishes)) for n in counts]
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")

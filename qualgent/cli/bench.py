@@ -17,6 +17,7 @@ from qualgent.cli.client import CliError
 from qualgent.cli.common import json_option
 from qualgent.cli.exit_codes import BAD_INPUT, INFRA_ERROR
 from qualgent.cli.output import console, errors, print_json
+from qualgent.db.engine import libpq_url
 
 # What the figures should reach on a 2-core machine (docs/performance.md).
 TARGETS = {
@@ -103,7 +104,7 @@ def bench(
     if api_url is not None:
         if database_url is None:
             raise CliError("--api-url needs --database-url: the running server's own database", BAD_INPUT)
-        target = BenchTarget(api_url.rstrip("/"), bench_run.psycopg_url(database_url), token)
+        target = BenchTarget(api_url.rstrip("/"), libpq_url(database_url), token)
         _check_running_server(target)
         figures = asyncio.run(bench_run.measure(target, options, say))
         result = {"machine": bench_run.machine(database_url), "options": options.as_dict(), **figures}

@@ -15,6 +15,11 @@ def normalize_url(url: str) -> str:
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
+def libpq_url(url: str) -> str:
+    """The same database as a libpq URL, for psycopg used directly (LISTEN, COPY, benchmarks, tests)."""
+    return make_url(normalize_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def create_server_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
         normalize_url(url),

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from sqlalchemy.engine import make_url
+
+from qualgent.db.engine import libpq_url
 
 CHANNEL = "qualgent"
 APPLICATION_NAME = "qgjob server listen"  # tells it apart from the pool's "qgjob server" in pg_stat_activity
@@ -80,7 +81,7 @@ class Hub:
         probe_interval: float = 10.0,
         max_backoff: float = 5.0,
     ) -> None:
-        self._conninfo = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self._conninfo = libpq_url(database_url)
         self.safety_interval = safety_interval
         self.probe_interval = probe_interval
         self.max_backoff = max_backoff

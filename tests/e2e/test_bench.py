@@ -11,14 +11,14 @@ import psycopg
 import pytest
 
 from qualgent.cli.bench import _print as show
-from tests.conftest import _conninfo
+from qualgent.db.engine import libpq_url
 from tests.e2e.harness import QGJOB, clean_env
 
 pytestmark = pytest.mark.e2e
 
 
 def _databases(server_url: str) -> set[str]:
-    with psycopg.connect(_conninfo(server_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(server_url), autocommit=True) as conn:
         return {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'qualgent_bench_%'")}
 
 

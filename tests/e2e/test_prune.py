@@ -8,8 +8,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
+from qualgent.db.engine import libpq_url
 from tests.e2e.harness import Cli, Server, agent, fake_appwright
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +32,7 @@ def test_prune_dry_run_then_prune_and_the_report_still_counts_the_jobs(
     with agent(server.api_url, script, tmp_path / "agent.log", "--max-groups", "1") as process:
         assert process.wait(60) == 0, (tmp_path / "agent.log").read_text()
     waiting = cli.submit("tests/d.spec.ts", org_id="acme", app="v2", target="device")  # no device agent: pending
-    conninfo = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conninfo = libpq_url(db_url)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(BACKDATE)  # type: ignore[call-overload]  # several statements, no parameters
     before = cli.json("report", "org-success-rates", "--since", "all")["org_success_rates"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
+from qualgent.db.engine import libpq_url
 from tests.e2e.harness import Cli, Server, agent, fake_appwright
 
 pytestmark = pytest.mark.e2e
@@ -21,7 +21,7 @@ def test_report_json_agrees_with_the_view_after_three_passes_and_a_failure(
     with agent(server.api_url, script, tmp_path / "agent.log", "--max-groups", "1") as process:
         assert process.wait(60) == 0, (tmp_path / "agent.log").read_text()
 
-    conninfo = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conninfo = libpq_url(db_url)
     with psycopg.connect(conninfo) as conn:
         in_sql = conn.execute(
             "SELECT success_rate, completed, failed FROM reporting.org_success_rates WHERE org_id = 'acme'"

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
+from qualgent.db.engine import libpq_url
 from tests.e2e.harness import Cli, Server, agent, fake_appwright
 
 pytestmark = pytest.mark.e2e
@@ -249,7 +249,7 @@ class _ConnectionCount:
     rest are the server's), sampled every 20 ms."""
 
     def __init__(self, db_url: str) -> None:
-        self.conninfo = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.conninfo = libpq_url(db_url)
         self.latest = 0
         self.most = 0
 

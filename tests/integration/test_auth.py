@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
+from qualgent.db.engine import libpq_url
 from qualgent.settings import Settings
 from tests.integration.conftest import Api, serve_api
 
@@ -96,7 +96,7 @@ async def test_tokens_are_stored_hashed_listed_without_secrets_and_revoked_at_on
     assert [t["id"] for t in listed] == [made["id"]]
     assert secret not in json.dumps(listed)
 
-    conninfo = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conninfo = libpq_url(db_url)
     with psycopg.connect(conninfo) as conn:
         rows = conn.execute("SELECT * FROM api_tokens").fetchall()
     assert secret not in repr(rows)

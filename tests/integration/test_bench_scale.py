@@ -9,10 +9,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from qualgent.bench._postgres import conninfo
 from qualgent.bench.common import BenchTarget, ServerProcess
 from qualgent.bench.heartbeats import measure_heartbeats
 from qualgent.bench.scale import measure_claim_scale
+from qualgent.db.engine import libpq_url
 
 pytestmark = pytest.mark.anyio
 
@@ -37,12 +37,12 @@ def server(db_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 def _query(db_url: str, sql: str) -> list[tuple[object, ...]]:
-    with psycopg.connect(conninfo(db_url)) as conn:
+    with psycopg.connect(libpq_url(db_url)) as conn:
         return conn.execute(sql).fetchall()
 
 
 async def test_claim_scale_reports_every_stage_of_a_consistent_queue(server: ServerProcess, db_url: str) -> None:
-    target = BenchTarget(server.api_url, conninfo(db_url))
+    target = BenchTarget(server.api_url, libpq_url(db_url))
     assert server.process is not None
 
     result = await measure_claim_scale(
@@ -84,7 +84,7 @@ async def test_claim_scale_reports_every_stage_of_a_consistent_queue(server: Ser
 
 
 async def test_heartbeats_report_latency_cpu_wal_and_churn(server: ServerProcess, db_url: str) -> None:
-    target = BenchTarget(server.api_url, conninfo(db_url))
+    target = BenchTarget(server.api_url, libpq_url(db_url))
     assert server.process is not None
 
     result = await measure_heartbeats(

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from qualgent.bench.common import BenchTarget, ServerProcess
 from qualgent.bench.waiters import measure_wait_latency
+from qualgent.db.engine import libpq_url
 
 pytestmark = pytest.mark.anyio
 
@@ -27,10 +27,6 @@ def server(db_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
     running.stop()
 
 
-def _conninfo(db_url: str) -> str:
-    return make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def _sane(figures: dict[str, float | int], count: int) -> None:
     assert figures["n"] == count
     assert 0 <= figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"] < 30_000
@@ -40,7 +36,7 @@ async def test_measure_wait_latency_reports_latency_connections_and_the_baseline
     server: ServerProcess, db_url: str
 ) -> None:
     # 5 waiters, 8 finishes: a second round of jobs once the first 5 are done.
-    result = await measure_wait_latency(BenchTarget(server.api_url, _conninfo(db_url)), waiters=5, finishes=8)
+    result = await measure_wait_latency(BenchTarget(server.api_url, libpq_url(db_url)), waiters=5, finishes=8)
 
     assert (result["waiters"], result["finishes"], result["wrong_answers"]) == (5, 8, 0)
     _sane(result["latency"], 8)
@@ -64,7 +60,7 @@ async def test_measure_wait_latency_reports_latency_connections_and_the_baseline
 def test_the_script_prints_the_figures_as_json(server: ServerProcess, db_url: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "qualgent.bench.waiters", "--api-url", server.api_url,
-         "--database-url", _conninfo(db_url), "--waiters", "2", "--finishes", "3"],
+         "--database-url", libpq_url(db_url), "--waiters", "2", "--finishes", "3"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

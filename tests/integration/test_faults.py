@@ -7,8 +7,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
+from qualgent.db.engine import libpq_url
 from qualgent.settings import Settings
 from tests.integration.conftest import Api, serve_api
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.anyio
 
 def _skip_backoff(db_url: str) -> None:
     """Tests need not wait out the retry backoff (2 s, 4 s, ...): make retried jobs due now."""
-    conninfo = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conninfo = libpq_url(db_url)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("UPDATE jobs SET run_after = now() WHERE status = 'pending'")
         conn.execute("UPDATE job_groups SET available_at = now() WHERE status = 'pending'")

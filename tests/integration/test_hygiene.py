@@ -8,20 +8,15 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from qualgent.db import migrate
-from qualgent.db.engine import create_sync_engine
+from qualgent.db.engine import create_sync_engine, libpq_url
 from qualgent.db.models import Base
 from qualgent.db.sql import Q
 
 
-def _conninfo(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def storage_parameters(url: str) -> dict[str, dict[str, str]]:
-    with psycopg.connect(_conninfo(url)) as conn:
+    with psycopg.connect(libpq_url(url)) as conn:
         rows = conn.execute(
             "SELECT relname, reloptions FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'"
         ).fetchall()
@@ -94,7 +89,7 @@ def test_0006_goes_down_to_0005_and_up_again(empty_db_url: str) -> None:
     migrate.downgrade(empty_db_url, "0005")
     assert storage_parameters(empty_db_url)["jobs"] == {"fillfactor": "70"}
     assert storage_parameters(empty_db_url)["agents"] == {}
-    with psycopg.connect(_conninfo(empty_db_url)) as conn:
+    with psycopg.connect(libpq_url(empty_db_url)) as conn:
         indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")}
         assert "ix_job_groups_lease" in indexes
         assert not {"ix_job_groups_running", "ix_job_groups_finished_at", "ix_jobs_group_id"} & indexes

@@ -22,8 +22,8 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import TextClause
-from sqlalchemy.engine import make_url
 
+from qualgent.db.engine import libpq_url
 from qualgent.db.sql import Q, R
 from tests.conftest import create_database, drop_database
 from tests.integration.test_schema import _index_names, _node_types, explain
@@ -102,7 +102,7 @@ def loaded(pg_server: str, template_db: str) -> Iterator[str]:
     """A database at the schema's head, loaded with a busy queue's rows once for every test of the module."""
     name = f"qualgent_plans_{os.getpid()}"
     url = create_database(pg_server, name, template=template_db)
-    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conninfo = libpq_url(url)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         # The rows are consistent by construction: skip the foreign keys' per-row checks (3x faster to load).
         conn.execute("SET session_replication_role = replica")

@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from qualgent.db import migrate
+from qualgent.db.engine import libpq_url
 from tests.integration.conftest import Api
 from tests.integration.test_schema import _index_names, explain
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.anyio
 
 def sql(url: str, query: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """A query as an analyst runs it: a plain connection, no qualgent code in between."""
-    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conninfo = libpq_url(url)
     with psycopg.connect(conninfo) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
         cursor.execute(query, params)  # type: ignore[arg-type]
         return cursor.fetchall() if cursor.description else []

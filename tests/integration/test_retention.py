@@ -9,10 +9,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from qualgent.db.engine import create_server_engine
+from qualgent.db.engine import create_server_engine, libpq_url
 from qualgent.queue import retention
 from tests.integration.conftest import Api
 from tests.integration.test_reporting import run_group, sql
@@ -63,10 +62,6 @@ def assert_same_reports(before: dict[str, Any], after: dict[str, Any]) -> None:
                     assert new[column] is None, (view, key, column)
                 else:  # read from log buckets 2^(1/8) wide once pruned rows are in: within 9%
                     assert new[column] == pytest.approx(old[column], rel=0.09, abs=0.002), (view, key, column)
-
-
-def conninfo(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def counts(url: str) -> dict[str, int]:
@@ -198,7 +193,7 @@ def test_ninety_days_of_history_pruned_to_the_last_thirty_reports_the_same(db_ur
     pruning everything older than 30 days in batches of 500, every view over all time and over the last 60
     days says the same, but for medians, which become estimates. (Pruned jobs are remembered by UTC day, so
     a window counts them exactly when it starts at midnight UTC.)"""
-    with psycopg.connect(conninfo(db_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
         conn.execute(FILL.replace("{jobs}", "15000").replace("{groups}", "1000"))  # type: ignore[call-overload]
     sql(db_url, "ANALYZE")
     before, before_window = reports(db_url), reports(db_url, SIXTY_DAYS)
@@ -228,7 +223,7 @@ async def _prune(url: str, age: dt.timedelta, batch: int) -> retention.PruneRepo
 
 
 async def test_a_server_gives_way_to_a_pruner_at_work(engine: AsyncEngine, db_url: str) -> None:
-    with psycopg.connect(conninfo(db_url)) as holder:
+    with psycopg.connect(libpq_url(db_url)) as holder:
         holder.execute("SELECT pg_advisory_xact_lock(hashtext('qualgent.prune'))")
         busy = await retention.prune(engine, 90 * DAY, wait_for_lock=False)
         assert busy.skipped

@@ -8,15 +8,10 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import TextClause, text
-from sqlalchemy.engine import make_url
 
 from qualgent.db import migrate
-from qualgent.db.engine import create_sync_engine
+from qualgent.db.engine import create_sync_engine, libpq_url
 from qualgent.db.sql import Q
-
-
-def _conninfo(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def test_migrations_produce_exactly_the_models_schema(empty_db_url: str) -> None:
@@ -28,7 +23,7 @@ def test_migrations_produce_exactly_the_models_schema(empty_db_url: str) -> None
 def test_migrations_downgrade_to_nothing_and_back(empty_db_url: str) -> None:
     migrate.upgrade(empty_db_url)
     migrate.downgrade(empty_db_url, "base")
-    with psycopg.connect(_conninfo(empty_db_url)) as conn:
+    with psycopg.connect(libpq_url(empty_db_url)) as conn:
         tables = conn.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' "
             "AND table_name <> 'alembic_version'"
@@ -68,7 +63,7 @@ def _index_names(plan: dict[str, object]) -> set[str]:
 def test_the_claim_walks_the_claimable_index(db_url: str, pending_groups: int) -> None:
     """With many pending groups and many more finished ones, the claim reads ix_job_groups_claimable
     in scheduling order instead of scanning and sorting."""
-    with psycopg.connect(_conninfo(db_url)) as conn:
+    with psycopg.connect(libpq_url(db_url)) as conn:
         conn.execute("INSERT INTO orgs (id) VALUES ('acme')")
         conn.execute(
             """INSERT INTO job_groups (org_id, app_version_id, target, tier, best_priority, oldest_job_at,
@@ -90,7 +85,7 @@ def test_the_claim_walks_the_index_on_statistics_older_than_a_burst(db_url: str)
     """Statistics taken while the queue was empty (a new install, or before a CI burst), then 500 groups arrive
     before autovacuum analyzes again: the planner believes there is nearly nothing to sort. The claim's
     transaction turns sorting off for its planning (claim_agent), so it still walks ix_job_groups_claimable."""
-    with psycopg.connect(_conninfo(db_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
         conn.execute("ANALYZE job_groups")  # empty
         conn.execute("INSERT INTO orgs (id) VALUES ('acme')")
         conn.execute(

@@ -9,8 +9,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
+from qualgent.db.engine import libpq_url
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.anyio
@@ -90,7 +90,7 @@ async def test_a_waiter_gets_the_final_state_after_the_listen_connection_is_kill
     assert claim is not None
     waiter = asyncio.create_task(api.call("GET", f"/jobs/{job['id']}/wait", timeout=25))
     await asyncio.sleep(0.3)
-    conninfo = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conninfo = libpq_url(db_url)
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         killed = await conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

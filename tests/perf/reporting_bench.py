@@ -26,7 +26,7 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from qualgent.db import migrate
-from qualgent.db.engine import create_server_engine
+from qualgent.db.engine import create_server_engine, libpq_url
 from qualgent.queue import stats
 from qualgent.reporting.queries import REPORT_WORK_MEM
 
@@ -119,10 +119,6 @@ REPORTS = {
 }
 
 
-def conninfo(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def timed(run: Callable[[], Any], runs: int) -> tuple[float, int]:
     """Median seconds over `runs` after one warm-up, and how many rows the last run returned."""
     rows = len(run())
@@ -136,7 +132,7 @@ def timed(run: Callable[[], Any], runs: int) -> tuple[float, int]:
 
 def bench_reports(url: str, runs: int) -> list[tuple[str, str, float, float, int]]:
     results = []
-    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         conn.execute("SET jit = off")  # JIT compiles for ~50-100 ms on these plans and buys nothing
         default_work_mem = conn.execute("SHOW work_mem").fetchone()[0]  # type: ignore[index]
         for name, (view, function) in REPORTS.items():
@@ -188,12 +184,12 @@ def main() -> None:
 
     name = f"qualgent_bench_{os.getpid()}"
     url = make_url(args.server_url).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(conninfo(args.server_url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(args.server_url), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         migrate.upgrade(url)
         started = time.perf_counter()
-        with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             fill = FILL.replace("{jobs}", str(args.jobs)).replace("{groups}", str(-(-args.jobs // 15)))
             conn.execute(fill)  # type: ignore[call-overload]  # several statements, no parameters
             conn.execute("VACUUM ANALYZE")
@@ -218,7 +214,7 @@ def main() -> None:
         if args.keep:
             print(f"kept: {url}")
         else:
-            with psycopg.connect(conninfo(args.server_url), autocommit=True) as conn:
+            with psycopg.connect(libpq_url(args.server_url), autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -24,7 +24,7 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from qualgent.db import migrate
-from qualgent.db.engine import create_server_engine
+from qualgent.db.engine import create_server_engine, libpq_url
 from qualgent.queue import retention
 from tests.perf.reporting_bench import FILL
 
@@ -35,15 +35,11 @@ VIEWS = {
 }
 
 
-def _conninfo(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 ESTIMATED = ("median_duration_seconds", "median_queue_wait_seconds", "p95_queue_wait_seconds")
 
 
 def medians(url: str) -> dict[str, tuple[float, ...]]:
-    with psycopg.connect(_conninfo(url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         rows = conn.execute(f"SELECT org_id, {', '.join(ESTIMATED)} FROM reporting.org_success_rates").fetchall()
     return {row[0]: tuple(row[1:]) for row in rows}
 
@@ -51,7 +47,7 @@ def medians(url: str) -> dict[str, tuple[float, ...]]:
 def views(url: str) -> dict[str, tuple[float, set[tuple[Any, ...]]]]:
     """Each view over all time: seconds (fetching every row, after a warm-up run) and its exact columns."""
     seen: dict[str, tuple[float, set[tuple[Any, ...]]]] = {}
-    with psycopg.connect(_conninfo(url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         conn.execute("SET jit = off")
         conn.execute("SET work_mem = '64MB'")  # as qgjob report runs them (REPORT_WORK_MEM)
         for view, columns in VIEWS.items():
@@ -82,13 +78,13 @@ def main() -> None:
     if not args.server_url:
         parser.error("--server-url or QUALGENT_TEST_DATABASE_URL is required")
     name = f"qualgent_retention_{os.getpid()}"
-    admin = _conninfo(args.server_url)
+    admin = libpq_url(args.server_url)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = make_url(args.server_url).set(database=name).render_as_string(hide_password=False)
     try:
         migrate.upgrade(url)
-        with psycopg.connect(_conninfo(url), autocommit=True) as conn:
+        with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             fill = FILL.replace("{jobs}", str(args.jobs)).replace("{groups}", str(-(-args.jobs // 15)))
             conn.execute(fill)  # type: ignore[call-overload]  # several statements, no parameters
             conn.execute("VACUUM ANALYZE")
@@ -103,7 +99,7 @@ def main() -> None:
             f"{args.batch_size}: {done.seconds:.1f}s, {done.jobs / done.seconds:,.0f} jobs/s, "
             f"{1000 * done.seconds / max(done.batches, 1):.0f} ms per batch"
         )
-        with psycopg.connect(_conninfo(url), autocommit=True) as conn:
+        with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
             size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()
             rollups = conn.execute(

@@ -27,14 +27,10 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
 from qualgent.db import migrate
-from qualgent.db.engine import create_sync_engine
+from qualgent.db.engine import create_sync_engine, libpq_url
 from qualgent.db.sql import Q
 
 TABLES = ("jobs", "job_groups", "agents", "attempts")
-
-
-def _conninfo(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _submit(conn: Connection, groups: int, per_group: int) -> None:
@@ -171,7 +167,7 @@ def measure(url: str, agent_count: int, groups: int, per_group: int, heartbeats:
     finally:
         engine.dispose()  # the backend exits and flushes its statistics
     time.sleep(1.5)
-    with psycopg.connect(_conninfo(url)) as conn:
+    with psycopg.connect(libpq_url(url)) as conn:
         rows = conn.execute(
             """SELECT s.relname, s.n_tup_upd, s.n_tup_hot_upd, pg_relation_size(s.relid), pg_indexes_size(s.relid),
                       c.reloptions
@@ -199,14 +195,14 @@ def main() -> None:
     if not args.server_url:
         parser.error("--server-url or QUALGENT_TEST_DATABASE_URL is required")
     name = f"qualgent_hygiene_{os.getpid()}"
-    admin = _conninfo(args.server_url)
+    admin = libpq_url(args.server_url)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = make_url(args.server_url).set(database=name).render_as_string(hide_password=False)
     try:
         migrate.upgrade(url, args.revision)
         if args.alter:
-            with psycopg.connect(_conninfo(url), autocommit=True) as conn:
+            with psycopg.connect(libpq_url(url), autocommit=True) as conn:
                 conn.execute(Path(args.alter).read_text())
         began = time.perf_counter()
         figures = measure(url, args.agents, args.groups, args.jobs_per_group, args.heartbeats_per_job)
