@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -131,46 +132,17 @@ async def drain(target: BenchTarget, jobs: int, group_size: int, agents: int) ->
     try:
         await _until(lambda: all(a.agent_id for a in fleet) or any(t.done() for t in tasks), 30)
         await asyncio.sleep(0.5)  # each agent's first claim is parked, waiting for work
-        async with (
-            httpx.AsyncClient(base_url=target.api_url, timeout=300) as http,
-            await psycopg.AsyncConnection.connect(target.database_url, autocommit=True) as conn,
-        ):
-            body = submission(jobs, group_size, "bench-drain", "d")
-            headers = {"Content-Type": "application/json", **target.headers()}
-            response = await http.post("/jobs", content=body, headers=headers)
-            if response.status_code != 201:
-                raise RuntimeError(f"submit answered {response.status_code}: {response.text[:300]}")
-            meter = CpuMeter(target.server_pid)
-            meter.start()
-            started = time.perf_counter()
-            since.append(started)
-            unfinished = jobs
-            while unfinished:
-                if any(t.done() for t in tasks):
-                    raise RuntimeError(f"an agent stopped: {[t.exception() for t in tasks if t.done()]}")
-                await asyncio.sleep(0.02)
-                row = await (
-                    await conn.execute(
-                        "SELECT count(*) FROM jobs WHERE org_id = 'bench-drain' AND status IN ('pending', 'running')"
-                    )
-                ).fetchone()
-                unfinished = row[0] if row else 0
-            elapsed = time.perf_counter() - started
-            cpu = meter.stop()
-            outcome = await (
-                await conn.execute(
-                    "SELECT count(*) FILTER (WHERE status = 'completed'), count(*) FROM jobs"
-                    " WHERE org_id = 'bench-drain'"
-                )
-            ).fetchone()
+
+        def failed() -> str | None:
+            stopped = [t.exception() for t in tasks if t.done()]
+            return f"an agent stopped: {stopped}" if stopped else None
+
+        elapsed, cpu = await _timed_drain(target, jobs, group_size, "bench-drain", failed, since.append)
     finally:
         for agent in fleet:
             agent.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
-    completed, total = outcome if outcome else (0, 0)
-    if completed != jobs or total != jobs:
-        raise RuntimeError(f"{completed} of {total} jobs completed, {jobs} submitted")
     return {
         "jobs": jobs,
         "agents": agents,
@@ -187,29 +159,15 @@ async def drain_with_processes(target: BenchTarget, jobs: int, group_size: int, 
     them, a process per test included."""
     fleet = _start_agent_processes(target, processes)
     try:
-        async with (
-            httpx.AsyncClient(base_url=target.api_url, timeout=300, headers=target.headers()) as http,
-            await psycopg.AsyncConnection.connect(target.database_url, autocommit=True) as conn,
-        ):
+        async with httpx.AsyncClient(base_url=target.api_url, timeout=30, headers=target.headers()) as http:
             await _wait_registered(http, fleet)
-            body = submission(jobs, group_size, "bench-processes", "p")
-            response = await http.post("/jobs", content=body, headers={"Content-Type": "application/json"})
-            if response.status_code != 201:
-                raise RuntimeError(f"submit answered {response.status_code}: {response.text[:300]}")
-            meter = CpuMeter(target.server_pid)
-            meter.start()
-            started = time.perf_counter()
-            while await _unfinished(conn, "bench-processes"):
-                if any(p.poll() is not None for p in fleet):
-                    raise RuntimeError("a qgjob agent process exited")
-                await asyncio.sleep(0.02)
-            elapsed = time.perf_counter() - started
-            cpu = meter.stop()
-            completed = await _completed(conn, "bench-processes")
+
+        def failed() -> str | None:
+            return "a qgjob agent process exited" if any(p.poll() is not None for p in fleet) else None
+
+        elapsed, cpu = await _timed_drain(target, jobs, group_size, "bench-processes", failed, lambda _: None)
     finally:
         _stop_processes(fleet)
-    if completed != jobs:
-        raise RuntimeError(f"{completed} of {jobs} jobs completed")
     return {
         "jobs": jobs,
         "processes": processes,
@@ -254,6 +212,40 @@ async def _wait_registered(http: httpx.AsyncClient, fleet: list[subprocess.Popen
             raise RuntimeError("the qgjob agent processes did not start")
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)  # each one's first claim is parked, waiting for work
+
+
+async def _timed_drain(
+    target: BenchTarget,
+    jobs: int,
+    group_size: int,
+    org_id: str,
+    failed: Callable[[], str | None],
+    on_start: Callable[[float], Any],
+) -> tuple[float, dict[str, float]]:
+    """Submit `jobs` jobs for agents already waiting, and time them from the submit's answer until none is pending
+    or running (read every 20 ms). Every job must have completed after exactly one attempt."""
+    async with (
+        httpx.AsyncClient(base_url=target.api_url, timeout=300, headers=target.headers()) as http,
+        await psycopg.AsyncConnection.connect(target.database_url, autocommit=True) as conn,
+    ):
+        body = submission(jobs, group_size, org_id, org_id)
+        response = await http.post("/jobs", content=body, headers={"Content-Type": "application/json"})
+        if response.status_code != 201:
+            raise RuntimeError(f"submit answered {response.status_code}: {response.text[:300]}")
+        meter = CpuMeter(target.server_pid)
+        meter.start()
+        started = time.perf_counter()
+        on_start(started)
+        while await _unfinished(conn, org_id):
+            if problem := failed():
+                raise RuntimeError(problem)
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        cpu = meter.stop()
+        completed = await _completed(conn, org_id)
+    if completed != jobs:
+        raise RuntimeError(f"{completed} of {jobs} jobs completed after one attempt")
+    return elapsed, cpu
 
 
 async def _unfinished(conn: psycopg.AsyncConnection[Any], org_id: str) -> int:
