@@ -8,13 +8,16 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from qualgent.db.engine import libpq_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +110,7 @@ class ServerProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def __enter__(self) -> ServerProcess:
-        return self.start()
+        return self if self.process is not None else self.start()  # `with ServerProcess(...).start(args)` too
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
@@ -149,3 +152,21 @@ class CpuMeter:
             figures["server_cpu_s"] = round(server, 3)
             figures["rest_cpu_s"] = round(machine - server - own, 3)  # PostgreSQL, mostly
         return figures
+
+
+@contextlib.contextmanager
+def target_for(
+    database_url: str, api_url: str | None, token: str | None = None, server_pid: int | None = None
+) -> Iterator[BenchTarget]:
+    """What a benchmark's command line measures: the server at `api_url`, or else a `qgjob server --migrate`
+    started on `database_url` for the run (its pid known, for its CPU time) and stopped after it."""
+    if api_url is not None:
+        yield BenchTarget(api_url, libpq_url(database_url), token, server_pid)
+        return
+    log = Path(tempfile.mkdtemp(prefix="qualgent-bench-")) / "server.log"
+    server = ServerProcess(database_url, log).start(["--migrate"])
+    try:
+        pid = server.process.pid if server.process else None
+        yield BenchTarget(server.api_url, libpq_url(database_url), token, pid)
+    finally:
+        server.stop()

@@ -39,12 +39,10 @@ import math
 import random
 import re
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,7 +50,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from qualgent.bench._postgres import APPLICATION_NAME, PostgresCpu, PostgresProcesses, cpu_of
-from qualgent.bench.common import BenchTarget, ServerProcess, percentiles
+from qualgent.bench.common import BenchTarget, percentiles, target_for
 from qualgent.db.engine import libpq_url
 from qualgent.db.sql import Q
 
@@ -548,15 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--holding", type=float, default=0.1, help="share of agents holding a claim")
     parser.add_argument("--idle-seconds", type=float, default=12.0, help="idle window measured first")
     args = parser.parse_args(argv)
-    with contextlib.ExitStack() as stack:
-        api_url, server_pid = args.api_url, args.server_pid
-        if api_url is None:
-            log = Path(tempfile.mkdtemp(prefix="qualgent-bench-")) / "server.log"
-            server = ServerProcess(args.database_url, log).start(["--migrate"])
-            stack.callback(server.stop)
-            api_url = server.api_url
-            server_pid = server.process.pid if server.process else None
-        target = BenchTarget(api_url, libpq_url(args.database_url), args.token)
+    with target_for(args.database_url, args.api_url, args.token, args.server_pid) as target:
         result = asyncio.run(
             measure_heartbeats(
                 target,
@@ -564,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.interval,
                 args.duration,
                 holding=args.holding,
-                server_pid=server_pid,
+                server_pid=target.server_pid,
                 idle_seconds=args.idle_seconds,
             )
         )

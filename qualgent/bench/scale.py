@@ -41,12 +41,10 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -61,7 +59,7 @@ from qualgent.bench._postgres import (
     cpu_of,
     uptime_ticks,
 )
-from qualgent.bench.common import BenchTarget, ServerProcess, percentiles, ratio
+from qualgent.bench.common import BenchTarget, percentiles, ratio, target_for
 from qualgent.db.engine import libpq_url, normalize_url
 from qualgent.db.sql import Q
 from qualgent.queue import claims
@@ -624,16 +622,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = args.size or ([1_000, 10_000] if args.quick else [10_000, 1_000_000])
     finished = args.finished if args.finished is not None else (50_000 if args.quick else 5_000_000)
     samples = args.samples or (100 if args.quick else 300)
-    with contextlib.ExitStack() as stack:
-        api_url, server_pid = args.api_url, args.server_pid
-        if api_url is None:
-            log = Path(tempfile.mkdtemp(prefix="qualgent-bench-")) / "server.log"
-            server = ServerProcess(args.database_url, log).start(["--migrate"])
-            stack.callback(server.stop)
-            api_url = server.api_url
-            server_pid = server.process.pid if server.process else None
-        target = BenchTarget(api_url, libpq_url(args.database_url), args.token)
-        result = asyncio.run(measure_claim_scale(target, sizes, finished, samples, server_pid=server_pid))
+    with target_for(args.database_url, args.api_url, args.token, args.server_pid) as target:
+        result = asyncio.run(measure_claim_scale(target, sizes, finished, samples, server_pid=target.server_pid))
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

@@ -32,13 +32,11 @@ import contextlib
 import json
 import math
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -46,7 +44,7 @@ import psycopg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from qualgent.bench.common import BenchTarget, ServerProcess, percentiles, ratio
+from qualgent.bench.common import BenchTarget, percentiles, ratio, target_for
 from qualgent.db.engine import libpq_url, normalize_url
 from qualgent.queue._common import notify_jobs
 
@@ -292,14 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--finishes", type=int, default=200)
     args = parser.parse_args(argv)
     counts = args.waiters or [1, 1000]
-    with contextlib.ExitStack() as stack:
-        api_url = args.api_url
-        if api_url is None:
-            log = Path(tempfile.mkdtemp(prefix="qualgent-bench-")) / "server.log"
-            server = ServerProcess(args.database_url, log).start(["--migrate"])
-            stack.callback(server.stop)
-            api_url = server.api_url
-        target = BenchTarget(api_url, libpq_url(args.database_url), args.token)
+    with target_for(args.database_url, args.api_url, args.token) as target:
         results = [asyncio.run(measure_wait_latency(target, n, args.finishes)) for n in counts]
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")
