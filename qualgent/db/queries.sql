@@ -192,7 +192,11 @@ SELECT number, agent_id, group_id, started_at, finished_at, outcome, exit_code, 
 FROM attempts WHERE job_id = :job_id ORDER BY number;
 
 -- name: notify
+-- Any notification (work available); job changes go through notify_jobs.
 SELECT pg_notify('qualgent', p) FROM unnest(CAST(:payloads AS text[])) AS p;
+
+-- name: notify_jobs
+SELECT qualgent_notify_jobs(:status, CAST(:job_ids AS uuid[]));
 
 -- name: reset_for_rerun
 -- A re-run keeps the attempt history and numbering, and grants the job its usual budget anew.
@@ -252,9 +256,7 @@ WITH s AS (
     INSERT INTO attempts (job_id, number, agent_id, group_id, started_at)
     SELECT id, attempts, :agent_id, :group_id, started_at FROM started
 ), notified AS (
-    SELECT pg_notify('qualgent', json_build_object('kind', 'jobs', 'status', 'running', 'ids', json_agg(c.id))::text)
-    FROM (SELECT id, (row_number() OVER () - 1) / 150 AS chunk FROM started) AS c
-    GROUP BY c.chunk
+    SELECT qualgent_notify_jobs('running', array_agg(id)) FROM started
 )
 SELECT started.*, (SELECT count(*) FROM notified) AS notifications FROM started;
 
@@ -289,9 +291,7 @@ WITH r AS (
     WHERE j.id = r.id AND r.status IS NOT NULL
     RETURNING j.*
 ), notified AS (
-    SELECT pg_notify('qualgent', json_build_object('kind', 'jobs', 'status', c.status, 'ids', json_agg(c.id))::text)
-    FROM (SELECT id, status, (row_number() OVER (PARTITION BY status) - 1) / 150 AS chunk FROM finished) AS c
-    GROUP BY c.status, c.chunk
+    SELECT qualgent_notify_jobs(status, array_agg(id)) FROM finished GROUP BY status
 )
 SELECT finished.*, (SELECT count(*) FROM notified) AS notifications, (SELECT count(*) FROM closed) AS closed
 FROM finished;
@@ -342,8 +342,6 @@ WITH r AS (
            run_error
     FROM ran
 ), notified AS (
-    SELECT pg_notify('qualgent', json_build_object('kind', 'jobs', 'status', c.status, 'ids', json_agg(c.id))::text)
-    FROM (SELECT id, status, (row_number() OVER (PARTITION BY status) - 1) / 150 AS chunk FROM ran) AS c
-    GROUP BY c.status, c.chunk
+    SELECT qualgent_notify_jobs(status, array_agg(id)) FROM ran GROUP BY status
 )
 SELECT ran.*, (SELECT count(*) FROM notified) AS notifications FROM ran;

@@ -13,9 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from qualgent.db.sql import Q
 
-# pg_notify payloads must stay under 8000 bytes; ids are 36 characters.
-_IDS_PER_NOTIFICATION = 150
-
 
 @dataclass(frozen=True, slots=True)
 class GroupKey:
@@ -35,15 +32,10 @@ class GroupAggregate:
 
 async def notify_jobs(conn: AsyncConnection, status: str, job_ids: Iterable[uuid.UUID | str]) -> None:
     """Tell listeners (waiting clients, other servers) which jobs changed, in the changing transaction:
-    ids only, one channel, chunked under PostgreSQL's payload limit."""
-    ids = [str(job_id) for job_id in job_ids]
-    if not ids:
-        return
-    payloads = [
-        json.dumps({"kind": "jobs", "status": status, "ids": ids[start : start + _IDS_PER_NOTIFICATION]})
-        for start in range(0, len(ids), _IDS_PER_NOTIFICATION)
-    ]
-    await conn.execute(Q.notify, {"payloads": payloads})  # one round trip however many
+    ids only, one channel, chunked under PostgreSQL's payload limit (qualgent_notify_jobs, migration 0007)."""
+    ids = [uuid.UUID(str(job_id)) if not isinstance(job_id, uuid.UUID) else job_id for job_id in job_ids]
+    if ids:
+        await conn.execute(Q.notify_jobs, {"status": str(status), "job_ids": ids})
 
 
 async def notify_work_available(conn: AsyncConnection, targets: Iterable[str]) -> None:

@@ -3,8 +3,12 @@ mirrors the table's defaults): what it answers must be exactly what a later read
 
 from __future__ import annotations
 
+import json
+
+import psycopg
 import pytest
 
+from qualgent.db.engine import libpq_url
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.anyio
@@ -27,12 +31,17 @@ async def test_the_submit_answer_is_what_the_database_holds(api: Api) -> None:
         assert job == stored
 
 
-async def test_notifications_of_a_large_submit_are_split_under_the_payload_limit(api: Api) -> None:
-    body = [{"org_id": "acme", "app_version_id": f"v{i // 50}", "test_path": f"tests/{i}.spec.ts"} for i in range(400)]
-    answered = await api.call("POST", "/jobs", body, expect=201)
-    assert len({j["id"] for j in answered}) == 400
-    listed = await api.call("GET", "/jobs", org_id="acme", limit=1000)
-    assert {j["id"] for j in listed} == {j["id"] for j in answered}
+async def test_notifications_of_a_large_submit_are_split_under_the_payload_limit(api: Api, db_url: str) -> None:
+    async with await psycopg.AsyncConnection.connect(libpq_url(db_url), autocommit=True) as listener:
+        await listener.execute("LISTEN qualgent")
+        body = [{"org_id": "acme", "app_version_id": f"v{i // 50}", "test_path": f"t/{i}.spec.ts"} for i in range(400)]
+        answered = await api.call("POST", "/jobs", body, expect=201)
+        payloads = [json.loads(n.payload) async for n in listener.notifies(timeout=5, stop_after=4)]
+    jobs = [p for p in payloads if p["kind"] == "jobs"]
+    assert sorted(len(p["ids"]) for p in jobs) == [100, 150, 150]  # under the 8,000-byte payload limit
+    assert {p["status"] for p in jobs} == {"pending"}
+    assert {i for p in jobs for i in p["ids"]} == {j["id"] for j in answered}
+    assert [p["targets"] for p in payloads if p["kind"] == "work"] == [["emulator"]]
 
 
 async def test_paths_with_backslashes_quotes_and_unicode_are_stored_as_given(api: Api) -> None:
