@@ -27,6 +27,20 @@ FROM agents a
 """
 
 
+async def targets(
+    engine: AsyncEngine, agent_id: uuid.UUID, lease_seconds: float, known: dict[uuid.UUID, list[str]]
+) -> list[str]:
+    """The targets an agent serves: fixed at registration, so read once per process and kept in `known` (a
+    claim needs them before it waits, and must not pay a transaction for them each time)."""
+    if (cached := known.get(agent_id)) is not None:
+        return cached
+    agent = await get(engine, agent_id, lease_seconds)  # NotFound if there is none
+    if len(known) >= 10_000:  # agents come and go: forget them all now and then
+        known.clear()
+    known[agent_id] = list(agent["targets"])
+    return known[agent_id]
+
+
 async def register(engine: AsyncEngine, name: str, targets: list[str]) -> RowMapping:
     async with engine.begin() as conn:
         row = (

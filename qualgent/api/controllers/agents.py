@@ -73,17 +73,11 @@ class AgentController(Controller):
     async def claim(
         self, services: ServicesDep, agent_id: FromPath[uuid.UUID], data: JSONBody[ClaimIn | None] = None
     ) -> Response[ClaimOut | None]:
-        targets = services.agent_targets.get(agent_id)
-        if targets is None:
-            agent = await agents.get(services.engine, agent_id, services.settings.lease_seconds)
-            if len(services.agent_targets) >= 10_000:  # agents come and go: forget them all now and then
-                services.agent_targets.clear()
-            targets = services.agent_targets[agent_id] = list(agent["targets"])
-        served = set(targets)
+        lease = services.settings.lease_seconds
+        served = set(await agents.targets(services.engine, agent_id, lease, services.agent_targets))
         wanted = [t.value for t in data.targets] if data and data.targets else sorted(served)
         if not set(wanted) <= served:
             raise InvalidInput(f"agent {agent_id} does not serve {sorted(set(wanted) - served)}", field="targets")
-        lease = services.settings.lease_seconds
         wait = data.wait if data else 0.0
         got = await claim_or_wait(
             services.hub, wanted, wait, lambda: claims.claim(services.engine, agent_id, wanted, lease)
