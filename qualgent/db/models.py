@@ -174,7 +174,14 @@ class Job(Base):
         # and a running group's cancelled jobs (heartbeats).
         Index("ix_jobs_group_id", "group_id"),
         Index("ix_jobs_org_id_created_at", "org_id", "created_at"),
-        Index("ix_jobs_status_created_at", "status", "created_at"),
+        # Running, failed and cancelled jobs by status, newest first (stats, listings). Partial: completed and
+        # pending jobs, the many, never enter it, and no query for pending jobs can walk it (migration 0008).
+        Index(
+            "ix_jobs_running_failed_cancelled",
+            "status",
+            "created_at",
+            postgresql_where=text("status IN ('running', 'failed', 'cancelled')"),
+        ),
         # Reporting (migration 0005): time windows and recent results read finished jobs by finish time.
         Index(
             "ix_jobs_finished_at",
