@@ -26,6 +26,7 @@ from qualgent.api.deps import Services, provide_services
 from qualgent.api.errors import EXCEPTION_HANDLERS, document_error_responses
 from qualgent.api.schemas import strict_json_body
 from qualgent.db.engine import create_server_engine
+from qualgent.db.raw import Direct
 from qualgent.notify import Hub
 from qualgent.observability import metrics
 from qualgent.queue import claims, retention
@@ -44,9 +45,12 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         own_engine = engine is None
         active = engine or create_server_engine(settings.database_url or "")
-        hub = Hub(active.url.render_as_string(hide_password=False))
+        url = active.url.render_as_string(hide_password=False)
+        hub = Hub(url)
         await hub.start()
-        app.state.services = Services(engine=active, settings=settings, hub=hub)
+        direct = Direct(url)
+        await direct.open()
+        app.state.services = Services(engine=active, direct=direct, settings=settings, hub=hub)
         rescuer = asyncio.create_task(_rescue_loop(active, settings.lease_seconds), name="qualgent-rescue")
         pruner = asyncio.create_task(retention.prune_loop(active, settings.retention_days), name="qualgent-prune")
         try:
@@ -57,6 +61,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await hub.stop()
+            await direct.close()
             if own_engine:
                 await active.dispose()
 

@@ -1,4 +1,4 @@
-"""What controllers are given: the engine and the settings, built once in create_app."""
+"""What controllers are given: the engine, the hot path's pool and the settings, built once in create_app."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from qualgent.db.raw import Direct
 from qualgent.notify import Hub
 from qualgent.settings import Settings
 
@@ -16,6 +17,7 @@ from qualgent.settings import Settings
 @dataclass(frozen=True, slots=True)
 class Services:
     engine: AsyncEngine
+    direct: Direct  # the agents' claims and reports, one statement each (qualgent.db.raw)
     settings: Settings
     hub: Hub
     # Agents' targets by id, for claims: set at registration and never changed, so a claim need not read

@@ -7,6 +7,8 @@ import re
 from typing import Any
 
 import msgspec
+import psycopg
+import psycopg_pool
 from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
@@ -96,8 +98,10 @@ def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Res
 
 
 def database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
-    assert isinstance(exc, DBAPIError)
-    if exc.connection_invalidated or isinstance(exc, OperationalError):
+    """From SQLAlchemy (DBAPIError, wrapping the driver's) or from psycopg itself (the hot path, qualgent.db.raw)."""
+    if isinstance(exc, psycopg.OperationalError) or (
+        isinstance(exc, DBAPIError) and (exc.connection_invalidated or isinstance(exc, OperationalError))
+    ):
         return database_unavailable(request, exc)
     log.exception("database error during %s %s", request.method, request.url.path, exc_info=exc)
     return _body(500, "InternalError", "internal error")
@@ -139,5 +143,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     QualgentError: qualgent_error,
     HTTPException: http_error,
     DBAPIError: database_error,
+    psycopg.Error: database_error,
     PoolTimeout: database_unavailable,
+    psycopg_pool.PoolTimeout: database_unavailable,
 }

@@ -49,7 +49,6 @@ from typing import Any
 
 import httpx
 import psycopg
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from qualgent.bench._postgres import (
@@ -61,7 +60,9 @@ from qualgent.bench._postgres import (
 )
 from qualgent.bench.common import BenchTarget, percentiles, ratio, target_for
 from qualgent.db.engine import libpq_url, normalize_url
-from qualgent.db.sql import Q
+from qualgent.db.plans import plans_inside
+from qualgent.db.raw import Direct
+from qualgent.db.sql import P
 from qualgent.queue import claims
 
 ORGS = 200
@@ -71,6 +72,7 @@ FINISHED_CHUNK = 1_000_000  # finished jobs per fill transaction
 # server prunes it while it is measured (a prune of millions of rows is a benchmark of its own).
 HISTORY_DAYS = 60
 LEASE_SECONDS = 30.0
+CLAIMS_APPLICATION = "qgjob bench claims"  # the in-process claims' connections: the database's work, as the server's
 WARMUP = 10
 CLAIM_BATCH = 20  # claims taken before they are given back: their CPU time is measured apart from the releases
 # Who claims: an agent serving every target, and one per target (the claim then skips other targets' groups).
@@ -300,12 +302,14 @@ class _Claimers:
         target: BenchTarget,
         client: httpx.AsyncClient,
         engine: AsyncEngine,
+        direct: Direct,
         conn: psycopg.AsyncConnection[Any],
         server_pid: int | None,
     ) -> None:
         self.target = target
         self.client = client
         self.engine = engine
+        self.direct = direct
         self.processes = PostgresProcesses(conn)
         self.server_pid = server_pid
         self.agents: list[tuple[str, list[str]]] = []
@@ -315,8 +319,10 @@ class _Claimers:
     async def open(cls, target: BenchTarget, server_pid: int | None) -> Any:
         # The in-process claims' connections count as the database's work, like the server's.
         engine = create_async_engine(
-            normalize_url(target.database_url), pool_size=2, connect_args={"application_name": "qgjob bench claims"}
+            normalize_url(target.database_url), pool_size=2, connect_args={"application_name": CLAIMS_APPLICATION}
         )
+        direct = Direct(target.database_url, size=2, application_name=CLAIMS_APPLICATION)
+        await direct.open()
         try:
             async with (
                 httpx.AsyncClient(
@@ -330,7 +336,7 @@ class _Claimers:
                     libpq_url(target.database_url), autocommit=True, application_name=APPLICATION_NAME
                 ) as conn,
             ):
-                claimers = cls(target, client, engine, conn, server_pid)
+                claimers = cls(target, client, engine, direct, conn, server_pid)
                 for index, targets in enumerate(AGENT_TARGETS):
                     response = await client.post("/agents", json={"name": f"bench-claim-{index}", "targets": targets})
                     response.raise_for_status()
@@ -342,6 +348,7 @@ class _Claimers:
                         with contextlib.suppress(httpx.HTTPError):
                             await client.delete(f"/agents/{agent_id}")
         finally:
+            await direct.close()
             await engine.dispose()
 
     async def stage(self, label: str, samples: int, loaded: dict[str, Any]) -> dict[str, Any]:
@@ -443,7 +450,7 @@ class _Claimers:
         agent_id, targets = self.agents[i % len(self.agents)]
         agent = uuid.UUID(agent_id)
         started = time.perf_counter()
-        got = await claims.claim(self.engine, agent, targets, LEASE_SECONDS)
+        got = await claims.claim(self.engine, self.direct, agent, targets, LEASE_SECONDS)
         elapsed = (time.perf_counter() - started) * 1000
         if got is None:
             return elapsed, None, 0
@@ -454,19 +461,22 @@ class _Claimers:
         await claims.release(self.engine, agent, got.group_id, got.token, "benchmark")
 
     async def _plan(self) -> dict[str, Any]:
-        """EXPLAIN (ANALYZE, BUFFERS) of the claim statement for the all-targets agent, rolled back."""
+        """The plan of the claim's own statement (inside qualgent_claim) for the all-targets agent, with actual
+        figures and buffers, rolled back."""
         agent_id, targets = self.agents[0]
-        explain = text("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + Q.claim_group.text)
-        async with self.engine.connect() as conn, conn.begin() as tx:
-            params = {"targets": targets, "agent_id": uuid.UUID(agent_id), "lease_seconds": LEASE_SECONDS}
-            plan = (await conn.execute(explain, params)).scalar_one()[0]
-            await tx.rollback()
-        top = plan["Plan"]
+        params = {"agent_id": uuid.UUID(agent_id), "targets": targets, "lease_seconds": LEASE_SECONDS}
+        plans = await asyncio.to_thread(_plans_inside, self.target.database_url, P.claim, params)
+        (top,) = [p["Plan"] for p in plans if "WITH candidate AS" in p["Query Text"]]
         return {
             "indexes": sorted(_index_names(top)),
             "buffers": int(top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0)),
-            "execution_ms": round(float(plan["Execution Time"]), 3),
+            "execution_ms": round(float(top["Actual Total Time"]), 3),
         }
+
+
+def _plans_inside(database_url: str, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    with psycopg.connect(libpq_url(database_url), autocommit=True, application_name=APPLICATION_NAME) as conn:
+        return plans_inside(conn, sql, params, analyze=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -20,6 +22,15 @@ def libpq_url(url: str) -> str:
     return make_url(normalize_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+# No request may hang on an unreachable or stuck database: fail (503, retried by clients) instead.
+CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "options": "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000",
+    "application_name": "qgjob server",
+}
+POOL_TIMEOUT_SECONDS = 10.0
+
+
 def create_server_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
         normalize_url(url),
@@ -28,13 +39,8 @@ def create_server_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         # No ping before each transaction (a round trip each): a connection broken by a PostgreSQL restart fails
         # its one request with a 503, which clients retry, and SQLAlchemy then drops every older connection.
         pool_pre_ping=False,
-        pool_timeout=10,
-        # No request may hang on an unreachable or stuck database: fail (503, retried by clients) instead.
-        connect_args={
-            "connect_timeout": 5,
-            "options": "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=60000",
-            "application_name": "qgjob server",
-        },
+        pool_timeout=POOL_TIMEOUT_SECONDS,
+        connect_args=CONNECT_ARGS,
     )
 
 

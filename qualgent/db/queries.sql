@@ -26,43 +26,6 @@ ON CONFLICT (org_id, app_version_id, target) WHERE status = 'pending' DO UPDATE 
     job_count = job_groups.job_count + EXCLUDED.job_count
 RETURNING id, org_id, app_version_id, target;
 
--- name: claim_group
--- The claim. The CTE is a fence: the planner cannot turn LIMIT 1 into "update every match".
--- It walks ix_job_groups_claimable in scheduling order (tier, best priority, oldest job) and takes the
--- first group it can lock; FOR NO KEY UPDATE lets jobs and attempts keep referencing the row meanwhile.
-WITH candidate AS (
-    SELECT id
-    FROM job_groups
-    WHERE status = 'pending'
-      AND target = ANY(CAST(:targets AS text[]))
-      AND available_at <= now()
-    ORDER BY tier, best_priority, oldest_job_at, id
-    LIMIT 1
-    FOR NO KEY UPDATE SKIP LOCKED
-)
-UPDATE job_groups g
-SET status = 'running',
-    agent_id = :agent_id,
-    lease_token = gen_random_uuid(),
-    lease_expires_at = now() + make_interval(secs => :lease_seconds),
-    claimed_at = now()
-FROM candidate
-WHERE g.id = candidate.id
-RETURNING g.id, g.org_id, g.app_version_id, g.target, g.lease_token, g.lease_expires_at,
-          set_config('enable_sort', 'on', true) AS planner;
-
--- name: claim_agent
--- The claiming agent's sign of life and status. It also turns sorting off for the planning of the
--- claim_group that follows in the same transaction (whose RETURNING turns it back on): with statistics
--- older than a burst of submissions (autovacuum has not analyzed yet), the planner believes few groups are
--- pending and sorts all of them on every claim instead of walking ix_job_groups_claimable. Set here rather
--- than by a SET LOCAL of its own: no extra round trip on the hot path.
-UPDATE agents SET last_heartbeat_at = now() WHERE id = :agent_id
-RETURNING id, status, set_config('enable_sort', 'off', true) AS planner;
-
--- name: no_sorts
-SELECT set_config('enable_sort', 'off', true);
-
 -- name: group_jobs_to_run
 -- `runnable` by the database's clock, the same clock the claim chose the group by.
 SELECT id, org_id, app_version_id, target, test_path, priority, attempts, max_attempts, timeout_seconds,
@@ -230,14 +193,6 @@ RETURNING idempotency_key;
 -- name: submission_of_key
 SELECT request_hash, job_ids FROM submissions WHERE idempotency_key = :key;
 
--- name: hold_claim
--- Every batched agent write starts here: the claim must still be this agent's, under this token (row locked
--- by the UPDATE), and its lease is extended. No row: qualgent.queue.claims says why (no group, or stale).
-UPDATE job_groups
-SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
-WHERE id = :group_id AND status = 'running' AND lease_token = :token AND agent_id = :agent_id
-RETURNING id;
-
 -- name: start_jobs
 -- Batched start: this group's pending jobs among :job_ids become running, each opens its attempt and the
 -- change is announced (ids only, 150 per notification, under PostgreSQL's payload limit), in one statement.
@@ -285,7 +240,8 @@ WITH r AS (
     UPDATE jobs j
     SET status = r.status, exit_code = r.exit_code, duration_ms = r.duration_ms, output_tail = r.output_tail,
         error = r.job_error, finished_at = now(), updated_at = now(),
-        flaky = (r.status = 'completed' AND EXISTS (
+        -- Only a job with an earlier attempt can be flaky: the lookup is for retried jobs alone.
+        flaky = (r.status = 'completed' AND j.attempts > 1 AND EXISTS (
             SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.outcome = 'test_failed'))
     FROM r
     WHERE j.id = r.id AND r.status IS NOT NULL
@@ -296,52 +252,22 @@ WITH r AS (
 SELECT finished.*, (SELECT count(*) FROM notified) AS notifications, (SELECT count(*) FROM closed) AS closed
 FROM finished;
 
--- name: close_group_and_free_agent
--- A claimed group is done when none of its jobs is left to run; its agent is idle again unless it holds
--- another group. (The NOT EXISTS sees this group still running: the statement's snapshot.)
-WITH closed AS (
-    UPDATE job_groups g
-    SET status = 'done', finished_at = now(), lease_expires_at = NULL
-    WHERE g.id = :group_id AND g.status = 'running'
-      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.group_id = g.id AND j.status IN ('pending', 'running'))
-    RETURNING g.id, g.agent_id
-), freed AS (
-    UPDATE agents a SET status = 'idle'
-    FROM closed
-    WHERE a.id = closed.agent_id AND a.status = 'busy'
-      AND NOT EXISTS (
-          SELECT 1 FROM job_groups o WHERE o.agent_id = a.id AND o.status = 'running' AND o.id <> closed.id)
-)
-SELECT id FROM closed;
+-- name: claim
+-- The agent's claim, whole (migration 0009): its sign of life, the best pending group it can run, the group's jobs.
+SELECT qualgent_claim(:agent_id, CAST(:targets AS text[]), :lease_seconds);
+
+-- name: report_runs
+-- A report made only of runs that ended their jobs, all or nothing (SQLSTATE QGRUN otherwise; migration 0009).
+SELECT qualgent_report_runs(:agent_id, :group_id, :token, :lease_seconds, CAST(:runs AS jsonb));
+
+-- name: hold_claim
+-- Every batched agent write starts here: the claim must still be this agent's, under this token (row locked), and
+-- its lease is extended. False: qualgent.queue.claims says why (no group, or stale).
+SELECT qualgent_hold_claim(:agent_id, :group_id, :token, :lease_seconds) AS held;
 
 -- name: run_jobs
--- Batched start and result together (a test over before its start was sent): the job goes from pending to
--- its final status in one row version and its attempt is written once, finished. Half the writes of a start
--- followed by a result; only for runs that end the job (qualgent.queue.claims decides).
-WITH r AS (
-    SELECT * FROM unnest(
-        CAST(:job_ids AS uuid[]), CAST(:elapsed_ms AS bigint[]), CAST(:statuses AS text[]),
-        CAST(:outcomes AS text[]), CAST(:exit_codes AS integer[]), CAST(:durations AS bigint[]),
-        CAST(:output_tails AS text[]), CAST(:errors AS text[]), CAST(:job_errors AS text[])
-    ) AS r (id, elapsed_ms, status, outcome, exit_code, duration_ms, output_tail, error, job_error)
-), ran AS (
-    UPDATE jobs j
-    SET status = r.status, attempts = j.attempts + 1, agent_id = :agent_id,
-        started_at = now() - make_interval(secs => CAST(r.elapsed_ms AS double precision) / 1000),
-        finished_at = now(), updated_at = now(), exit_code = r.exit_code, duration_ms = r.duration_ms,
-        output_tail = r.output_tail, error = r.job_error,
-        flaky = (r.status = 'completed' AND EXISTS (
-            SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.outcome = 'test_failed'))
-    FROM r
-    WHERE j.id = r.id AND j.group_id = :group_id AND j.status = 'pending'
-    RETURNING j.*, r.outcome AS run_outcome, r.error AS run_error
-), recorded AS (
-    INSERT INTO attempts (job_id, number, agent_id, group_id, started_at, finished_at, outcome, exit_code,
-                          duration_ms, error)
-    SELECT id, attempts, :agent_id, :group_id, started_at, finished_at, run_outcome, exit_code, duration_ms,
-           run_error
-    FROM ran
-), notified AS (
-    SELECT qualgent_notify_jobs(status, array_agg(id)) FROM ran GROUP BY status
-)
-SELECT ran.*, (SELECT count(*) FROM notified) AS notifications FROM ran;
+-- Runs started and finished within one report that end their jobs, one write each (migration 0009).
+SELECT * FROM qualgent_run_jobs(:agent_id, :group_id, CAST(:runs AS jsonb));
+
+-- name: close_group_and_free_agent
+SELECT qualgent_close_group(:group_id) AS closed;

@@ -12,7 +12,10 @@ from typing import Any, cast
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from qualgent.db.engine import CONNECT_ARGS, POOL_TIMEOUT_SECONDS, libpq_url
 
 Row = Mapping[Any, Any]  # a psycopg dict row, or SQLAlchemy's RowMapping where the slow path made it
 
@@ -39,3 +42,32 @@ class Raw:
     async def first(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
         found = await self.rows(sql, params)
         return found[0] if found else None
+
+
+class Direct:
+    """The agents' hot path as single statements (the stored functions of migration 0009) in autocommit, on a
+    psycopg pool of its own: no BEGIN and COMMIT round trips, no SQLAlchemy execution layer, one statement per
+    claim or report. Everything else goes through the SQLAlchemy engine."""
+
+    def __init__(self, url: str, size: int = 10, application_name: str = "qgjob server") -> None:
+        self._pool = AsyncConnectionPool(
+            libpq_url(url),
+            min_size=1,
+            max_size=size,
+            kwargs={"autocommit": True, **CONNECT_ARGS, "application_name": application_name},
+            timeout=POOL_TIMEOUT_SECONDS,
+            open=False,
+            name="qualgent-direct",
+        )
+
+    async def open(self) -> None:
+        await self._pool.open()
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def value(self, sql: str, params: Mapping[str, Any]) -> Any:
+        """The one value a one-row, one-column statement returns."""
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(sql, params)).fetchone()
+            return row[0] if row else None

@@ -4,21 +4,24 @@ Every write checks the claim's token (fencing): a stale token changes nothing an
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from qualgent.db.raw import Raw, Row
+from qualgent.db.raw import Direct, Raw, Row
 from qualgent.db.sql import P, Q
 from qualgent.domain import Conflict, JobStatus, NotFound, Outcome, StaleClaim, classify_exit_code
-from qualgent.domain.types import AgentStatus, GroupStatus, retry_delay_seconds
+from qualgent.domain.types import GroupStatus, retry_delay_seconds
 from qualgent.observability import metrics
 from qualgent.queue._common import notify_jobs, requeue
 
 OUTPUT_TAIL_LIMIT = 16_384
+RUNS_DID_NOT_ALL_END = "QGRUN"  # qualgent_report_runs: take the general path
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,40 +47,41 @@ class Result:
 
 
 @metrics.timed_claim
-async def claim(engine: AsyncEngine, agent_id: uuid.UUID, targets: list[str], lease_seconds: float) -> Claim | None:
-    """Take the best pending group this agent can run, whole, in one transaction."""
-    async with engine.begin() as conn:
-        raw = await Raw.of(conn)
-        agent = await raw.first(P.claim_agent, {"agent_id": agent_id})
-        if agent is None:
+async def claim(
+    engine: AsyncEngine, direct: Direct, agent_id: uuid.UUID, targets: list[str], lease_seconds: float
+) -> Claim | None:
+    """Take the best pending group this agent can run, whole: one statement (qualgent_claim, in autocommit)."""
+    for _ in range(3):  # a group emptied by cancels or backoff is retired and the next one tried
+        got = await direct.value(P.claim, {"agent_id": agent_id, "targets": targets, "lease_seconds": lease_seconds})
+        if got["agent_status"] is None:
             raise NotFound(f"no agent {agent_id}: register first", agent_id=str(agent_id))
-        if agent["status"] == AgentStatus.OFFLINE:
-            return None  # set offline by an operator, or deregistered: it takes no more work
-        for attempt in range(3):  # a group emptied by cancels or backoff is retired and the next one tried
-            if attempt:
-                await raw.rows(P.no_sorts)  # as claim_agent did for the first try
-            claiming = {"targets": targets, "agent_id": agent_id, "lease_seconds": lease_seconds}
-            group = await raw.first(P.claim_group, claiming)
-            if group is None:
-                return None
-            jobs = await raw.rows(P.group_jobs_to_run, {"group_id": group["id"]})
-            deferred = [j["id"] for j in jobs if not j["runnable"]]
-            runnable = [j for j in jobs if j["runnable"]]
-            await requeue(conn, deferred)
-            if not runnable:
-                await conn.execute(Q.mark_group_done, {"group_id": group["id"]})
-                continue
-            await raw.rows(P.set_agent_status, {"agent_id": agent_id, "status": AgentStatus.BUSY.value})
+        group = got.get("group")
+        if group is None:
+            return None  # nothing to do, or the agent was set offline (by an operator, or deregistered)
+        group_id = uuid.UUID(group["id"])
+        if got["deferred"]:  # rare: jobs still in backoff go back to the queue, in a transaction of their own
+            await _defer(engine, group_id, [uuid.UUID(j) for j in got["deferred"]], retire=not got["jobs"])
+        if got["jobs"]:
             return Claim(
-                group_id=group["id"],
-                token=group["lease_token"],
+                group_id=group_id,
+                token=uuid.UUID(group["token"]),
                 org_id=group["org_id"],
                 app_version_id=group["app_version_id"],
                 target=group["target"],
-                lease_expires_at=group["lease_expires_at"],
-                jobs=runnable,
+                lease_expires_at=dt.datetime.fromisoformat(group["lease_expires_at"]),
+                jobs=[{**j, "id": uuid.UUID(j["id"])} for j in got["jobs"]],
             )
-        return None
+    return None
+
+
+async def _defer(engine: AsyncEngine, group_id: uuid.UUID, deferred: list[uuid.UUID], retire: bool) -> None:
+    """A claimed group's jobs still in backoff return to the queue; a group left with none to run is done (its
+    agent was not made busy by it). Should this transaction not happen, the claim's lease lapses and rescue
+    does the same."""
+    async with engine.begin() as conn:
+        await requeue(conn, deferred)
+        if retire:
+            await conn.execute(Q.mark_group_done, {"group_id": group_id})
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,7 @@ class Progress:
 
 async def report_progress(
     engine: AsyncEngine,
+    direct: Direct,
     agent_id: uuid.UUID,
     group_id: uuid.UUID,
     token: uuid.UUID,
@@ -117,12 +122,20 @@ async def report_progress(
     """Starts, then results, of a claimed group's jobs in one transaction: the agent's batched path (River's
     batch completer, on the agent's side). A fast test suite reports many jobs per request and per commit;
     a slow one reports each start and each result at once. Set-based SQL: the statement count does not grow
-    with the batch. Refusals (a job cancelled meanwhile, not in this group) are committed with the rest."""
+    with the batch. Refusals (a job cancelled meanwhile, not in this group) are committed with the rest.
+
+    The common report of a quick suite, runs that each started and ended their job within it, is one statement
+    (qualgent_report_runs); anything else, or any surprise in it, takes the general path below."""
+    if starts and {s.job_id for s in starts} == {job_id for job_id, _ in results} and len(starts) == len(results):
+        progress = await _report_runs(direct, agent_id, group_id, token, starts, results, lease_seconds)
+        if progress is not None:
+            _count(progress)
+            return progress
     progress = Progress()
     async with engine.begin() as conn:
         raw = await Raw.of(conn)
         held = {"group_id": group_id, "token": token, "agent_id": agent_id, "lease_seconds": lease_seconds}
-        if await raw.first(P.hold_claim, held) is None:
+        if not (await raw.rows(P.hold_claim, held))[0]["held"]:
             await _lock_claim(conn, agent_id, group_id, token)  # raises NotFound or StaleClaim
         ran = await _run(raw, agent_id, group_id, starts, results, progress) if starts and results else set()
         starts = [s for s in starts if s.job_id not in ran]
@@ -131,12 +144,74 @@ async def report_progress(
             await _start(raw, agent_id, group_id, starts, progress)
         if results:
             await _finish(conn, raw, group_id, results, progress)
-        progress.group_done = await raw.first(P.close_group_and_free_agent, {"group_id": group_id}) is not None
+        progress.group_done = (await raw.rows(P.close_group_and_free_agent, {"group_id": group_id}))[0]["closed"]
+    _count(progress)
+    return progress
+
+
+def _count(progress: Progress) -> None:
     for job in progress.started:
         metrics.job_started(job)
     for job in progress.reported:
         metrics.job_finished(job)
-    return progress
+
+
+def _runs(started: Mapping[uuid.UUID, Started], results: Sequence[tuple[uuid.UUID, Result]]) -> str:
+    """Runs started and finished within one report, as the JSON the stored functions read."""
+    return json.dumps(
+        [
+            {
+                "id": str(job_id),
+                "elapsed_ms": started[job_id].elapsed_ms,
+                "outcome": outcome_of(result).value,
+                "exit_code": result.exit_code,
+                "duration_ms": result.duration_ms,
+                "output_tail": _tail(result.output_tail),
+                "error": result.error,
+            }
+            for job_id, result in results
+        ]
+    )
+
+
+async def _report_runs(
+    direct: Direct,
+    agent_id: uuid.UUID,
+    group_id: uuid.UUID,
+    token: uuid.UUID,
+    starts: Sequence[Started],
+    results: Sequence[tuple[uuid.UUID, Result]],
+    lease_seconds: float,
+) -> Progress | None:
+    """The one-statement report, or None when the general path must decide (the claim is not held, or a run
+    does not end its job: a retry, a job cancelled meanwhile)."""
+    params = {
+        "agent_id": agent_id,
+        "group_id": group_id,
+        "token": token,
+        "lease_seconds": lease_seconds,
+        "runs": _runs({s.job_id: s for s in starts}, results),
+    }
+    try:
+        answer = await direct.value(P.report_runs, params)
+    except psycopg.Error as err:
+        if err.sqlstate == RUNS_DID_NOT_ALL_END:
+            return None
+        raise
+    if answer is None:
+        return None
+    jobs = [_ran(job) for job in answer["ran"]]
+    return Progress(started=jobs, reported=jobs, group_done=answer["group_done"])
+
+
+def _ran(job: dict[str, Any]) -> Row:
+    """A job as qualgent_report_runs describes it, typed as a row would be (for the answer and the metrics)."""
+    return {
+        **job,
+        "id": uuid.UUID(job["id"]),
+        "created_at": dt.datetime.fromisoformat(job["created_at"]),
+        "started_at": dt.datetime.fromisoformat(job["started_at"]),
+    }
 
 
 async def _run(
@@ -147,42 +222,14 @@ async def _run(
     results: Sequence[tuple[uuid.UUID, Result]],
     progress: Progress,
 ) -> set[uuid.UUID]:
-    """Jobs started and finished within this report whose run ends them: one write each (run_jobs). Anything
-    else (a retry to schedule, a job cancelled meanwhile) takes the two-step path. Returns the ids done here."""
+    """Jobs started and finished within this report whose run ends them: one write each (qualgent_run_jobs
+    decides which). Anything else (a retry to schedule, a job cancelled meanwhile) takes the two-step path.
+    Returns the ids done here."""
     started = {s.job_id: s for s in starts}
     both = [(job_id, result) for job_id, result in results if job_id in started]
     if not both:
         return set()
-    jobs = {j["id"]: j for j in await raw.rows(P.lock_jobs, {"job_ids": [j for j, _ in both]})}
-    runs: list[tuple[Row, JobStatus, Outcome, Result]] = []
-    for job_id, result in both:
-        job = jobs.get(job_id)
-        if job is None or job["group_id"] != group_id or job["status"] != JobStatus.PENDING:
-            continue
-        outcome = outcome_of(result)
-        attempts = job["attempts"] + 1
-        ends = (
-            outcome == Outcome.PASSED
-            or (outcome == Outcome.TEST_FAILED and job["test_retries"] == 0)
-            or (outcome == Outcome.INFRA_ERROR and attempts >= job["max_attempts"])
-        )
-        if ends:
-            runs.append((job, _final_status(outcome), outcome, result))
-    if not runs:
-        return set()
-    params = {
-        "agent_id": agent_id,
-        "group_id": group_id,
-        "job_ids": [j["id"] for j, _, _, _ in runs],
-        "elapsed_ms": [started[j["id"]].elapsed_ms for j, _, _, _ in runs],
-        "statuses": [s.value for _, s, _, _ in runs],
-        "outcomes": [o.value for _, _, o, _ in runs],
-        "exit_codes": [r.exit_code for _, _, _, r in runs],
-        "durations": [r.duration_ms for _, _, _, r in runs],
-        "output_tails": [_tail(r.output_tail) for _, _, _, r in runs],
-        "errors": [r.error for _, _, _, r in runs],
-        "job_errors": [_final_error(j["attempts"] + 1, s, r) for j, s, _, r in runs],
-    }
+    params = {"agent_id": agent_id, "group_id": group_id, "runs": _runs(started, both)}
     rows = await raw.rows(P.run_jobs, params)
     progress.started += rows
     progress.reported += rows
@@ -281,6 +328,7 @@ def _final_error(attempts: int, status: JobStatus, result: Result) -> str | None
 
 async def start_job(
     engine: AsyncEngine,
+    direct: Direct,
     agent_id: uuid.UUID,
     group_id: uuid.UUID,
     token: uuid.UUID,
@@ -288,13 +336,14 @@ async def start_job(
     lease_seconds: float,
 ) -> Row:
     """The agent is about to run this job: it becomes running and an attempt is opened."""
-    progress = await report_progress(engine, agent_id, group_id, token, [Started(job_id)], [], lease_seconds)
+    progress = await report_progress(engine, direct, agent_id, group_id, token, [Started(job_id)], [], lease_seconds)
     _raise_refusal(progress)
     return progress.started[0]
 
 
 async def report_result(
     engine: AsyncEngine,
+    direct: Direct,
     agent_id: uuid.UUID,
     group_id: uuid.UUID,
     token: uuid.UUID,
@@ -303,7 +352,7 @@ async def report_result(
     lease_seconds: float,
 ) -> Row:
     """Record how a run ended and move the job on: completed, failed, or back to pending for a retry."""
-    progress = await report_progress(engine, agent_id, group_id, token, [], [(job_id, result)], lease_seconds)
+    progress = await report_progress(engine, direct, agent_id, group_id, token, [], [(job_id, result)], lease_seconds)
     _raise_refusal(progress)
     return progress.reported[0]
 

@@ -67,7 +67,7 @@ def test_heartbeats_and_lease_extensions_are_hot_updates(db_url: str) -> None:
                     {"agent_id": agent, "group_ids": [group], "tokens": [token], "lease_seconds": 30},
                 )
                 held = {"group_id": group, "token": token, "agent_id": agent, "lease_seconds": 30}
-                assert conn.execute(Q.hold_claim, held).one_or_none() is not None  # each progress report
+                assert conn.execute(Q.hold_claim, held).scalar_one() is True  # each progress report
             counts: dict[str, Any] = {
                 table: conn.execute(
                     text(

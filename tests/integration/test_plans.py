@@ -6,7 +6,9 @@ The database is loaded once for the module with generate_series: 1,000 agents (2
 of 20 jobs (100,000 pending jobs); 200 running groups of 10 jobs (one running, a few cancelled, a few lapsed
 leases); 20,000 done groups of 15 finished jobs (300,000 jobs, 300,000 attempts) over 90 days; then VACUUM
 ANALYZE, as autovacuum would have left it.
-Each test runs EXPLAIN (FORMAT JSON) on the very named statement the server runs, through the production driver.
+Each test runs EXPLAIN (FORMAT JSON) on the very named statement the server runs, through the production driver;
+for the stored functions of the hot path (migration 0009), auto_explain reports the plan of each statement they run
+(qualgent.db.plans).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import pytest
 from sqlalchemy import TextClause
 
 from qualgent.db.engine import libpq_url
-from qualgent.db.sql import Q, R
+from qualgent.db.plans import plans_inside
+from qualgent.db.sql import P, Q, R
 from tests.conftest import create_database, drop_database
 from tests.integration.test_schema import _index_names, _node_types, explain
 
@@ -152,14 +155,62 @@ _RUNS: dict[str, Any] = {
 }
 
 
+def assert_plans_inside(url: str, sql: str, params: dict[str, Any], *indexes: str) -> list[dict[str, Any]]:
+    """As assert_plan, for a call of one of the hot path's stored functions: over the plans of the statements it
+    ran (qualgent.db.plans)."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        plans = [p for p in plans_inside(conn, sql, params) if "set_config" not in p["Query Text"]]
+    shown = json.dumps(plans, indent=1, default=str)
+    used = set().union(*(_index_names(p["Plan"]) for p in plans))
+    missing = {wanted for wanted in indexes if not set(wanted.split("|")) & used}
+    assert not missing, f"{sorted(missing)} not used:\n{shown}"
+    seq_scans = {relation for p in plans for node, relation, _ in _scans(p["Plan"]) if node == "Seq Scan"}
+    assert not seq_scans & NEVER_SCANNED, f"a sequential scan of {sorted(seq_scans & NEVER_SCANNED)}:\n{shown}"
+    return plans
+
+
 def test_the_claim_walks_the_claimable_index_among_everything_else(loaded: str) -> None:
-    plan = assert_plan(
+    plans = assert_plans_inside(
         loaded,
-        Q.claim_group,
-        {"targets": ["emulator"], "agent_id": AGENT, "lease_seconds": 30},
+        P.claim,
+        {"targets": ["emulator"], "agent_id": AGENT, "lease_seconds": 30.0},
+        "pk_agents",
         "ix_job_groups_claimable",
+        "ix_jobs_active_by_group",
     )
-    assert "Sort" not in _node_types(plan)
+    (claim,) = [p["Plan"] for p in plans if "WITH candidate AS" in p["Query Text"]]
+    assert "Sort" not in _node_types(claim)
+
+
+_RUN_REPORT = json.dumps(
+    [
+        {"id": str(job), "elapsed_ms": 5, "outcome": "passed", "exit_code": 0, "duration_ms": 5, "output_tail": ""}
+        for job in FINISHED_JOBS[:20]
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "indexes"),
+    [
+        (
+            "hold_claim",
+            {"group_id": RUNNING, "lease_seconds": 30.0, "token": uuid.uuid4(), "agent_id": AGENT},
+            ["pk_job_groups|ix_job_groups_running"],
+        ),
+        # RUNNING still has a job to run: the group is not closed, so its agent is not looked at.
+        ("close_group_and_free_agent", {"group_id": RUNNING}, ["pk_job_groups", "ix_jobs_active_by_group"]),
+        (
+            "run_jobs",
+            {"agent_id": AGENT, "group_id": RUNNING, "runs": _RUN_REPORT},
+            ["pk_jobs|ix_jobs_active_by_group"],
+        ),
+    ],
+)
+def test_the_hot_path_functions_read_their_indexes(
+    loaded: str, name: str, params: dict[str, Any], indexes: list[str]
+) -> None:
+    assert_plans_inside(loaded, getattr(P, name), params, *indexes)
 
 
 def test_rescue_reads_only_the_running_groups(loaded: str) -> None:
@@ -171,16 +222,6 @@ def test_rescue_reads_only_the_running_groups(loaded: str) -> None:
     [
         ("group_jobs_to_run", {"group_id": PENDING[3]}, ["ix_jobs_active_by_group"]),
         ("lock_claim", {"group_id": RUNNING}, ["pk_job_groups"]),
-        (
-            "hold_claim",
-            {"group_id": RUNNING, "lease_seconds": 30, "token": uuid.uuid4(), "agent_id": AGENT},
-            ["pk_job_groups|ix_job_groups_running"],
-        ),
-        (
-            "close_group_and_free_agent",
-            {"group_id": RUNNING},
-            ["pk_job_groups", "ix_jobs_active_by_group", "pk_agents", "ix_job_groups_running"],
-        ),
         ("refresh_pending_group", {"group_id": PENDING[2]}, ["pk_job_groups", "ix_jobs_active_by_group"]),
         ("running_attempt_of_group", {"group_id": RUNNING}, ["ix_attempts_group_id", "pk_jobs"]),
         ("agent_idle_if_free", {"agent_id": AGENT}, ["pk_agents", "ix_job_groups_running"]),
@@ -193,16 +234,10 @@ def test_rescue_reads_only_the_running_groups(loaded: str) -> None:
         ("get_jobs", {"job_ids": FINISHED_JOBS}, ["pk_jobs"]),
         ("lock_jobs", {"job_ids": FINISHED_JOBS[:10]}, ["pk_jobs"]),
         ("groups_ahead", {"group_ids": PENDING}, ["pk_job_groups", "ix_job_groups_claimable"]),
-        ("claim_agent", {"agent_id": AGENT}, ["pk_agents"]),
         (
             "start_jobs",
             {"job_ids": FINISHED_JOBS[:20], "elapsed_ms": [0] * 20, "agent_id": AGENT, "group_id": RUNNING},
             ["pk_jobs|ix_jobs_active_by_group"],  # by id, or the group's pending jobs: both a few rows
-        ),
-        (
-            "run_jobs",
-            {**_RUNS, "agent_id": AGENT, "group_id": RUNNING},
-            ["pk_jobs|ix_jobs_active_by_group", "uq_attempts_job_id_number"],
         ),
         ("finish_runs", {**_RUNS, "numbers": [1] * 20}, ["pk_jobs", "uq_attempts_job_id_number"]),
     ],

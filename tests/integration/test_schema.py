@@ -11,7 +11,8 @@ from sqlalchemy import TextClause, text
 
 from qualgent.db import migrate
 from qualgent.db.engine import create_sync_engine, libpq_url
-from qualgent.db.sql import Q
+from qualgent.db.plans import plans_inside
+from qualgent.db.sql import P
 
 
 def test_migrations_produce_exactly_the_models_schema(empty_db_url: str) -> None:
@@ -59,6 +60,16 @@ def _index_names(plan: dict[str, object]) -> set[str]:
     return names
 
 
+def claim_plan(url: str, targets: list[str]) -> dict[str, Any]:
+    """The plan of the claim's own statement (inside qualgent_claim) for a new agent serving `targets`."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        agent = conn.execute("INSERT INTO agents (name, targets) VALUES ('a', %s) RETURNING id", (targets,)).fetchone()
+        assert agent is not None
+        plans = plans_inside(conn, P.claim, {"agent_id": agent[0], "targets": targets, "lease_seconds": 30.0})
+    (claim,) = [p["Plan"] for p in plans if "WITH candidate AS" in p["Query Text"]]
+    return claim  # type: ignore[no-any-return]
+
+
 @pytest.mark.parametrize("pending_groups", [2_000, 50_000])
 def test_the_claim_walks_the_claimable_index(db_url: str, pending_groups: int) -> None:
     """With many pending groups and many more finished ones, the claim reads ix_job_groups_claimable
@@ -76,15 +87,15 @@ def test_the_claim_walks_the_claimable_index(db_url: str, pending_groups: int) -
             {"n": pending_groups * 5},
         )
         conn.execute("ANALYZE job_groups")
-    plan = explain(db_url, Q.claim_group, {"targets": ["emulator"], "agent_id": None, "lease_seconds": 30})
+    plan = claim_plan(db_url, ["emulator"])
     assert "ix_job_groups_claimable" in _index_names(plan), json.dumps(plan, indent=1)
     assert "Sort" not in _node_types(plan), "the index gives the order: no sort of every candidate"
 
 
 def test_the_claim_walks_the_index_on_statistics_older_than_a_burst(db_url: str) -> None:
     """Statistics taken while the queue was empty (a new install, or before a CI burst), then 500 groups arrive
-    before autovacuum analyzes again: the planner believes there is nearly nothing to sort. The claim's
-    transaction turns sorting off for its planning (claim_agent), so it still walks ix_job_groups_claimable."""
+    before autovacuum analyzes again: the planner believes there is nearly nothing to sort. qualgent_claim plans
+    with sorting off, so it still walks ix_job_groups_claimable."""
     with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
         conn.execute("ANALYZE job_groups")  # empty
         conn.execute("INSERT INTO orgs (id) VALUES ('acme')")
@@ -95,16 +106,6 @@ def test_the_claim_walks_the_index_on_statistics_older_than_a_burst(db_url: str)
                       now() - make_interval(secs => i), 1
                FROM generate_series(1, 500) AS i"""
         )
-        agent = conn.execute("INSERT INTO agents (name, targets) VALUES ('a', '{emulator}') RETURNING id").fetchone()
-        assert agent is not None
-    engine = create_sync_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            conn.execute(Q.claim_agent, {"agent_id": agent[0]})  # as qualgent.queue.claims.claim begins
-            params = {"targets": ["emulator"], "agent_id": agent[0], "lease_seconds": 30}
-            plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) {Q.claim_group.text}"), params).scalar_one()[0]["Plan"]
-            conn.rollback()
-    finally:
-        engine.dispose()
+    plan = claim_plan(db_url, ["emulator"])
     assert "Sort" not in _node_types(plan), json.dumps(plan, indent=1)
     assert "ix_job_groups_claimable" in _index_names(plan)

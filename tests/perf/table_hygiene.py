@@ -20,6 +20,7 @@ import os
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -96,15 +97,12 @@ def _requeue(conn: Connection, job_id: uuid.UUID) -> None:
 
 
 def _run_group(conn: Connection, agent_id: uuid.UUID, heartbeats: int, counter: list[int]) -> bool:
-    with conn.begin():
-        conn.execute(Q.heartbeat_agent, {"agent_id": agent_id})
-        claim = conn.execute(
-            Q.claim_group, {"targets": ["emulator"], "agent_id": agent_id, "lease_seconds": 30}
-        ).one_or_none()
-        if claim is None:
-            return False
-        jobs = conn.execute(Q.group_jobs_to_run, {"group_id": claim.id}).all()
-        conn.execute(Q.set_agent_status, {"agent_id": agent_id, "status": "busy"})
+    with conn.begin():  # the claim, as the server makes it (qualgent_claim)
+        got = conn.execute(Q.claim, {"targets": ["emulator"], "agent_id": agent_id, "lease_seconds": 30}).scalar_one()
+    if got.get("group") is None:
+        return False
+    claim = SimpleNamespace(id=uuid.UUID(got["group"]["id"]), lease_token=uuid.UUID(got["group"]["token"]))
+    jobs = [SimpleNamespace(id=uuid.UUID(j["id"])) for j in got["jobs"]]
     held = {"group_id": claim.id, "token": claim.lease_token, "agent_id": agent_id, "lease_seconds": 30}
     for job in jobs:  # each job started and finished in reports of their own, as a slow suite's are
         with conn.begin():

@@ -80,7 +80,7 @@ class AgentController(Controller):
             raise InvalidInput(f"agent {agent_id} does not serve {sorted(set(wanted) - served)}", field="targets")
         wait = data.wait if data else 0.0
         got = await claim_or_wait(
-            services.hub, wanted, wait, lambda: claims.claim(services.engine, agent_id, wanted, lease)
+            services.hub, wanted, wait, lambda: claims.claim(services.engine, services.direct, agent_id, wanted, lease)
         )
         if got is None:
             return Response(None, status_code=204)
@@ -126,7 +126,13 @@ class AgentController(Controller):
         self, services: ServicesDep, agent_id: FromPath[uuid.UUID], job_id: FromPath[uuid.UUID], data: JSONBody[StartIn]
     ) -> JobOut:
         row = await claims.start_job(
-            services.engine, agent_id, data.group_id, data.token, job_id, services.settings.lease_seconds
+            services.engine,
+            services.direct,
+            agent_id,
+            data.group_id,
+            data.token,
+            job_id,
+            services.settings.lease_seconds,
         )
         return job_out(row)
 
@@ -140,7 +146,7 @@ class AgentController(Controller):
     ) -> JobOut:
         lease = services.settings.lease_seconds
         row = await claims.report_result(
-            services.engine, agent_id, data.group_id, data.token, job_id, data.result(), lease
+            services.engine, services.direct, agent_id, data.group_id, data.token, job_id, data.result(), lease
         )
         return job_out(row)
 
@@ -159,7 +165,9 @@ class AgentController(Controller):
         starts = [claims.Started(s.job_id, s.elapsed_ms) for s in data.started]
         results = [(r.job_id, r.result()) for r in data.results]
         lease = services.settings.lease_seconds
-        done = await claims.report_progress(services.engine, agent_id, group_id, data.token, starts, results, lease)
+        done = await claims.report_progress(
+            services.engine, services.direct, agent_id, group_id, data.token, starts, results, lease
+        )
         return progress_out(done)
 
     @post(
