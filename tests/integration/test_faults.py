@@ -122,3 +122,32 @@ async def test_a_lapsed_lease_is_rescued_and_the_late_agent_is_fenced(db_url: st
         late = {**ref, "exit_code": 0}
         await api.call("POST", f"/agents/{frozen}/jobs/{first['id']}/result", late, expect=409)
         assert (await api.call("GET", f"/jobs/{first['id']}"))["status"] == "pending"
+
+
+async def test_a_claim_hands_out_the_due_jobs_and_puts_those_in_backoff_back_in_the_queue(
+    api: Api, db_url: str
+) -> None:
+    """A group can hold a job still in backoff (a retry joins its key's pending group) beside due ones: the claim
+    hands out the due ones; the other waits in a pending group of its own until it is due. A group holding only
+    jobs in backoff is retired by the claim, and nothing is handed out."""
+    waiting, due = await api.submit(test_path="waiting.spec.ts"), await api.submit(test_path="due.spec.ts")
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        conn.execute("UPDATE jobs SET run_after = now() + interval '1 hour' WHERE id = %s", (waiting["id"],))
+    agent = await api.register()
+    claim = await api.claim(agent)
+    assert claim is not None
+    assert [j["id"] for j in claim["jobs"]] == [due["id"]]
+    assert await api.claim(agent, expect=204) is None  # the job in backoff is not due
+    requeued = await api.call("GET", f"/jobs/{waiting['id']}")
+    assert requeued["status"] == "pending"
+    assert requeued["group_id"] != claim["group_id"]
+
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:  # its group looks due; the job is not
+        conn.execute("UPDATE job_groups SET available_at = now() WHERE status = 'pending'")
+    assert await api.claim(agent, expect=204) is None
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        (groups,) = conn.execute("SELECT count(*) FROM job_groups WHERE status = 'pending'").fetchone() or (0,)
+        (group,) = conn.execute("SELECT group_id FROM jobs WHERE id = %s", (waiting["id"],)).fetchone() or (None,)
+    assert groups == 1  # one pending group again, made for it anew: the retired one is done
+    assert str(group) != requeued["group_id"]
+    assert (await api.call("GET", f"/agents/{agent}"))["status"] == "busy"  # still running the first group

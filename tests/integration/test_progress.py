@@ -113,6 +113,24 @@ async def test_a_stale_token_changes_nothing(api: Api) -> None:
     assert (await api.call("GET", f"/jobs/{job_id}"))["status"] == "pending"
 
 
+async def test_a_stale_token_on_a_report_of_whole_runs_changes_nothing(api: Api) -> None:
+    """The one-statement path (every start with its result) is fenced like the general one."""
+    agent_id, claim = await _group_of(api, ["a.spec.ts", "b.spec.ts"])
+    ids = [j["id"] for j in claim["jobs"]]
+    body = {
+        "token": "00000000-0000-0000-0000-000000000000",
+        "started": [{"job_id": i} for i in ids],
+        "results": [{"job_id": i, "exit_code": 0} for i in ids],
+    }
+    refused = await api.call("POST", _path(agent_id, claim), body, expect=409)
+    assert refused["error"] == "StaleClaim"
+    other = await api.register()
+    body["token"] = claim["token"]
+    assert (await api.call("POST", _path(other, claim), body, expect=409))["error"] == "StaleClaim"
+    assert [(await api.call("GET", f"/jobs/{i}"))["status"] for i in ids] == ["pending", "pending"]
+    assert (await api.call("GET", f"/agents/{agent_id}"))["status"] == "busy"
+
+
 async def test_a_result_for_a_job_of_another_group_is_refused(api: Api) -> None:
     agent_id, claim = await _group_of(api, ["a.spec.ts"])
     other = await api.submit(app_version_id="v2")
