@@ -199,7 +199,7 @@ class Job(Base):
     priority: Mapped[Priority] = mapped_column(PRIORITY, nullable=False)
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default=JobStatus.PENDING.value)
     group_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("job_groups.id"), nullable=False)
-    agent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("agents.id"))
+    agent_id: Mapped[uuid.UUID | None] = mapped_column(UUID)  # no foreign key: see Attempt
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="3")
     # What the submission asked for, kept so a re-run grants the same budget anew.
@@ -222,7 +222,6 @@ class Job(Base):
 class Attempt(Base):
     __tablename__ = "attempts"
     __table_args__ = (
-        UniqueConstraint("job_id", "number"),
         CheckConstraint(f"outcome IS NULL OR {_in('outcome', Outcome)}", name="outcome"),
         # Reporting (migration 0005): test runs by finish time (flaky tests), a group's attempts (installs).
         Index("ix_attempts_finished_at", "finished_at", postgresql_where=text("outcome IN ('passed', 'test_failed')")),
@@ -230,10 +229,11 @@ class Attempt(Base):
         ATTEMPTS_STORAGE,
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
-    number: Mapped[int] = mapped_column(Integer, nullable=False)
-    agent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("agents.id"), nullable=False)
+    # No foreign keys on the hot tables' per-run writes (migration 0010): the statements that write an attempt
+    # take its job and agent from rows they have locked, and retention deletes a job's attempts before the job.
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_id: Mapped[uuid.UUID] = mapped_column(UUID, nullable=False)
     group_id: Mapped[uuid.UUID] = mapped_column(UUID, nullable=False)
     started_at: Mapped[dt.datetime] = _now()
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

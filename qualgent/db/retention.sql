@@ -25,9 +25,10 @@ FOR UPDATE SKIP LOCKED;
 -- kept up to date here too).
 WITH runs AS (
     SELECT j.org_id, j.app_version_id, j.test_path, j.target, CAST(j.finished_at AT TIME ZONE 'UTC' AS date) AS day,
-           a.id, a.outcome, a.finished_at,
+           a.job_id, a.number, a.outcome, a.started_at, a.finished_at,
            lag(a.outcome, 1, t.last_outcome) OVER (PARTITION BY j.org_id, j.test_path, j.app_version_id, j.target
-                                                   ORDER BY a.finished_at, a.id) AS previous
+                                                   ORDER BY a.finished_at, a.started_at, a.number, a.job_id)
+               AS previous
     FROM attempts a
     JOIN jobs j ON j.id = a.job_id
     LEFT JOIN reporting.test_run_tails t
@@ -58,7 +59,8 @@ WITH runs AS (
     SELECT DISTINCT ON (r.org_id, r.test_path, r.app_version_id, r.target)
            r.org_id, r.test_path, r.app_version_id, r.target, r.outcome, r.finished_at
     FROM runs r
-    ORDER BY r.org_id, r.test_path, r.app_version_id, r.target, r.finished_at DESC, r.id DESC
+    ORDER BY r.org_id, r.test_path, r.app_version_id, r.target, r.finished_at DESC, r.started_at DESC,
+             r.number DESC, r.job_id DESC
 ), tails AS (
     -- Only a failure can make the next run a "pass after a failure": a test whose last pruned run passed
     -- needs no tail.

@@ -239,7 +239,7 @@ def test_rescue_reads_only_the_running_groups(loaded: str) -> None:
             {"job_ids": FINISHED_JOBS[:20], "elapsed_ms": [0] * 20, "agent_id": AGENT, "group_id": RUNNING},
             ["pk_jobs|ix_jobs_active_by_group"],  # by id, or the group's pending jobs: both a few rows
         ),
-        ("finish_runs", {**_RUNS, "numbers": [1] * 20}, ["pk_jobs", "uq_attempts_job_id_number"]),
+        ("finish_runs", {**_RUNS, "numbers": [1] * 20}, ["pk_jobs", "pk_attempts"]),
     ],
 )
 def test_the_hot_path_reads_its_indexes(loaded: str, name: str, params: dict[str, Any], indexes: list[str]) -> None:
@@ -250,7 +250,7 @@ def test_waiting_for_jobs_reads_them_by_key(loaded: str) -> None:
     """What notify/waiting.py reads on every wake-up: jobs.get (get_job, job_attempts) and jobs.get_many."""
     job = FINISHED_JOBS[7]
     assert_plan(loaded, Q.get_job, {"job_id": job}, "pk_jobs")
-    assert_plan(loaded, Q.job_attempts, {"job_id": job}, "uq_attempts_job_id_number")
+    assert_plan(loaded, Q.job_attempts, {"job_id": job}, "pk_attempts")
     assert_plan(loaded, Q.get_jobs, {"job_ids": FINISHED_JOBS[:3]}, "pk_jobs")
 
 
