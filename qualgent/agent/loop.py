@@ -75,6 +75,7 @@ class Agent:
         self.agent_id: str | None = None
         self.lease_seconds = 30.0
         self._current: _Current | None = None
+        self._next: dict[str, Any] | None = None  # a group claimed by the last report of the one before
         self._stopping = asyncio.Event()
         self._rearm = asyncio.Event()  # a new claim: beat a third of its lease from now, at the server's cadence
         self._base_env = _base_env()
@@ -120,7 +121,7 @@ class Agent:
         idle = 0.1
         groups = 0
         while not self._stopping.is_set():
-            claim = await self._claim()
+            claim, self._next = self._next or await self._claim(), None
             if claim is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=idle)
@@ -129,9 +130,10 @@ class Agent:
             idle = 0.1
             self.lease_seconds = float(claim.get("lease_seconds", self.lease_seconds))
             self._rearm.set()
-            await self._run_group(claim)
             groups += 1
-            if self.config.max_groups is not None and groups >= self.config.max_groups:
+            last = self.config.max_groups is not None and groups >= self.config.max_groups
+            await self._run_group(claim, then_claim=not last)
+            if last:
                 return
 
     async def _claim(self) -> dict[str, Any] | None:
@@ -157,7 +159,7 @@ class Agent:
 
     # -- one group -------------------------------------------------------------------------------
 
-    async def _run_group(self, claim: dict[str, Any]) -> None:
+    async def _run_group(self, claim: dict[str, Any], then_claim: bool = True) -> None:
         current = self._current = _Current(group_id=claim["group_id"], token=claim["token"])
         jobs: list[dict[str, Any]] = claim["jobs"]
         logs.bind(group_id=claim["group_id"], org_id=claim["org_id"], app_version_id=claim["app_version_id"])
@@ -179,7 +181,9 @@ class Agent:
                 if self._stopping.is_set() or current.lost:
                     break
                 await self._run_job(claim, job, install_error, reporter)
-            await reporter.close()  # every start and result is recorded before the next claim or the release
+            # Every start and result is recorded before the next claim or the release; the last report claims the
+            # next group itself unless we are stopping.
+            self._next = await self._finish_reports(reporter, then_claim and not self._stopping.is_set())
             if self._stopping.is_set() and not current.lost:
                 await self._release(current, "agent shutting down")
         finally:
@@ -187,6 +191,11 @@ class Agent:
                 await reporter.close()
             self._current = None
             logs.bind(group_id=None, org_id=None, app_version_id=None, job_id=None)
+
+    async def _finish_reports(self, reporter: Reporter, then_claim: bool) -> dict[str, Any] | None:
+        """Send the group's last reports; the next group, when the last one claimed it."""
+        await reporter.close(then_claim)
+        return reporter.next_claim
 
     def _lose(self, current: _Current) -> None:
         """The server says the claim is no longer ours: stop the running test, drop the group."""

@@ -49,8 +49,10 @@ class Reporter:
         self._wake = asyncio.Event()
         self._full = asyncio.Event()  # a full batch or the group's end: no more lingering
         self._closing = False
+        self._then_claim = False
         self.lost = False
         self.reported = 0  # results the server recorded
+        self.next_claim: dict[str, Any] | None = None  # the agent's next group, claimed by the last report
         self._task = asyncio.create_task(self._send_loop(), name=f"reporter {group_id}")
 
     def start(self, job_id: str) -> asyncio.Future[bool]:
@@ -73,8 +75,10 @@ class Reporter:
         if len(self._starts) + len(self._results) >= FULL_BATCH:
             self._full.set()
 
-    async def close(self) -> None:
-        """Send what is left and stop."""
+    async def close(self, then_claim: bool = False) -> None:
+        """Send what is left and stop. `then_claim`: the last report also claims the agent's next group (if it
+        closes this one and work is waiting): `next_claim`, one request where there were two."""
+        self._then_claim = then_claim
         self._closing = True
         self._wake.set()
         self._full.set()
@@ -101,11 +105,13 @@ class Reporter:
         starts, self._starts = self._starts[:MAX_BATCH], self._starts[MAX_BATCH:]
         # A result goes with (or after) its job's start: the server applies starts first.
         results, self._results = self._results[:MAX_BATCH], self._results[MAX_BATCH:]
-        body = {
+        body: dict[str, Any] = {
             "token": self._token,
             "started": [{"job_id": j, "elapsed_ms": int((now - at) * 1000)} for j, at in starts],
             "results": results,
         }
+        if self._closing and self._then_claim and not (self._starts or self._results):
+            body["then_claim"] = True  # the group's last report
         try:
             answer = await self._client.call("POST", self._path, body, retry_for=self._retry_for)
         except ServerConflict as conflict:
@@ -128,6 +134,7 @@ class Reporter:
             logs.bind(job_id=job["id"])
             log.info("job %s %s (attempt %d)", job["id"], job["status"], job["attempts"])
         self.reported += len(answer["reported"])
+        self.next_claim = answer.get("next") or self.next_claim
 
     def _settle(self, job_id: str, accepted: bool) -> None:
         future = self._accepted.pop(job_id, None)

@@ -18,7 +18,7 @@ from sqlalchemy import RowMapping
 
 from qualgent.db.raw import Row
 from qualgent.domain import AgentStatus, InvalidInput, JobStatus, Outcome, Priority, Target, Tier
-from qualgent.queue.claims import Progress, Result
+from qualgent.queue.claims import Claim, Progress, Result
 from qualgent.queue.jobs import NewJob
 
 # No control characters (C0, DEL, C1): nothing that is NUL in PostgreSQL, a line break in a log, or a
@@ -318,6 +318,13 @@ class ProgressIn(Struct, forbid_unknown_fields=True):
     token: uuid.UUID
     started: Annotated[list[StartedIn], Meta(max_length=MAX_PROGRESS)] = []
     results: Annotated[list[JobResultIn], Meta(max_length=MAX_PROGRESS)] = []
+    then_claim: Annotated[
+        bool,
+        Meta(
+            description="this is the agent's last report of the group: if it closes the group, claim the agent's next "
+            "group at once (no waiting) and answer it as `next`, saving the agent a claim request"
+        ),
+    ] = False
 
 
 class JobProgressOut(Struct):
@@ -337,14 +344,39 @@ class ProgressOut(Struct):
     reported: list[JobProgressOut]
     refused: list[RefusalOut]
     group_done: bool
+    next: ClaimOut | None = None  # asked for with then_claim: the agent's next group, or null (none waiting)
 
 
-def progress_out(done: Progress) -> ProgressOut:
+def progress_out(done: Progress, next_claim: ClaimOut | None = None) -> ProgressOut:
     def brief(rows: list[Row]) -> list[JobProgressOut]:
         return [JobProgressOut(r["id"], JobStatus(r["status"]), r["attempts"]) for r in rows]
 
     refused = [RefusalOut(r.job_id, None if r.status is None else JobStatus(r.status), r.detail) for r in done.refused]
-    return ProgressOut(brief(done.started), brief(done.reported), refused, done.group_done)
+    return ProgressOut(brief(done.started), brief(done.reported), refused, done.group_done, next_claim)
+
+
+def claim_out(got: Claim, lease_seconds: float) -> ClaimOut:
+    jobs = [
+        ClaimedJob(
+            j["id"],
+            j["test_path"],
+            Priority(str(j["priority"])),
+            j["attempts"],
+            j["max_attempts"],
+            j["timeout_seconds"],
+        )
+        for j in got.jobs
+    ]
+    return ClaimOut(
+        got.group_id,
+        got.token,
+        got.org_id,
+        got.app_version_id,
+        Target(got.target),
+        got.lease_expires_at,
+        lease_seconds,
+        jobs,
+    )
 
 
 class ReleaseIn(Struct, forbid_unknown_fields=True):

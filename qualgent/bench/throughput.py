@@ -23,6 +23,7 @@ import psycopg
 
 from qualgent.agent.executor import RunResult
 from qualgent.agent.loop import Agent, AgentConfig, Runner
+from qualgent.agent.reporter import Reporter
 from qualgent.agent.templates import CommandTemplate
 from qualgent.bench.common import BenchTarget, CpuMeter, percentiles
 
@@ -92,7 +93,8 @@ async def _discard(database_url: str, org_id: str) -> None:
 
 
 class _TimedAgent(Agent):
-    """The product's agent, recording how long its claims take once the queue is full."""
+    """The product's agent, recording how long it waits for its next group once the queue is full: a claim
+    request, or the group's last report when that claims the next group too (then_claim)."""
 
     def __init__(self, config: AgentConfig, since: list[float]) -> None:
         super().__init__(config)
@@ -102,6 +104,13 @@ class _TimedAgent(Agent):
     async def _claim(self) -> dict[str, Any] | None:
         started = time.perf_counter()
         claim = await super()._claim()
+        if claim is not None and self._since and started >= self._since[0]:
+            self.claim_ms.append((time.perf_counter() - started) * 1000)
+        return claim
+
+    async def _finish_reports(self, reporter: Reporter, then_claim: bool) -> dict[str, Any] | None:
+        started = time.perf_counter()
+        claim = await super()._finish_reports(reporter, then_claim)
         if claim is not None and self._since and started >= self._since[0]:
             self.claim_ms.append((time.perf_counter() - started) * 1000)
         return claim

@@ -6,12 +6,11 @@ from typing import Annotated
 from litestar import Controller, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from qualgent.api.deps import ServicesDep
+from qualgent.api.deps import Services, ServicesDep
 from qualgent.api.schemas import (
     AgentIn,
     AgentOut,
     AgentStatusIn,
-    ClaimedJob,
     ClaimIn,
     ClaimOut,
     HeartbeatIn,
@@ -24,10 +23,11 @@ from qualgent.api.schemas import (
     ResultIn,
     StartIn,
     agent_out,
+    claim_out,
     job_out,
     progress_out,
 )
-from qualgent.domain import AgentStatus, InvalidInput, JobStatus, Priority, Target
+from qualgent.domain import AgentStatus, InvalidInput, JobStatus, NotFound
 from qualgent.notify.waiting import claim_or_wait, wait_for_change
 from qualgent.queue import agents, claims
 
@@ -84,28 +84,7 @@ class AgentController(Controller):
         )
         if got is None:
             return Response(None, status_code=204)
-        jobs = [
-            ClaimedJob(
-                j["id"],
-                j["test_path"],
-                Priority(str(j["priority"])),
-                j["attempts"],
-                j["max_attempts"],
-                j["timeout_seconds"],
-            )
-            for j in got.jobs
-        ]
-        body = ClaimOut(
-            got.group_id,
-            got.token,
-            got.org_id,
-            got.app_version_id,
-            Target(got.target),
-            got.lease_expires_at,
-            lease,
-            jobs,
-        )
-        return Response(body, status_code=200)
+        return Response(claim_out(got, lease), status_code=200)
 
     @get(
         "/{agent_id:uuid}/jobs/{job_id:uuid}/wait",
@@ -168,7 +147,8 @@ class AgentController(Controller):
         done = await claims.report_progress(
             services.engine, services.direct, agent_id, group_id, data.token, starts, results, lease
         )
-        return progress_out(done)
+        next_claim = await _claim_now(services, agent_id) if data.then_claim and done.group_done else None
+        return progress_out(done, next_claim)
 
     @post(
         "/{agent_id:uuid}/groups/{group_id:uuid}/release",
@@ -184,3 +164,15 @@ class AgentController(Controller):
     ) -> dict[str, str]:
         await claims.release(services.engine, agent_id, group_id, data.token, data.reason)
         return {"group_id": str(group_id), "status": "released"}
+
+
+async def _claim_now(services: Services, agent_id: uuid.UUID) -> ClaimOut | None:
+    """The agent's next group, for a report that closed its last one (then_claim): no waiting, all its targets.
+    The report is committed by now: whatever happens here, its answer stands (an agent gone meanwhile gets none)."""
+    lease = services.settings.lease_seconds
+    try:
+        served = await agents.targets(services.engine, agent_id, lease, services.agent_targets)
+        got = await claims.claim(services.engine, services.direct, agent_id, sorted(served), lease)
+    except NotFound:
+        return None
+    return None if got is None else claim_out(got, lease)
