@@ -169,3 +169,26 @@ async def test_a_last_attempt_lost_to_infrastructure_fails_the_job_in_one_report
     job = await api.call("GET", f"/jobs/{job_id}")
     assert job["result"]["error"] == "infrastructure error after 1 attempt(s)"
     assert [a["outcome"] for a in job["attempt_history"]] == ["infra_error"]
+
+
+async def test_the_last_report_of_a_group_claims_the_next_one_when_asked(api: Api) -> None:
+    """then_claim: a report that closes the group answers the agent's next group as `next` (one request, not
+    two); a report that leaves work in the group, or finds nothing waiting, answers next: null."""
+    agent_id, claim = await _group_of(api, ["a.spec.ts", "b.spec.ts"])
+    await api.submit(app_version_id="v2", test_path="c.spec.ts")
+    first, second = (j["id"] for j in claim["jobs"])
+    partial = {"token": claim["token"], "started": [{"job_id": first}], "results": [{"job_id": first, "exit_code": 0}]}
+    answer = await api.call("POST", _path(agent_id, claim), {**partial, "then_claim": True})
+    assert (answer["group_done"], answer["next"]) == (False, None)  # b is still to run: no claim
+    last = {"token": claim["token"], "started": [{"job_id": second}], "results": [{"job_id": second, "exit_code": 0}]}
+    answer = await api.call("POST", _path(agent_id, claim), {**last, "then_claim": True})
+    assert answer["group_done"] is True
+    following = answer["next"]
+    assert following["app_version_id"] == "v2"
+    assert [j["test_path"] for j in following["jobs"]] == ["c.spec.ts"]
+    assert (await api.call("GET", f"/agents/{agent_id}"))["status"] == "busy"
+    job = following["jobs"][0]["id"]
+    done = {"token": following["token"], "started": [{"job_id": job}], "results": [{"job_id": job, "exit_code": 0}]}
+    answer = await api.call("POST", _path(agent_id, following), {**done, "then_claim": True})
+    assert (answer["group_done"], answer["next"]) == (True, None)  # nothing waiting
+    assert (await api.call("GET", f"/agents/{agent_id}"))["status"] == "idle"
