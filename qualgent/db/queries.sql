@@ -258,7 +258,14 @@ SELECT qualgent_claim(:agent_id, CAST(:targets AS text[]), :lease_seconds);
 
 -- name: report_runs
 -- A report made only of runs that ended their jobs, all or nothing (SQLSTATE QGRUN otherwise; migration 0009).
-SELECT qualgent_report_runs(:agent_id, :group_id, :token, :lease_seconds, CAST(:runs AS jsonb));
+SELECT qualgent_report_runs(:agent_id, :group_id, :token, :lease_seconds, CAST(:runs AS jsonb)), NULL;
+
+-- name: report_runs_then_claim
+-- The same, and when it closed the group, the agent's next claim: one statement, one commit.
+SELECT report,
+       CASE WHEN (report ->> 'group_done')::boolean
+            THEN qualgent_claim(:agent_id, CAST(:targets AS text[]), :lease_seconds) END
+FROM qualgent_report_runs(:agent_id, :group_id, :token, :lease_seconds, CAST(:runs AS jsonb)) AS report;
 
 -- name: hold_claim
 -- Every batched agent write starts here: the claim must still be this agent's, under this token (row locked), and

@@ -68,6 +68,11 @@ class Direct:
 
     async def value(self, sql: str, params: Mapping[str, Any]) -> Any:
         """The one value a one-row, one-column statement returns."""
+        return (await self.row(sql, params))[0]
+
+    async def row(self, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The one row a one-row statement returns."""
         async with self._pool.connection() as conn:
             row = await (await conn.execute(sql, params)).fetchone()
-            return row[0] if row else None
+            assert row is not None, "a one-row statement returned none"
+            return row

@@ -53,25 +53,34 @@ async def claim(
     """Take the best pending group this agent can run, whole: one statement (qualgent_claim, in autocommit)."""
     for _ in range(3):  # a group emptied by cancels or backoff is retired and the next one tried
         got = await direct.value(P.claim, {"agent_id": agent_id, "targets": targets, "lease_seconds": lease_seconds})
-        if got["agent_status"] is None:
-            raise NotFound(f"no agent {agent_id}: register first", agent_id=str(agent_id))
-        group = got.get("group")
-        if group is None:
-            return None  # nothing to do, or the agent was set offline (by an operator, or deregistered)
-        group_id = uuid.UUID(group["id"])
-        if got["deferred"]:  # rare: jobs still in backoff go back to the queue, in a transaction of their own
-            await _defer(engine, group_id, [uuid.UUID(j) for j in got["deferred"]], retire=not got["jobs"])
-        if got["jobs"]:
-            return Claim(
-                group_id=group_id,
-                token=uuid.UUID(group["token"]),
-                org_id=group["org_id"],
-                app_version_id=group["app_version_id"],
-                target=group["target"],
-                lease_expires_at=dt.datetime.fromisoformat(group["lease_expires_at"]),
-                jobs=[{**j, "id": uuid.UUID(j["id"])} for j in got["jobs"]],
-            )
+        taken, again = await _take(engine, agent_id, got)
+        if not again:
+            return taken
     return None
+
+
+async def _take(engine: AsyncEngine, agent_id: uuid.UUID, got: dict[str, Any]) -> tuple[Claim | None, bool]:
+    """What qualgent_claim answered, as a Claim (or None), and whether to try again (a group was retired)."""
+    if got["agent_status"] is None:
+        raise NotFound(f"no agent {agent_id}: register first", agent_id=str(agent_id))
+    group = got.get("group")
+    if group is None:
+        return None, False  # nothing to do, or the agent was set offline (by an operator, or deregistered)
+    group_id = uuid.UUID(group["id"])
+    if got["deferred"]:  # rare: jobs still in backoff go back to the queue, in a transaction of their own
+        await _defer(engine, group_id, [uuid.UUID(j) for j in got["deferred"]], retire=not got["jobs"])
+    if not got["jobs"]:
+        return None, True
+    taken = Claim(
+        group_id=group_id,
+        token=uuid.UUID(group["token"]),
+        org_id=group["org_id"],
+        app_version_id=group["app_version_id"],
+        target=group["target"],
+        lease_expires_at=dt.datetime.fromisoformat(group["lease_expires_at"]),
+        jobs=[{**j, "id": uuid.UUID(j["id"])} for j in got["jobs"]],
+    )
+    return taken, False
 
 
 async def _defer(engine: AsyncEngine, group_id: uuid.UUID, deferred: list[uuid.UUID], retire: bool) -> None:
@@ -107,6 +116,7 @@ class Progress:
     reported: list[Row] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
     group_done: bool = False
+    next_claim: Claim | None = None  # asked for with claim_next, when the report closed the group
 
 
 async def report_progress(
@@ -118,18 +128,24 @@ async def report_progress(
     starts: Sequence[Started],
     results: Sequence[tuple[uuid.UUID, Result]],
     lease_seconds: float,
+    claim_next: list[str] | None = None,
 ) -> Progress:
     """Starts, then results, of a claimed group's jobs in one transaction: the agent's batched path (River's
     batch completer, on the agent's side). A fast test suite reports many jobs per request and per commit;
     a slow one reports each start and each result at once. Set-based SQL: the statement count does not grow
     with the batch. Refusals (a job cancelled meanwhile, not in this group) are committed with the rest.
+    `claim_next` (the agent's targets): when the report closes the group, claim the agent's next one too.
 
     The common report of a quick suite, runs that each started and ended their job within it, is one statement
-    (qualgent_report_runs); anything else, or any surprise in it, takes the general path below."""
+    (qualgent_report_runs, and qualgent_claim in the same statement and commit when asked); anything else, or any
+    surprise in it, takes the general path below."""
     if starts and {s.job_id for s in starts} == {job_id for job_id, _ in results} and len(starts) == len(results):
-        progress = await _report_runs(direct, agent_id, group_id, token, starts, results, lease_seconds)
-        if progress is not None:
+        fast = await _report_runs(direct, agent_id, group_id, token, starts, results, lease_seconds, claim_next)
+        if fast is not None:
+            progress, claimed = fast
             _count(progress)
+            if claimed is not None:
+                progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds, claimed)
             return progress
     progress = Progress()
     async with engine.begin() as conn:
@@ -146,7 +162,29 @@ async def report_progress(
             await _finish(conn, raw, group_id, results, progress)
         progress.group_done = (await raw.rows(P.close_group_and_free_agent, {"group_id": group_id}))[0]["closed"]
     _count(progress)
+    if claim_next is not None and progress.group_done:
+        progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds)
     return progress
+
+
+async def _next(
+    engine: AsyncEngine,
+    direct: Direct,
+    agent_id: uuid.UUID,
+    targets: list[str] | None,
+    lease_seconds: float,
+    claimed: dict[str, Any] | None = None,
+) -> Claim | None:
+    """The next group for an agent whose report closed its last one: what the report's statement claimed, or a
+    claim of its own. The report is committed: an agent gone meanwhile just gets none."""
+    try:
+        if claimed is not None:
+            taken, again = await _take(engine, agent_id, claimed)
+            if not again:
+                return taken
+        return await claim(engine, direct, agent_id, targets or [], lease_seconds)
+    except NotFound:
+        return None
 
 
 def _count(progress: Progress) -> None:
@@ -182,18 +220,21 @@ async def _report_runs(
     starts: Sequence[Started],
     results: Sequence[tuple[uuid.UUID, Result]],
     lease_seconds: float,
-) -> Progress | None:
-    """The one-statement report, or None when the general path must decide (the claim is not held, or a run
-    does not end its job: a retry, a job cancelled meanwhile)."""
+    claim_next: list[str] | None,
+) -> tuple[Progress, dict[str, Any] | None] | None:
+    """The one-statement report, with what qualgent_claim answered when a claim was asked for and the group
+    closed; None when the general path must decide (the claim is not held, or a run does not end its job: a
+    retry, a job cancelled meanwhile)."""
     params = {
         "agent_id": agent_id,
         "group_id": group_id,
         "token": token,
         "lease_seconds": lease_seconds,
         "runs": _runs({s.job_id: s for s in starts}, results),
+        "targets": claim_next,
     }
     try:
-        answer = await direct.value(P.report_runs, params)
+        answer, claimed = await direct.row(P.report_runs if claim_next is None else P.report_runs_then_claim, params)
     except psycopg.Error as err:
         if err.sqlstate == RUNS_DID_NOT_ALL_END:
             return None
@@ -201,7 +242,7 @@ async def _report_runs(
     if answer is None:
         return None
     jobs = [_ran(job) for job in answer["ran"]]
-    return Progress(started=jobs, reported=jobs, group_done=answer["group_done"])
+    return Progress(started=jobs, reported=jobs, group_done=answer["group_done"]), claimed
 
 
 def _ran(job: dict[str, Any]) -> Row:

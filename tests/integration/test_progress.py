@@ -192,3 +192,17 @@ async def test_the_last_report_of_a_group_claims_the_next_one_when_asked(api: Ap
     answer = await api.call("POST", _path(agent_id, following), {**done, "then_claim": True})
     assert (answer["group_done"], answer["next"]) == (True, None)  # nothing waiting
     assert (await api.call("GET", f"/agents/{agent_id}"))["status"] == "idle"
+
+
+async def test_a_last_report_of_results_alone_claims_the_next_group_too(api: Api) -> None:
+    """A slow suite reports each start, then each result: the last result closes the group on the general path,
+    and then_claim still answers the next group."""
+    agent_id, claim = await _group_of(api, ["a.spec.ts"])
+    await api.submit(app_version_id="v2")
+    job = claim["jobs"][0]["id"]
+    await api.call("POST", _path(agent_id, claim), {"token": claim["token"], "started": [{"job_id": job}]})
+    last = {"token": claim["token"], "results": [{"job_id": job, "exit_code": 0}], "then_claim": True}
+    answer = await api.call("POST", _path(agent_id, claim), last)
+    assert [j["status"] for j in answer["reported"]] == ["completed"]
+    assert answer["group_done"] is True
+    assert answer["next"]["app_version_id"] == "v2"

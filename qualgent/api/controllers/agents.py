@@ -6,7 +6,7 @@ from typing import Annotated
 from litestar import Controller, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from qualgent.api.deps import Services, ServicesDep
+from qualgent.api.deps import ServicesDep
 from qualgent.api.schemas import (
     AgentIn,
     AgentOut,
@@ -27,7 +27,7 @@ from qualgent.api.schemas import (
     job_out,
     progress_out,
 )
-from qualgent.domain import AgentStatus, InvalidInput, JobStatus, NotFound
+from qualgent.domain import AgentStatus, InvalidInput, JobStatus
 from qualgent.notify.waiting import claim_or_wait, wait_for_change
 from qualgent.queue import agents, claims
 
@@ -144,11 +144,13 @@ class AgentController(Controller):
         starts = [claims.Started(s.job_id, s.elapsed_ms) for s in data.started]
         results = [(r.job_id, r.result()) for r in data.results]
         lease = services.settings.lease_seconds
-        done = await claims.report_progress(
-            services.engine, services.direct, agent_id, group_id, data.token, starts, results, lease
+        then = (
+            await agents.targets(services.engine, agent_id, lease, services.agent_targets) if data.then_claim else None
         )
-        next_claim = await _claim_now(services, agent_id) if data.then_claim and done.group_done else None
-        return progress_out(done, next_claim)
+        done = await claims.report_progress(
+            services.engine, services.direct, agent_id, group_id, data.token, starts, results, lease, then
+        )
+        return progress_out(done, None if done.next_claim is None else claim_out(done.next_claim, lease))
 
     @post(
         "/{agent_id:uuid}/groups/{group_id:uuid}/release",
@@ -164,15 +166,3 @@ class AgentController(Controller):
     ) -> dict[str, str]:
         await claims.release(services.engine, agent_id, group_id, data.token, data.reason)
         return {"group_id": str(group_id), "status": "released"}
-
-
-async def _claim_now(services: Services, agent_id: uuid.UUID) -> ClaimOut | None:
-    """The agent's next group, for a report that closed its last one (then_claim): no waiting, all its targets.
-    The report is committed by now: whatever happens here, its answer stands (an agent gone meanwhile gets none)."""
-    lease = services.settings.lease_seconds
-    try:
-        served = await agents.targets(services.engine, agent_id, lease, services.agent_targets)
-        got = await claims.claim(services.engine, services.direct, agent_id, sorted(served), lease)
-    except NotFound:
-        return None
-    return None if got is None else claim_out(got, lease)
