@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
+import msgspec
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -58,6 +60,7 @@ class Direct:
             timeout=POOL_TIMEOUT_SECONDS,
             open=False,
             name="qualgent-direct",
+            configure=_configure,
         )
 
     async def open(self) -> None:
@@ -73,6 +76,11 @@ class Direct:
     async def row(self, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...]:
         """The one row a one-row statement returns."""
         async with self._pool.connection() as conn:
-            row = await (await conn.execute(sql, params)).fetchone()
+            row: tuple[Any, ...] | None = await (await conn.execute(sql, params)).fetchone()
             assert row is not None, "a one-row statement returned none"
             return row
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    # The functions answer in JSON (a claim and its jobs, a report's jobs): msgspec reads it several times faster.
+    set_json_loads(msgspec.json.decode, conn)

@@ -4,12 +4,12 @@ Every write checks the claim's token (fencing): a stale token changes nothing an
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import psycopg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -196,10 +196,10 @@ def _count(progress: Progress) -> None:
 
 def _runs(started: Mapping[uuid.UUID, Started], results: Sequence[tuple[uuid.UUID, Result]]) -> str:
     """Runs started and finished within one report, as the JSON the stored functions read."""
-    return json.dumps(
+    return msgspec.json.encode(
         [
             {
-                "id": str(job_id),
+                "id": job_id,
                 "elapsed_ms": started[job_id].elapsed_ms,
                 "outcome": outcome_of(result).value,
                 "exit_code": result.exit_code,
@@ -209,7 +209,7 @@ def _runs(started: Mapping[uuid.UUID, Started], results: Sequence[tuple[uuid.UUI
             }
             for job_id, result in results
         ]
-    )
+    ).decode()
 
 
 async def _report_runs(
