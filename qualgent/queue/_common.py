@@ -7,15 +7,16 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from qualgent.db.sql import Q
 
 
-@dataclass(frozen=True, slots=True)
-class GroupKey:
+class GroupKey(NamedTuple):
+    """What jobs are grouped by. A named tuple: a bulk submit hashes and compares one per job."""
+
     org_id: str
     app_version_id: str
     target: str
@@ -30,11 +31,16 @@ class GroupAggregate:
     job_count: int
 
 
-async def notify_jobs(conn: AsyncConnection, status: str, job_ids: Iterable[uuid.UUID | str]) -> None:
+async def notify_jobs(conn: AsyncConnection, status: str, job_ids: Iterable[uuid.UUID | str] | str) -> None:
     """Tell listeners (waiting clients, other servers) which jobs changed, in the changing transaction:
-    ids only, one channel, chunked under PostgreSQL's payload limit (qualgent_notify_jobs, migration 0007)."""
-    ids = [uuid.UUID(str(job_id)) if not isinstance(job_id, uuid.UUID) else job_id for job_id in job_ids]
-    if ids:
+    ids only, one channel, chunked under PostgreSQL's payload limit (qualgent_notify_jobs, migration 0007).
+    `job_ids` may be an array literal already ("{id,id}"): a bulk submit's thousands of ids pass as one text
+    rather than as an array psycopg would build id by id."""
+    if isinstance(job_ids, str):
+        ids: list[uuid.UUID] | str = job_ids
+    else:
+        ids = [uuid.UUID(str(job_id)) if not isinstance(job_id, uuid.UUID) else job_id for job_id in job_ids]
+    if ids and ids != "{}":
         await conn.execute(Q.notify_jobs, {"status": str(status), "job_ids": ids})
 
 
