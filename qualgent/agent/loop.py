@@ -240,13 +240,11 @@ class Agent:
             log.info("running job %s: %s", job["id"], argv)
             timeout = job.get("timeout_seconds") or self.config.test_timeout
             current.run = self.config.runner(argv, timeout, _env(claim, job, self._base_env))
-            watch = asyncio.create_task(self._watch_for_cancel(current, job["id"], accepted))
+            watch = _CancelWatch(self, current, job["id"], accepted)
             try:
                 result = await current.run.execute()
             finally:
-                watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await watch
+                await watch.close()
             current.run = None
         current.job_id = None
         if current.lost:
@@ -275,17 +273,16 @@ class Agent:
             )
             log.info("gave group %s back", current.group_id)
 
-    async def _watch_for_cancel(self, current: _Current, job_id: str, accepted: asyncio.Future[bool]) -> None:
+    async def _stop_refused(self, current: _Current, job_id: str) -> None:
+        """The server refused the start (the job was cancelled before it began): stop the run."""
+        if current.run is not None and current.job_id == job_id:
+            log.info("job %s was cancelled before it started: stopping it", job_id)
+            current.cancelled.add(job_id)
+            await current.run.stop()
+
+    async def _watch_for_cancel(self, current: _Current, job_id: str) -> None:
         """Long-poll the job while it runs: a cancel stops the test within moments, not at the next
-        heartbeat. The heartbeat still reports cancels, should this request fail. The watch begins once the
-        server has the start, and after a moment: a test over in less costs no request."""
-        if not await asyncio.shield(accepted):  # our cancellation must not cancel the future itself
-            if current.run is not None and current.job_id == job_id:
-                log.info("job %s was cancelled before it started: stopping it", job_id)
-                current.cancelled.add(job_id)
-                await current.run.stop()
-            return
-        await asyncio.sleep(CANCEL_WATCH_DELAY)
+        heartbeat. The heartbeat still reports cancels, should this request fail."""
         path = f"/agents/{self.agent_id}/jobs/{job_id}/wait"
         while current.run is not None and current.job_id == job_id:
             try:
@@ -334,6 +331,40 @@ class Agent:
             log.info("job %s was cancelled: killing its test", current.job_id)
             current.cancelled.add(current.job_id)
             await current.run.stop()
+
+
+class _CancelWatch:
+    """Watches a running job for a cancel, without a task per job: a start the server refuses stops the run at
+    once (a callback on the start's future); once the server has the start, the long-poll begins after
+    CANCEL_WATCH_DELAY (a timer), so a test over in less costs neither a task nor a request."""
+
+    def __init__(self, agent: Agent, current: _Current, job_id: str, accepted: asyncio.Future[bool]) -> None:
+        self._agent, self._current, self._job_id, self._accepted = agent, current, job_id, accepted
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        accepted.add_done_callback(self._started)
+
+    def _started(self, accepted: asyncio.Future[bool]) -> None:
+        if accepted.cancelled():
+            return
+        if accepted.result():
+            self._timer = self._loop.call_later(CANCEL_WATCH_DELAY, self._poll)
+        else:
+            self._task = self._loop.create_task(self._agent._stop_refused(self._current, self._job_id))
+
+    def _poll(self) -> None:
+        self._task = self._loop.create_task(self._agent._watch_for_cancel(self._current, self._job_id))
+
+    async def close(self) -> None:
+        """The run is over: stop watching."""
+        self._accepted.remove_done_callback(self._started)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
 
 
 def _fields(claim: dict[str, Any], job: dict[str, Any]) -> dict[str, str]:

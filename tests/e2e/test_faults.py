@@ -101,6 +101,27 @@ def test_infra_once_then_pass_and_always_infra(server: Server, cli: Cli, tmp_pat
     assert (failing.returncode, test_failure["status"], test_failure["attempts"]) == (1, "failed", 1)
 
 
+def test_a_job_cancelled_while_its_group_runs_is_stopped_when_its_start_is_refused(
+    server: Server, cli: Cli, tmp_path: Path
+) -> None:
+    """Cancelled after its group was claimed, before the agent came to it: the agent starts it (its start rides on
+    the next report), the server refuses the start, and the agent stops the run at once, recording nothing."""
+    script, runs = fake_appwright(tmp_path)
+    first = cli.submit("tests/a-sleep2.spec.ts")[0]
+    second = cli.submit("tests/b-sleep60.spec.ts")[0]
+    with agent(server.api_url, script, tmp_path / "a.log"):
+        wait_for(lambda: any("a-sleep2" in run for run in _runs(runs)), what="the first test to start")
+        assert cli.run("cancel", "--job-id", second["id"]).returncode == 0
+        wait_for(lambda: any("b-sleep60" in run for run in _runs(runs)), timeout=30, what="the second to start")
+        (line,) = [run for run in _runs(runs) if "b-sleep60" in run]
+        pid = int(line.split(" pid=")[1].split()[0])
+        wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=10, what="its process to go")
+    assert _job(cli, first["id"])["status"] == "completed"
+    shown = _job(cli, second["id"])
+    assert shown["status"] == "cancelled"
+    assert shown["attempt_history"] == []  # the start was refused: no attempt
+
+
 def test_cancel_during_a_run_stops_the_test_within_seconds(server: Server, cli: Cli, tmp_path: Path) -> None:
     script, runs = fake_appwright(tmp_path)
     job = cli.submit("tests/long-sleep60.spec.ts")[0]
