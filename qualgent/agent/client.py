@@ -9,8 +9,10 @@ import random
 from typing import Any
 
 import httpx
+import msgspec
 
 log = logging.getLogger(__name__)
+_JSON = {"Content-Type": "application/json"}  # bodies encoded by msgspec: several times faster than json, per request
 
 
 class ServerConflict(Exception):
@@ -47,7 +49,10 @@ class AgentClient:
         while True:
             pause = None
             try:
-                response = await self._http.request(method, path, json=body)
+                if body is None:
+                    response = await self._http.request(method, path)
+                else:
+                    response = await self._http.request(method, path, content=msgspec.json.encode(body), headers=_JSON)
                 if response.status_code == 429:  # rate limited: wait as long as the server asks
                     pause = _retry_after(response)
                 elif response.status_code < 500:
@@ -66,7 +71,7 @@ class AgentClient:
     def _decode(response: httpx.Response) -> Any:
         if response.status_code == 204:
             return None
-        body = response.json() if response.content else None
+        body = msgspec.json.decode(response.content) if response.content else None
         if response.status_code == 409:
             raise ServerConflict(body or {})
         if response.is_error:
