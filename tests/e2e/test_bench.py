@@ -59,6 +59,18 @@ def test_bench_json_reports_each_figure_with_its_baseline_and_ratio(
     assert "commit to waiter p50 / p99, ms (20 waiting)" in table
 
 
+def test_bench_drains_more_jobs_than_one_submit_may_carry(pg_server: str) -> None:
+    """--jobs above the API's 10,000 per request: the drain submits them in several requests, and every job is
+    counted."""
+    args = [QGJOB, "bench", "--database-url", pg_server, "--jobs", "10500", "--submit-jobs", "100", "--agents", "4",
+            "--agent-processes", "0", "--group-size", "50", "--waiters", "0", "--json"]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=clean_env())
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["end_to_end"]["jobs"] == 10500
+    assert figures["end_to_end"]["jobs_per_s"] > 0
+
+
 def test_bench_refuses_a_running_server_without_its_database() -> None:
     done = subprocess.run(
         [QGJOB, "bench", "--api-url", "http://127.0.0.1:9/api"], capture_output=True, text=True, env=clean_env()
