@@ -7,7 +7,7 @@ one statement: one round trip, one commit, plans cached per connection, and a ba
 (procrastinate keeps its fetch and finish in stored functions for the same reasons.) docs/performance.md has
 the measurements.
 
-    qualgent_claim(agent, targets, lease)        the agent's sign of life, then the best pending group it can run,
+    qualgent_claim(agent, targets, lease)        the best pending group the agent can run, and its sign of life,
                                                  whole, with its jobs in run order; `deferred` lists jobs still in
                                                  backoff, which the caller puts back in the queue
     qualgent_hold_claim(agent, group, token, lease)   fencing: is the claim still this agent's? extends its lease
@@ -47,9 +47,13 @@ DECLARE
     job_list jsonb;
     deferred jsonb;
 BEGIN
-    UPDATE agents SET last_heartbeat_at = now() WHERE id = p_agent_id RETURNING status INTO agent_status;
-    IF agent_status IS NULL OR agent_status = 'offline' THEN
-        RETURN jsonb_build_object('agent_status', agent_status);  -- unknown, or set offline: no work
+    SELECT status INTO agent_status FROM agents WHERE id = p_agent_id;
+    IF agent_status IS NULL THEN
+        RETURN jsonb_build_object('agent_status', NULL);  -- unknown
+    END IF;
+    IF agent_status = 'offline' THEN  -- set offline by an operator, or deregistered: a sign of life, no work
+        UPDATE agents SET last_heartbeat_at = now() WHERE id = p_agent_id;
+        RETURN jsonb_build_object('agent_status', agent_status);
     END IF;
     -- The CTE is a fence: the planner cannot turn LIMIT 1 into "update every match". FOR NO KEY UPDATE lets jobs
     -- and attempts keep referencing the row meanwhile; SKIP LOCKED lets claims run side by side.
@@ -68,6 +72,7 @@ BEGIN
     WHERE g.id = candidate.id
     RETURNING g.id, g.org_id, g.app_version_id, g.target, g.lease_token, g.lease_expires_at INTO claimed;
     IF claimed.id IS NULL THEN
+        UPDATE agents SET last_heartbeat_at = now() WHERE id = p_agent_id;
         RETURN jsonb_build_object('agent_status', agent_status);
     END IF;
     -- Runnable by the database's clock, the clock the claim chose the group by; in run order.
@@ -79,9 +84,10 @@ BEGIN
     INTO job_list, deferred
     FROM jobs j
     WHERE j.group_id = claimed.id AND j.status = 'pending';
-    IF job_list IS NOT NULL THEN
-        UPDATE agents SET status = 'busy' WHERE id = p_agent_id;
-    END IF;
+    -- The agent's sign of life, and busy when it has jobs to run: one row version per claim.
+    UPDATE agents
+    SET last_heartbeat_at = now(), status = CASE WHEN job_list IS NULL THEN status ELSE 'busy' END
+    WHERE id = p_agent_id;
     RETURN jsonb_build_object(
         'agent_status', agent_status,
         'group', jsonb_build_object(
@@ -199,8 +205,8 @@ BEGIN
     END IF;
     SELECT count(*), jsonb_agg(jsonb_build_object(
                'id', j.id, 'status', j.status, 'attempts', j.attempts, 'target', j.target,
-               'priority', j.priority, 'duration_ms', j.duration_ms, 'created_at', j.created_at,
-               'started_at', j.started_at))
+               'priority', j.priority, 'duration_ms', j.duration_ms,
+               'queue_wait_seconds', extract(epoch FROM j.started_at - j.created_at)))
     INTO ran_count, ran
     FROM qualgent_run_jobs(p_agent_id, p_group_id, p_runs) AS j;
     IF ran_count < jsonb_array_length(p_runs) THEN

@@ -130,9 +130,10 @@ class Reporter:
             self._settle(refusal["job_id"], False)
             logs.bind(job_id=refusal["job_id"])  # this task's own context: the agent's is untouched
             log.info("job %s: %s", refusal["job_id"], refusal["detail"])
-        for job in answer["reported"]:
-            logs.bind(job_id=job["id"])
-            log.info("job %s %s (attempt %d)", job["id"], job["status"], job["attempts"])
+        if log.isEnabledFor(logging.INFO):  # a quick suite reports dozens of jobs a request
+            for job in answer["reported"]:
+                logs.bind(job_id=job["id"])
+                log.info("job %s %s (attempt %d)", job["id"], job["status"], job["attempts"])
         self.reported += len(answer["reported"])
         self.next_claim = answer.get("next") or self.next_claim
 

@@ -101,10 +101,13 @@ def job_started(job: Mapping[Any, Any]) -> None:
     """A job's attempt started; its first start ends its queue wait."""
     if job.get("attempts") != 1:
         return
-    started, created = job.get("started_at"), job.get("created_at")
-    if isinstance(started, dt.datetime) and isinstance(created, dt.datetime):
-        wait = max(0.0, (started - created).total_seconds())
-        _labelled(QUEUE_WAIT, str(job["target"]), _text(job["priority"])).observe(wait)
+    wait = job.get("queue_wait_seconds")  # given by the one-statement report (qualgent_report_runs)
+    if wait is None:
+        started, created = job.get("started_at"), job.get("created_at")
+        if not (isinstance(started, dt.datetime) and isinstance(created, dt.datetime)):
+            return
+        wait = (started - created).total_seconds()
+    _labelled(QUEUE_WAIT, str(job["target"]), _text(job["priority"])).observe(max(0.0, wait))
 
 
 @functools.cache

@@ -246,13 +246,9 @@ async def _report_runs(
 
 
 def _ran(job: dict[str, Any]) -> Row:
-    """A job as qualgent_report_runs describes it, typed as a row would be (for the answer and the metrics)."""
-    return {
-        **job,
-        "id": uuid.UUID(job["id"]),
-        "created_at": dt.datetime.fromisoformat(job["created_at"]),
-        "started_at": dt.datetime.fromisoformat(job["started_at"]),
-    }
+    """A job as qualgent_report_runs describes it (what the answer and the metrics read), its id typed."""
+    job["id"] = uuid.UUID(job["id"])
+    return job
 
 
 async def _run(
