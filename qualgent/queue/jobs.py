@@ -119,20 +119,20 @@ async def submit_in(
     ids = list(ids) if ids is not None else new_ids(len(specs))
     group_ids = [groups[key] for key in keys]
     # COPY, the bulk path PostgreSQL parses fastest (25% under INSERT ... SELECT of the same rows here), on the
-    # transaction's own psycopg connection, written as one block of COPY text (psycopg's row-by-row formatting
+    # transaction's own psycopg connection, written as blocks of COPY text (psycopg's row-by-row formatting
     # cost more than PostgreSQL's parsing of it). Defaults (status, attempts, timestamps) are the table's, which
     # NewJob mirrors instead of reading the rows back.
     id_texts = [str(job_id) for job_id in ids]
-    group_texts = {group_id: str(group_id) for group_id in groups.values()}
-    rows = "".join(
-        f"{job_id}\t{_copy_text(s.org_id)}\t{_copy_text(s.app_version_id)}\t{s.target.value}\t"
-        f"{_copy_text(s.test_path)}\t{s.priority.value}\t{s.max_attempts}\t{s.max_attempts}\t{s.test_retries}\t"
-        f"{_COPY_NULL if s.timeout_seconds is None else s.timeout_seconds}\t{group_texts[group_id]}\n"
-        for job_id, s, group_id in zip(id_texts, specs, group_ids, strict=True)
-    )
+    group_texts = [str(group_id) for group_id in group_ids]
+    texts = [(s.org_id, s.app_version_id, s.test_path) for s in specs]
     raw = await Raw.of(conn)
     async with raw.connection.cursor().copy(Q_COPY_JOBS) as copy:
-        await copy.write(rows)
+        # In blocks, so PostgreSQL parses one while the next is formatted.
+        for start in range(0, len(specs), COPY_BLOCK):
+            end = start + COPY_BLOCK
+            await copy.write(
+                _copy_block(id_texts[start:end], specs[start:end], texts[start:end], group_texts[start:end])
+            )
     await notify_jobs(conn, JobStatus.PENDING, "{" + ",".join(id_texts) + "}")
     await notify_work_available(conn, (s.target.value for s in specs))
     return [NewJob(job_id, s, group_id, now) for job_id, s, group_id in zip(ids, specs, group_ids, strict=True)]
@@ -141,6 +141,31 @@ async def submit_in(
 _RANK = {p: rank for rank, p in enumerate(Priority)}
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 _COPY_NULL = "\\N"
+COPY_BLOCK = 1000  # jobs per block of COPY text
+
+
+def _copy_block(
+    ids: Sequence[str], specs: Sequence[JobSpec], texts: Sequence[tuple[str, str, str]], groups: Sequence[str]
+) -> str:
+    """Jobs as a block of COPY text, in Q_COPY_JOBS's column order. Escaping every value costs more than the rest:
+    it is done only when some value needs it (the API refuses control characters, so in practice only a
+    backslash), seen in the block as a backslash, a carriage return, or more separators than the columns make."""
+    block = _copy_rows(ids, specs, texts, groups)
+    if "\\" in block or "\r" in block or block.count("\t") != 10 * len(ids) or block.count("\n") != len(ids):
+        escaped = [(_copy_text(org), _copy_text(version), _copy_text(path)) for org, version, path in texts]
+        block = _copy_rows(ids, specs, escaped, groups)
+    return block
+
+
+def _copy_rows(
+    ids: Sequence[str], specs: Sequence[JobSpec], texts: Sequence[tuple[str, str, str]], groups: Sequence[str]
+) -> str:
+    return "".join(
+        f"{job_id}\t{org}\t{version}\t{s.target.value}\t{path}\t{s.priority.value}\t{s.max_attempts}\t"
+        f"{s.max_attempts}\t{s.test_retries}\t{_COPY_NULL if s.timeout_seconds is None else s.timeout_seconds}\t"
+        f"{group}\n"
+        for job_id, s, (org, version, path), group in zip(ids, specs, texts, groups, strict=True)
+    )
 
 
 def _copy_text(value: str) -> str:

@@ -8,7 +8,8 @@ import json
 import psycopg
 import pytest
 
-from qualgent.db.engine import libpq_url
+from qualgent.db.engine import create_server_engine, libpq_url
+from qualgent.queue import jobs
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.anyio
@@ -50,3 +51,17 @@ async def test_paths_with_backslashes_quotes_and_unicode_are_stored_as_given(api
     answered = await api.call("POST", "/jobs", body, expect=201)
     for job, path in zip(answered, paths, strict=True):
         assert (await api.call("GET", f"/jobs/{job['id']}"))["test_path"] == path
+
+
+async def test_the_queue_stores_values_copy_would_split_exactly_as_given(db_url: str) -> None:
+    """Bulk submits write COPY text, escaping values only when some need it: a tab, a newline, a carriage return
+    or a backslash in a value (the API refuses control characters; the queue does not rely on it)."""
+    engine = create_server_engine(db_url)
+    try:
+        paths = ["plain.spec.ts", "tab\there.spec.ts", "line\nbreak.spec.ts", "cr\rhere.spec.ts", "back\\slash"]
+        specs = [jobs.JobSpec("acme", "v\t1", path) for path in paths]
+        submitted = await jobs.submit(engine, specs)
+        stored = [await jobs.get(engine, job.id) for job in submitted.jobs if isinstance(job, jobs.NewJob)]
+    finally:
+        await engine.dispose()
+    assert [(job["app_version_id"], job["test_path"]) for job in stored] == [("v\t1", path) for path in paths]
