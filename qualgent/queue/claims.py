@@ -67,7 +67,9 @@ async def _take(engine: AsyncEngine, agent_id: uuid.UUID, got: dict[str, Any]) -
     if group is None:
         return None, False  # nothing to do, or the agent was set offline (by an operator, or deregistered)
     group_id = uuid.UUID(group["id"])
-    if got["deferred"]:  # rare: jobs still in backoff go back to the queue, in a transaction of their own
+    if got["deferred"] or not got["jobs"]:
+        # Rare: jobs still in backoff go back to the queue, and a group left with nothing to run (its jobs in
+        # backoff, or cancelled meanwhile) is retired, in a transaction of their own.
         await _defer(engine, group_id, [uuid.UUID(j) for j in got["deferred"]], retire=not got["jobs"])
     if not got["jobs"]:
         return None, True

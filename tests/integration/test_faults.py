@@ -151,3 +151,16 @@ async def test_a_claim_hands_out_the_due_jobs_and_puts_those_in_backoff_back_in_
     assert groups == 1  # one pending group again, made for it anew: the retired one is done
     assert str(group) != requeued["group_id"]
     assert (await api.call("GET", f"/agents/{agent}"))["status"] == "busy"  # still running the first group
+
+
+async def test_a_claimed_group_with_nothing_left_to_run_is_retired(api: Api, db_url: str) -> None:
+    """A pending group whose jobs are all gone (a cancel racing the claim can leave one): the claim takes it, finds
+    nothing to run, retires it and answers none; the agent stays idle."""
+    job = await api.submit(test_path="gone.spec.ts")
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:  # behind the API's back: the group stays pending
+        conn.execute("UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE id = %s", (job["id"],))
+    agent = await api.register()
+    assert await api.claim(agent, expect=204) is None
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        assert conn.execute("SELECT status FROM job_groups").fetchall() == [("done",)]
+    assert (await api.call("GET", f"/agents/{agent}"))["status"] == "idle"
