@@ -105,18 +105,21 @@ def test_a_job_cancelled_while_its_group_runs_is_stopped_when_its_start_is_refus
     server: Server, cli: Cli, tmp_path: Path
 ) -> None:
     """Cancelled after its group was claimed, before the agent came to it: the agent starts it (its start rides on
-    the next report), the server refuses the start, and the agent stops the run at once, recording nothing."""
+    the next report), the server refuses the start, and the agent stops the run at once, recording nothing. (The
+    stop can come before the stand-in test has even logged its start: then there is no process left to look for.)"""
     script, runs = fake_appwright(tmp_path)
-    first = cli.submit("tests/a-sleep2.spec.ts")[0]
+    first = cli.submit("tests/a-sleep5.spec.ts")[0]
     second = cli.submit("tests/b-sleep60.spec.ts")[0]
-    with agent(server.api_url, script, tmp_path / "a.log"):
-        wait_for(lambda: any("a-sleep2" in run for run in _runs(runs)), what="the first test to start")
+    log = tmp_path / "a.log"
+    with agent(server.api_url, script, log):
+        wait_for(lambda: any("a-sleep5" in run for run in _runs(runs)), what="the first test to start")
         assert cli.run("cancel", "--job-id", second["id"]).returncode == 0
-        wait_for(lambda: any("b-sleep60" in run for run in _runs(runs)), timeout=30, what="the second to start")
-        (line,) = [run for run in _runs(runs) if "b-sleep60" in run]
-        pid = int(line.split(" pid=")[1].split()[0])
-        wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=10, what="its process to go")
-    assert _job(cli, first["id"])["status"] == "completed"
+        wait_for(lambda: _job(cli, first["id"])["status"] == "completed", timeout=30, what="the first to complete")
+        wait_for(lambda: "cancelled meanwhile" in log.read_text(), timeout=10, what="the agent to drop the second")
+        time.sleep(1)  # had its process got as far as logging, it would have by now
+        for line in [run for run in _runs(runs) if "b-sleep60" in run]:
+            pid = int(line.split(" pid=")[1].split()[0])
+            wait_for(lambda p=pid: not Path(f"/proc/{p}").exists() or _zombie(p), timeout=10, what="its process to go")
     shown = _job(cli, second["id"])
     assert shown["status"] == "cancelled"
     assert shown["attempt_history"] == []  # the start was refused: no attempt
