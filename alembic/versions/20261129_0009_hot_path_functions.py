@@ -13,6 +13,7 @@ the measurements.
     qualgent_hold_claim(agent, group, token, lease)   fencing: is the claim still this agent's? extends its lease
     qualgent_run_jobs(agent, group, runs)        runs started and finished within one report that end their job:
                                                  pending to final in one row version, the attempt written once
+    qualgent_job_error(outcome, error, attempts)   what a job that ends says went wrong (also for finish_runs)
     qualgent_close_group(group)                  the group is done once none of its jobs is left to run; its agent
                                                  is idle unless it holds another
     qualgent_report_runs(agent, group, token, lease, runs)   the three above, all or nothing (SQLSTATE QGRUN when a
@@ -114,6 +115,19 @@ END
 $$
 """
 
+# What a job that ends says went wrong: the agent's words, or for an infrastructure failure it did not explain,
+# how many attempts it took. Used by qualgent_run_jobs and the finish_runs statement alike.
+JOB_ERROR = """
+CREATE FUNCTION qualgent_job_error(p_outcome text, p_error text, p_attempts integer)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+SELECT CASE WHEN p_outcome = 'infra_error' AND COALESCE(p_error, '') = ''
+            THEN format('infrastructure error after %s attempt(s)', p_attempts)
+            ELSE p_error END
+$$
+"""
+
 # A first run needs no lookup in attempts to know it is not flaky (and with statistics older than a burst the
 # planner made that lookup through every finished attempt).
 RUN_JOBS = """
@@ -134,9 +148,7 @@ BEGIN
             started_at = now() - make_interval(secs => r.elapsed_ms / 1000.0),
             finished_at = now(), updated_at = now(), exit_code = r.exit_code, duration_ms = r.duration_ms,
             output_tail = r.output_tail,
-            error = CASE WHEN r.outcome = 'infra_error' AND COALESCE(r.error, '') = ''
-                         THEN format('infrastructure error after %s attempt(s)', j.attempts + 1)
-                         ELSE r.error END,
+            error = qualgent_job_error(r.outcome, r.error, j.attempts + 1),
             flaky = (r.outcome = 'passed' AND j.attempts > 0 AND EXISTS (
                 SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.outcome = 'test_failed'))
         FROM r
@@ -218,6 +230,7 @@ $$
 """
 
 FUNCTIONS = {
+    "qualgent_job_error(text, text, integer)": JOB_ERROR,
     "qualgent_claim(uuid, text[], double precision)": CLAIM,
     "qualgent_hold_claim(uuid, uuid, uuid, double precision)": HOLD_CLAIM,
     "qualgent_run_jobs(uuid, uuid, jsonb)": RUN_JOBS,

@@ -105,14 +105,14 @@ class _TimedAgent(Agent):
 
     async def _claim(self) -> dict[str, Any] | None:
         started = time.perf_counter()
-        claim = await super()._claim()
-        if claim is not None and self._since and started >= self._since[0]:
-            self.claim_ms.append((time.perf_counter() - started) * 1000)
-        return claim
+        return self._timed(started, await super()._claim())
 
     async def _finish_reports(self, reporter: Reporter, then_claim: bool) -> dict[str, Any] | None:
         started = time.perf_counter()
-        claim = await super()._finish_reports(reporter, then_claim)
+        return self._timed(started, await super()._finish_reports(reporter, then_claim))
+
+    def _timed(self, started: float, claim: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Count the wait for a group that came, once the jobs are in."""
         if claim is not None and self._since and started >= self._since[0]:
             self.claim_ms.append((time.perf_counter() - started) * 1000)
         return claim

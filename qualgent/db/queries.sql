@@ -227,8 +227,8 @@ WITH r AS (
     SELECT * FROM unnest(
         CAST(:job_ids AS uuid[]), CAST(:numbers AS integer[]), CAST(:outcomes AS text[]),
         CAST(:statuses AS text[]), CAST(:exit_codes AS integer[]), CAST(:durations AS bigint[]),
-        CAST(:output_tails AS text[]), CAST(:errors AS text[]), CAST(:job_errors AS text[])
-    ) AS r (id, number, outcome, status, exit_code, duration_ms, output_tail, error, job_error)
+        CAST(:output_tails AS text[]), CAST(:errors AS text[])
+    ) AS r (id, number, outcome, status, exit_code, duration_ms, output_tail, error)
 ), closed AS (
     UPDATE attempts a
     SET finished_at = now(), outcome = r.outcome, exit_code = r.exit_code, duration_ms = r.duration_ms,
@@ -239,7 +239,7 @@ WITH r AS (
 ), finished AS (
     UPDATE jobs j
     SET status = r.status, exit_code = r.exit_code, duration_ms = r.duration_ms, output_tail = r.output_tail,
-        error = r.job_error, finished_at = now(), updated_at = now(),
+        error = qualgent_job_error(r.outcome, r.error, j.attempts), finished_at = now(), updated_at = now(),
         -- Only a job with an earlier attempt can be flaky: the lookup is for retried jobs alone.
         flaky = (r.status = 'completed' AND j.attempts > 1 AND EXISTS (
             SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.outcome = 'test_failed'))

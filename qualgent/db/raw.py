@@ -41,10 +41,6 @@ class Raw:
             await cursor.execute(sql, params)
             return cast("list[Row]", await cursor.fetchall()) if cursor.description else []
 
-    async def first(self, sql: str, params: Mapping[str, Any] | None = None) -> Row | None:
-        found = await self.rows(sql, params)
-        return found[0] if found else None
-
 
 class Direct:
     """The agents' hot path as single statements (the stored functions of migration 0009) in autocommit, on a

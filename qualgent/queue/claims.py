@@ -347,22 +347,12 @@ async def _finish_runs(raw: Raw, closing: list[tuple[Row, Outcome, Result]], fin
         "durations": [r.duration_ms for _, _, r in closing],
         "output_tails": [_tail(r.output_tail) for _, _, r in closing],
         "errors": [r.error for _, _, r in closing],
-        "job_errors": [
-            None if s is None else _final_error(j["attempts"], s, r)
-            for (j, _, r), s in zip(closing, statuses, strict=True)
-        ],
     }
     return await raw.rows(P.finish_runs, params)
 
 
 def _final_status(outcome: Outcome) -> JobStatus:
     return JobStatus.COMPLETED if outcome == Outcome.PASSED else JobStatus.FAILED
-
-
-def _final_error(attempts: int, status: JobStatus, result: Result) -> str | None:
-    if status == JobStatus.FAILED and outcome_of(result) == Outcome.INFRA_ERROR and not result.error:
-        return f"infrastructure error after {attempts} attempt(s)"
-    return result.error
 
 
 async def start_job(

@@ -151,7 +151,6 @@ _RUNS: dict[str, Any] = {
     "durations": [5] * 20,
     "output_tails": [""] * 20,
     "errors": [None] * 20,
-    "job_errors": [None] * 20,
 }
 
 

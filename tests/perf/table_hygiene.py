@@ -131,7 +131,6 @@ def _run_group(conn: Connection, agent_id: uuid.UUID, heartbeats: int, counter: 
                 "durations": [1000],
                 "output_tails": ["ok"],
                 "errors": [None],
-                "job_errors": [None],
             }
             conn.execute(Q.finish_runs, run)
             if infra:
