@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -154,10 +155,15 @@ async def test_server_sent_events_follow_an_orgs_jobs(api: Api) -> None:
 
 
 async def test_an_event_stream_filtered_by_job_starts_with_its_current_state(api: Api) -> None:
+    """The stream's first event is the job as it is; the submit's own notification may still be on its way when
+    the stream starts (a busy machine), so "pending" can come twice: what counts is the order of states."""
     job = await api.submit()
     found: list[dict[str, Any]] = []
-    reader = asyncio.create_task(_read_events(api, {"job_id": job["id"]}, 2, found))
+    reader = asyncio.create_task(_read_events(api, {"job_id": job["id"]}, 3, found))
     await asyncio.sleep(0.5)
     await api.call("DELETE", f"/jobs/{job['id']}")
-    await asyncio.wait_for(reader, 10)
-    assert [e["status"] for e in found] == ["pending", "cancelled"]
+    with contextlib.suppress(TimeoutError):  # two events, or three with the repeated "pending"
+        await asyncio.wait_for(asyncio.shield(reader), 3)
+    reader.cancel()
+    states = [e["status"] for e in found]
+    assert [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]] == ["pending", "cancelled"]
