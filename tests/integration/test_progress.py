@@ -3,10 +3,16 @@ one request and one transaction, with the same rules as the single-job routes.""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import psycopg
 import pytest
 
+from qualgent.db.engine import libpq_url
+from qualgent.db.plans import plans_inside
+from qualgent.db.sql import P
+from qualgent.settings import Settings
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.anyio
@@ -206,3 +212,30 @@ async def test_a_last_report_of_results_alone_claims_the_next_group_too(api: Api
     assert [j["status"] for j in answer["reported"]] == ["completed"]
     assert answer["group_done"] is True
     assert answer["next"]["app_version_id"] == "v2"
+
+
+async def test_the_report_that_closes_a_group_writes_its_row_once_and_checks_no_foreign_key(
+    api: Api, settings: Settings
+) -> None:
+    """Writing the group's row a second time in one transaction made PostgreSQL re-check its foreign keys, locking
+    the org's row (shared by all of the org's agents) FOR KEY SHARE on every finished group (migration 0011)."""
+    agent_id, claim = await _group_of(api, ["a.spec.ts", "b.spec.ts"])
+    runs = [
+        {"id": j["id"], "elapsed_ms": 5, "outcome": "passed", "exit_code": 0, "duration_ms": 5, "output_tail": ""}
+        for j in claim["jobs"]
+    ]
+    params = {
+        "agent_id": agent_id,
+        "group_id": claim["group_id"],
+        "token": claim["token"],
+        "lease_seconds": 30.0,
+        "runs": json.dumps(runs),
+    }
+    assert settings.database_url is not None
+    with psycopg.connect(libpq_url(settings.database_url)) as conn:
+        plans = plans_inside(conn, P.report_runs, params, analyze=True)
+    texts = [plan["Query Text"] for plan in plans]
+    assert not [t for t in texts if "FOR KEY SHARE" in t]  # the foreign-key checks' own statements
+    nodes = [plan["Plan"] for plan in plans]
+    writes = [n for n in nodes if n["Node Type"] == "ModifyTable" and n["Relation Name"] == "job_groups"]
+    assert [(w["Operation"], w["Actual Rows"]) for w in writes] == [("Update", 1)]
