@@ -133,3 +133,30 @@ async def test_unknown_and_malformed_ids_are_404(api: Api) -> None:
         method = "DELETE" if path.startswith("/tokens") else "GET"
         body = await api.call(method, path, expect=404)
         assert body["status_code"] == 404
+
+
+async def test_a_valid_body_is_decoded_once(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The strict check decodes a body into its declared type and hands that to the handler: Litestar's own lax
+    decode (a second parse of every body, half of its cost) does not run."""
+    from litestar.connection import request as litestar_request
+
+    decoded: list[bytes] = []
+    original = litestar_request.decode_json
+
+    def counting(value: Any, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(value)
+        return original(value, *args, **kwargs)
+
+    monkeypatch.setattr(litestar_request, "decode_json", counting)
+    job = await api.submit(**JOB)
+    agent_id = await api.register()
+    claim = await api.claim(agent_id)
+    assert claim is not None
+    body = {
+        "token": claim["token"],
+        "started": [{"job_id": job["id"]}],
+        "results": [{"job_id": job["id"], "exit_code": 0}],
+    }
+    answer = await api.call("POST", f"/agents/{agent_id}/groups/{claim['group_id']}/progress", body)
+    assert [j["status"] for j in answer["reported"]] == ["completed"]
+    assert decoded == []
