@@ -243,10 +243,10 @@ class Gate:
             return ADMIN
         if not tokens.plausible(secret):
             return None
-        row = await tokens.find(services.engine, secret)
-        if row is None:
+        token = await tokens.find(services.direct, secret)
+        if token is None:
             return None
-        return Principal(Role(row["role"]), row["org_id"], str(row["id"]))
+        return Principal(Role(token.role), token.org_id, str(token.id))
 
     def _spend(self, key: str, address: str | None) -> None:
         """Take one request from the key's bucket, or refuse with 429. Anonymous calls from this

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import socket
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,32 @@ class BenchTarget:
 
     api_url: str
     database_url: str
-    token: str | None = None
+    token: str | None = None  # the admin token, when the server enforces tokens
     server_pid: int | None = None  # when the server runs on this machine: its CPU time is reported
+    agent_token: str | None = None  # what the bench's agents present, as deployed agents do (see agent_token())
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+
+@contextlib.asynccontextmanager
+async def agent_token(target: BenchTarget) -> AsyncIterator[BenchTarget]:
+    """The target with an agent token made for the bench's agents, when the server enforces tokens (revoked
+    afterwards): a deployed agent presents one, and the server looks it up on every request, where an admin
+    token is only compared in memory."""
+    if not target.token:
+        yield target
+        return
+    async with httpx.AsyncClient(base_url=target.api_url, headers=target.headers(), timeout=30) as http:
+        response = await http.post("/tokens", json={"role": "agent", "name": "qgjob-bench"})
+        if response.status_code != 201:
+            raise RuntimeError(f"making an agent token answered {response.status_code}: {response.text[:300]}")
+        made = response.json()
+        try:
+            yield dataclasses.replace(target, agent_token=made["token"])
+        finally:
+            with contextlib.suppress(httpx.HTTPError):
+                await http.delete(f"/tokens/{made['id']}")
 
 
 def percentiles(samples_ms: Sequence[float]) -> dict[str, float | int]:

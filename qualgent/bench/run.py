@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import os
 import platform
+import secrets
 import shutil
 import tempfile
 import time
@@ -20,7 +21,7 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from qualgent.bench import baseline, throughput
-from qualgent.bench.common import BenchTarget, ServerProcess, ratio
+from qualgent.bench.common import BenchTarget, ServerProcess, agent_token, ratio
 from qualgent.db import migrate
 from qualgent.db.engine import libpq_url
 
@@ -79,7 +80,8 @@ async def measure(target: BenchTarget, options: Options, say: Callable[[str], No
     # scan where it should look up (autovacuum catches up within a minute in a real deployment).
     await throughput.vacuum_analyze(target.database_url)
     say(f"qualgent end to end: {options.jobs} jobs, {options.agents} agents, groups of {options.group_size}")
-    figures["end_to_end"] = await throughput.drain(target, options.jobs, options.group_size, options.agents)
+    async with agent_token(target) as agents_target:
+        figures["end_to_end"] = await throughput.drain(agents_target, options.jobs, options.group_size, options.agents)
     if options.agent_processes:
         say(f"raw: running `true` {options.agent_processes} at a time, no queue")
         figures["baseline"]["spawn_true_per_s"] = round(
@@ -87,9 +89,10 @@ async def measure(target: BenchTarget, options: Options, say: Callable[[str], No
             1,
         )
         say(f"qualgent end to end with {options.agent_processes} qgjob agent processes running `true`")
-        figures["end_to_end_processes"] = await throughput.drain_with_processes(
-            target, options.jobs, options.group_size, options.agent_processes
-        )
+        async with agent_token(target) as agents_target:
+            figures["end_to_end_processes"] = await throughput.drain_with_processes(
+                agents_target, options.jobs, options.group_size, options.agent_processes
+            )
     if options.waiters:
         from qualgent.bench import waiters
 
@@ -146,11 +149,14 @@ def run(
         database_url = embedded.start()
     try:
         with scratch_database(database_url) as url, tempfile.TemporaryDirectory(prefix="qgjob-bench-") as tmp:
-            server = ServerProcess(url, Path(tmp) / "server.log")
+            # As deployed: the server enforces tokens, and the agents present an agent token (looked up on every
+            # request); the bench's own calls use the admin token.
+            admin = secrets.token_urlsafe(32)
+            server = ServerProcess(url, Path(tmp) / "server.log", env={"QUALGENT_ADMIN_TOKEN": admin})
             say(f"starting qgjob server on a scratch database ({make_url(url).database})")
             with server:
                 target = BenchTarget(
-                    server.api_url, libpq_url(url), server_pid=server.process.pid if server.process else None
+                    server.api_url, libpq_url(url), admin, server_pid=server.process.pid if server.process else None
                 )
                 try:
                     facts = machine(url)

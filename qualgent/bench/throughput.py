@@ -127,7 +127,7 @@ async def drain(target: BenchTarget, jobs: int, group_size: int, agents: int) ->
         _TimedAgent(
             AgentConfig(
                 api_url=target.api_url,
-                token=target.token,
+                token=target.agent_token or target.token,
                 targets=[TARGET],
                 install=None,
                 run=CommandTemplate.parse("noop {test_path}"),
@@ -192,8 +192,8 @@ async def drain_with_processes(target: BenchTarget, jobs: int, group_size: int, 
 def _start_agent_processes(target: BenchTarget, processes: int) -> list[subprocess.Popen[bytes]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QUALGENT_", "QGJOB_"))}
     env["QGJOB_API_URL"] = target.api_url
-    if target.token:
-        env["QGJOB_TOKEN"] = target.token
+    if token := target.agent_token or target.token:
+        env["QGJOB_TOKEN"] = token
     true = shutil.which("true") or "/bin/true"
     command = [sys.executable, "-m", "qualgent", "agent", "--target", TARGET, "--log-level", "warning"]
     command += ["--run", f"{true} {{test_path}}"]

@@ -45,7 +45,8 @@ class Raw:
 class Direct:
     """The agents' hot path as single statements (the stored functions of migration 0009) in autocommit, on a
     psycopg pool of its own: no BEGIN and COMMIT round trips, no SQLAlchemy execution layer, one statement per
-    claim or report. Everything else goes through the SQLAlchemy engine."""
+    claim or report, and the token lookup every authenticated request makes. Everything else goes through the
+    SQLAlchemy engine."""
 
     def __init__(self, url: str, size: int = 10, application_name: str = "qgjob server") -> None:
         self._pool = AsyncConnectionPool(
@@ -71,9 +72,14 @@ class Direct:
 
     async def row(self, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...]:
         """The one row a one-row statement returns."""
+        row = await self.first(sql, params)
+        assert row is not None, "a one-row statement returned none"
+        return row
+
+    async def first(self, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row a statement returns, or None."""
         async with self._pool.connection() as conn:
             row: tuple[Any, ...] | None = await (await conn.execute(sql, params)).fetchone()
-            assert row is not None, "a one-row statement returned none"
             return row
 
 

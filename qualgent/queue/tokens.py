@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import RowMapping, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from qualgent.db.raw import Direct
 from qualgent.domain import InvalidInput, NotFound
 from qualgent.domain.roles import TOKEN_ROLES, Role
 
@@ -33,9 +34,9 @@ _REVOKE = text(
     "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = :token_id "
     "RETURNING id, role, org_id, name, prefix, created_at, revoked_at"
 )
-_FIND = text(
-    "SELECT id, role, org_id, token_hash FROM api_tokens WHERE token_hash = :token_hash AND revoked_at IS NULL"
-)
+# Every authenticated request runs this: one statement on the hot path's pool (qualgent.db.raw.Direct), not a
+# SQLAlchemy connection, which cost the server several times more CPU than the indexed read itself.
+_FIND = "SELECT id, role, org_id, token_hash FROM api_tokens WHERE token_hash = %(token_hash)s AND revoked_at IS NULL"
 _ENSURE_ORG = text("INSERT INTO orgs (id) VALUES (:org_id) ON CONFLICT DO NOTHING")
 
 
@@ -113,13 +114,19 @@ async def revoke(engine: AsyncEngine, token_id: uuid.UUID) -> RowMapping:
     return row
 
 
-async def find(engine: AsyncEngine, secret: str) -> RowMapping | None:
+@dataclass(frozen=True, slots=True)
+class LiveToken:
+    id: uuid.UUID
+    role: str
+    org_id: str | None
+
+
+async def find(direct: Direct, secret: str) -> LiveToken | None:
     """The live token with this secret, or None."""
     if not plausible(secret):
         return None
     hashed = digest(secret)
-    async with engine.connect() as conn:
-        row = (await conn.execute(_FIND, {"token_hash": hashed})).mappings().first()
-    if row is None or not same_secret(hashed, row["token_hash"]):
+    row = await direct.first(_FIND, {"token_hash": hashed})
+    if row is None or not same_secret(hashed, row[3]):
         return None
-    return row
+    return LiveToken(row[0], row[1], row[2])
