@@ -118,7 +118,9 @@ class _TimedAgent(Agent):
         return claim
 
 
-async def drain(target: BenchTarget, jobs: int, group_size: int, agents: int) -> dict[str, Any]:
+async def drain(
+    target: BenchTarget, jobs: int, group_size: int, agents: int, org_id: str = "bench-drain"
+) -> dict[str, Any]:
     """End to end: `agents` agents wait for work; `jobs` jobs arrive in one bulk submit; the clock runs from
     the submit's answer until no job is pending or running (read from the database every 20 ms)."""
     logging.getLogger("qualgent.agent").setLevel(logging.WARNING)
@@ -148,7 +150,7 @@ async def drain(target: BenchTarget, jobs: int, group_size: int, agents: int) ->
             stopped = [t.exception() for t in tasks if t.done()]
             return f"an agent stopped: {stopped}" if stopped else None
 
-        elapsed, cpu = await _timed_drain(target, jobs, group_size, "bench-drain", failed, since.append)
+        elapsed, cpu = await _timed_drain(target, jobs, group_size, org_id, failed, since.append)
     finally:
         for agent in fleet:
             agent.stop()

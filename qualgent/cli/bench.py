@@ -55,6 +55,10 @@ TARGETS = {
     show_default=True,
     help="Also drain the jobs with this many real `qgjob agent` processes running `true`; 0 skips.",
 )
+@click.option("--rounds", type=click.IntRange(min=1, max=9), default=3, show_default=True,
+              help="Measure the raw claim+complete loop and the end-to-end drain alternately this many times and "
+              "report the round with the median ratio (all rounds are in --json): the machine's load moves "
+              "between two measurements.")  # fmt: skip
 @click.option("--group-size", type=click.IntRange(min=1, max=1000), default=20, show_default=True,
               help="Tests per app build (the jobs an agent claims at once).")  # fmt: skip
 @click.option("--waiters", type=click.IntRange(min=0, max=5000), default=1000, show_default=True,
@@ -74,6 +78,7 @@ def bench(
     submit_jobs: int,
     agents: int,
     agent_processes: int,
+    rounds: int,
     group_size: int,
     waiters: int,
     heartbeat_agents: int,
@@ -92,6 +97,7 @@ def bench(
         submit_jobs=submit_jobs,
         agents=agents,
         agent_processes=agent_processes,
+        rounds=rounds,
         group_size=group_size,
         waiters=waiters,
         scale=scale,
@@ -196,6 +202,11 @@ def _print(result: dict[str, Any]) -> None:
             row(f"claim p50 / p99, ms: {stage['stage']}", f"{_ms(http.get('p50_ms'))} / {_ms(http.get('p99_ms'))}",
                 "", None)  # fmt: skip
     console.print(table)
+    if len(e2e.get("rounds", [])) > 1:
+        each = " ".join(f"{r['ratio']:.2f}x" for r in e2e["rounds"])
+        console.print(
+            f"[dim]end to end, each round's ratio (raw loop, then qualgent): {each}; the median round is shown"
+        )
     console.print(
         f"[dim]ratios are against the raw figure measured in the same run; {result.get('seconds', '?')} s; "
         "--json for every figure[/dim]"
