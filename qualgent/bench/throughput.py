@@ -268,10 +268,18 @@ async def _timed_drain(
     return elapsed, cpu
 
 
+# Is any job left? Asked of the org's groups, through the partial indexes of pending and of running groups: a job
+# is pending or running only in a group that is (a group is done once none of its jobs is), and the count of jobs
+# completed is checked at the end. Asking `jobs` instead walked the table past every finished row (the bulk
+# submits' and the earlier rounds' included), up to several ms per read, 50 reads a second, on the machine whose
+# CPU the drain is measured on.
+_UNFINISHED = """
+SELECT EXISTS (SELECT 1 FROM job_groups WHERE status = 'pending' AND org_id = %(org)s)
+    OR EXISTS (SELECT 1 FROM job_groups WHERE status = 'running' AND org_id = %(org)s)"""
+
+
 async def _unfinished(conn: psycopg.AsyncConnection[Any], org_id: str) -> bool:
-    """Is any job left? (Whether, not how many: the clock's own reads should cost the database little.)"""
-    query = "SELECT EXISTS (SELECT 1 FROM jobs WHERE org_id = %s AND status IN ('pending', 'running'))"
-    row = await (await conn.execute(query, (org_id,))).fetchone()
+    row = await (await conn.execute(_UNFINISHED, {"org": org_id})).fetchone()
     return bool(row and row[0])
 
 
