@@ -24,13 +24,11 @@ Medians and percentiles cannot be merged exactly: over a window that includes pr
 from log buckets 2^(1/8) wide (within 9%). docs/performance.md lists what is exact and what is not.
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 import sqlalchemy as sa
 from alembic import op
+from qualgent.db.migrate import revision_module
 
 revision: str = "0006"
 down_revision: str | None = "0005"
@@ -399,19 +397,9 @@ def _rollups() -> None:
         op.execute(create)
 
 
-def _reporting_0005() -> ModuleType:
-    """Migration 0005, whose function definitions the downgrade puts back."""
-    path = Path(__file__).with_name("20261128_0005_reporting_views.py")
-    spec = importlib.util.spec_from_file_location("qualgent_migration_0005", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _rollups_undone() -> None:
     """Back to 0005's reporting: the functions read the live tables only (what was pruned is forgotten)."""
-    before = _reporting_0005()
+    before = revision_module("20261128_0005_reporting_views.py")
     for create in (before.ORG_SUCCESS_RATES, before.FLAKY_TESTS, before.APP_VERSIONS):
         op.execute(create.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
     op.execute(f"DROP {HELPERS_MADE_HERE}")

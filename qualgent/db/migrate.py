@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -20,6 +22,18 @@ def migrations_dir() -> Path:
         if (candidate / "env.py").exists():
             return candidate
     raise FileNotFoundError("qualgent's migrations are missing from this installation")
+
+
+def revision_module(filename: str) -> ModuleType:
+    """An earlier migration's module (its file in alembic/versions), for a downgrade that puts back the definitions
+    it made: migrations are files, not an importable package."""
+    path = migrations_dir() / "versions" / filename
+    spec = importlib.util.spec_from_file_location(f"qualgent_migration_{path.stem}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def alembic_config(url: str) -> Config:
