@@ -268,13 +268,15 @@ SELECT report,
 FROM qualgent_report_runs(:agent_id, :group_id, :token, :lease_seconds, CAST(:runs AS jsonb)) AS report;
 
 -- name: hold_claim
--- Every batched agent write starts here: the claim must still be this agent's, under this token (row locked), and
--- its lease is extended. False: qualgent.queue.claims says why (no group, or stale).
-SELECT qualgent_hold_claim(:agent_id, :group_id, :token, :lease_seconds) AS held;
+-- Every batched agent write starts here: the claim must still be this agent's, under this token (the row locked, not
+-- written: close_group_and_free_agent writes it once). False: qualgent.queue.claims says why (no group, or stale).
+SELECT qualgent_hold_claim(:agent_id, :group_id, :token) AS held;
 
 -- name: run_jobs
 -- Runs started and finished within one report that end their jobs, one write each (migration 0009).
 SELECT * FROM qualgent_run_jobs(:agent_id, :group_id, CAST(:runs AS jsonb));
 
 -- name: close_group_and_free_agent
-SELECT qualgent_close_group(:group_id) AS closed;
+-- Every batched agent write ends here: the group is done once none of its jobs is left (its agent idle unless it
+-- holds another), else its lease is extended (migration 0011).
+SELECT qualgent_close_group(:group_id, :lease_seconds) AS closed;

@@ -152,7 +152,7 @@ async def report_progress(
     progress = Progress()
     async with engine.begin() as conn:
         raw = await Raw.of(conn)
-        held = {"group_id": group_id, "token": token, "agent_id": agent_id, "lease_seconds": lease_seconds}
+        held = {"group_id": group_id, "token": token, "agent_id": agent_id}
         if not (await raw.rows(P.hold_claim, held))[0]["held"]:
             await _lock_claim(conn, agent_id, group_id, token)  # raises NotFound or StaleClaim
         ran = await _run(raw, agent_id, group_id, starts, results, progress) if starts and results else set()
@@ -162,7 +162,8 @@ async def report_progress(
             await _start(raw, agent_id, group_id, starts, progress)
         if results:
             await _finish(conn, raw, group_id, results, progress)
-        progress.group_done = (await raw.rows(P.close_group_and_free_agent, {"group_id": group_id}))[0]["closed"]
+        closing = {"group_id": group_id, "lease_seconds": lease_seconds}
+        progress.group_done = (await raw.rows(P.close_group_and_free_agent, closing))[0]["closed"]
     _count(progress)
     if claim_next is not None and progress.group_done:
         progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds)

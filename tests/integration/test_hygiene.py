@@ -59,6 +59,13 @@ def test_heartbeats_and_lease_extensions_are_hot_updates(db_url: str) -> None:
                 ),
                 {"g": group, "a": agent, "t": token},
             )
+            conn.execute(  # a job left to run: the reports below extend the group's lease, they do not close it
+                text(
+                    """INSERT INTO jobs (org_id, app_version_id, target, test_path, priority, status, group_id)
+                       VALUES ('acme', 'v1', 'emulator', 'tests/a.spec.ts', 'medium', 'running', :g)"""
+                ),
+                {"g": group},
+            )
         with engine.begin() as conn:
             for _ in range(3):
                 conn.execute(Q.heartbeat_agent, {"agent_id": agent})
@@ -66,8 +73,10 @@ def test_heartbeats_and_lease_extensions_are_hot_updates(db_url: str) -> None:
                     Q.extend_agent_leases,
                     {"agent_id": agent, "group_ids": [group], "tokens": [token], "lease_seconds": 30},
                 )
-                held = {"group_id": group, "token": token, "agent_id": agent, "lease_seconds": 30}
-                assert conn.execute(Q.hold_claim, held).scalar_one() is True  # each progress report
+                held = {"group_id": group, "token": token, "agent_id": agent}  # each progress report:
+                assert conn.execute(Q.hold_claim, held).scalar_one() is True  # the row locked, then
+                closing = {"group_id": group, "lease_seconds": 30}
+                assert conn.execute(Q.close_group_and_free_agent, closing).scalar_one() is False  # its lease extended
             counts: dict[str, Any] = {
                 table: conn.execute(
                     text(

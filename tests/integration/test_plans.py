@@ -194,11 +194,15 @@ _RUN_REPORT = json.dumps(
     [
         (
             "hold_claim",
-            {"group_id": RUNNING, "lease_seconds": 30.0, "token": uuid.uuid4(), "agent_id": AGENT},
+            {"group_id": RUNNING, "token": uuid.uuid4(), "agent_id": AGENT},
             ["pk_job_groups|ix_job_groups_running"],
         ),
         # RUNNING still has a job to run: the group is not closed, so its agent is not looked at.
-        ("close_group_and_free_agent", {"group_id": RUNNING}, ["pk_job_groups", "ix_jobs_active_by_group"]),
+        (
+            "close_group_and_free_agent",
+            {"group_id": RUNNING, "lease_seconds": 30.0},
+            ["pk_job_groups", "ix_jobs_active_by_group"],
+        ),
         (
             "run_jobs",
             {"agent_id": AGENT, "group_id": RUNNING, "runs": _RUN_REPORT},

@@ -214,28 +214,32 @@ async def test_a_last_report_of_results_alone_claims_the_next_group_too(api: Api
     assert answer["next"]["app_version_id"] == "v2"
 
 
-async def test_the_report_that_closes_a_group_writes_its_row_once_and_checks_no_foreign_key(
-    api: Api, settings: Settings
+@pytest.mark.parametrize("closing", [True, False], ids=["closing the group", "extending its lease"])
+async def test_a_report_writes_its_group_row_once_and_checks_no_foreign_key(
+    api: Api, settings: Settings, closing: bool
 ) -> None:
-    """Writing the group's row a second time in one transaction made PostgreSQL re-check its foreign keys, locking
-    the org's row (shared by all of the org's agents) FOR KEY SHARE on every finished group (migration 0011)."""
+    """Every report holds its claim without writing the group's row and writes it once at the end: closed, or its
+    lease extended. Writing it twice in one transaction made PostgreSQL re-check its foreign keys, locking the
+    org's row (shared by all of the org's agents) FOR KEY SHARE on every finished group (migration 0011)."""
     agent_id, claim = await _group_of(api, ["a.spec.ts", "b.spec.ts"])
     runs = [
         {"id": j["id"], "elapsed_ms": 5, "outcome": "passed", "exit_code": 0, "duration_ms": 5, "output_tail": ""}
-        for j in claim["jobs"]
+        for j in claim["jobs"][: None if closing else 1]
     ]
-    params = {
-        "agent_id": agent_id,
-        "group_id": claim["group_id"],
-        "token": claim["token"],
-        "lease_seconds": 30.0,
-        "runs": json.dumps(runs),
-    }
+    held = {"agent_id": agent_id, "group_id": claim["group_id"], "token": claim["token"]}
     assert settings.database_url is not None
     with psycopg.connect(libpq_url(settings.database_url)) as conn:
-        plans = plans_inside(conn, P.report_runs, params, analyze=True)
-    texts = [plan["Query Text"] for plan in plans]
-    assert not [t for t in texts if "FOR KEY SHARE" in t]  # the foreign-key checks' own statements
+        holding = plans_inside(conn, P.hold_claim, held, analyze=True)
+        plans = plans_inside(conn, P.report_runs, {**held, "lease_seconds": 30.0, "runs": json.dumps(runs)}, True)
+    assert _group_rows_written(holding) == 0
+    assert not [plan["Query Text"] for plan in plans if "FOR KEY SHARE" in plan["Query Text"]]  # the FK checks
+    assert _group_rows_written(plans) == 1
+    extended = [plan for plan in plans if "SET lease_expires_at = now() +" in plan["Query Text"]]
+    assert len(extended) == (0 if closing else 1)
+
+
+def _group_rows_written(plans: list[dict[str, Any]]) -> int:
+    """Rows of job_groups the statements updated or inserted: what each ModifyTable node was fed."""
     nodes = [plan["Plan"] for plan in plans]
     writes = [n for n in nodes if n["Node Type"] == "ModifyTable" and n["Relation Name"] == "job_groups"]
-    assert [(w["Operation"], w["Actual Rows"]) for w in writes] == [("Update", 1)]
+    return int(sum(w["Plans"][0]["Actual Rows"] for w in writes))

@@ -103,7 +103,7 @@ def _run_group(conn: Connection, agent_id: uuid.UUID, heartbeats: int, counter: 
         return False
     claim = SimpleNamespace(id=uuid.UUID(got["group"]["id"]), lease_token=uuid.UUID(got["group"]["token"]))
     jobs = [SimpleNamespace(id=uuid.UUID(j["id"])) for j in got["jobs"]]
-    held = {"group_id": claim.id, "token": claim.lease_token, "agent_id": agent_id, "lease_seconds": 30}
+    held = {"group_id": claim.id, "token": claim.lease_token, "agent_id": agent_id}
     for job in jobs:  # each job started and finished in reports of their own, as a slow suite's are
         with conn.begin():
             conn.execute(Q.hold_claim, held)
@@ -140,7 +140,7 @@ def _run_group(conn: Connection, agent_id: uuid.UUID, heartbeats: int, counter: 
                      "error": "device lost", "delay_seconds": 0},
                 )  # fmt: skip
                 _requeue(conn, job.id)
-            conn.execute(Q.close_group_and_free_agent, {"group_id": claim.id})
+            conn.execute(Q.close_group_and_free_agent, {"group_id": claim.id, "lease_seconds": 30})
     return True
 
 
