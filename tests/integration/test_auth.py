@@ -14,6 +14,7 @@ import httpx
 import psycopg
 import pytest
 
+from qualgent.agent.client import AgentClient, ServerConflict, ServerRejected
 from qualgent.db.engine import libpq_url
 from qualgent.settings import Settings
 from tests.integration.conftest import Api, serve_api
@@ -256,3 +257,30 @@ async def test_a_token_over_its_rate_is_429_with_retry_after_and_others_are_not_
         assert int(response.headers["Retry-After"]) >= 1
         assert response.json()["status_code"] == 429
         await quiet.call("GET", "/jobs")
+
+
+async def test_the_agents_client_presents_its_token_sends_json_and_reads_every_kind_of_answer(
+    api: Api, admin: Caller
+) -> None:
+    """The agent's own HTTP client (httpx's transport, without AsyncClient) against the real server: its token,
+    its JSON bodies, a 204, a 409 and a 401 as the agent loop relies on them."""
+    url = str(api.client.base_url.join("/api"))
+    agent = AgentClient(url, await make_token(admin, "agent"))
+    stranger = AgentClient(url, "qgt_" + "x" * 43)
+    try:
+        registered = await agent.call("POST", "/agents", {"name": "device-1", "targets": ["emulator"]})
+        assert registered["name"] == "device-1"
+        agent_id = registered["id"]
+        assert await agent.call("POST", f"/agents/{agent_id}/claim", {"wait": 0}) is None  # 204: nothing queued
+        await admin.submit("acme")
+        claim = await agent.call("POST", f"/agents/{agent_id}/claim", {"wait": 0})
+        assert [j["test_path"] for j in claim["jobs"]] == ["tests/a.spec.ts"]
+        stale = {"token": MISSING, "started": [{"job_id": claim["jobs"][0]["id"]}]}
+        with pytest.raises(ServerConflict) as conflict:
+            await agent.call("POST", f"/agents/{agent_id}/groups/{claim['group_id']}/progress", stale)
+        assert conflict.value.stale_claim
+        with pytest.raises(ServerRejected, match="401"):
+            await stranger.call("POST", f"/agents/{agent_id}/claim", {"wait": 0})
+    finally:
+        await agent.close()
+        await stranger.close()
