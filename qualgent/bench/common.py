@@ -35,6 +35,11 @@ class BenchTarget:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
+    @property
+    def agents_token(self) -> str | None:
+        """What the bench's agents present: their agent token, else the admin's (or none on an open server)."""
+        return self.agent_token or self.token
+
 
 @contextlib.asynccontextmanager
 async def agent_token(target: BenchTarget) -> AsyncIterator[BenchTarget]:

@@ -129,7 +129,7 @@ async def drain(
         _TimedAgent(
             AgentConfig(
                 api_url=target.api_url,
-                token=target.agent_token or target.token,
+                token=target.agents_token,
                 targets=[TARGET],
                 install=None,
                 run=CommandTemplate.parse("noop {test_path}"),
@@ -194,8 +194,8 @@ async def drain_with_processes(target: BenchTarget, jobs: int, group_size: int, 
 def _start_agent_processes(target: BenchTarget, processes: int) -> list[subprocess.Popen[bytes]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QUALGENT_", "QGJOB_"))}
     env["QGJOB_API_URL"] = target.api_url
-    if token := target.agent_token or target.token:
-        env["QGJOB_TOKEN"] = token
+    if target.agents_token:
+        env["QGJOB_TOKEN"] = target.agents_token
     true = shutil.which("true") or "/bin/true"
     command = [sys.executable, "-m", "qualgent", "agent", "--target", TARGET, "--log-level", "warning"]
     command += ["--run", f"{true} {{test_path}}"]
