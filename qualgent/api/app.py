@@ -29,7 +29,7 @@ from qualgent.db.engine import create_server_engine
 from qualgent.db.raw import Direct
 from qualgent.notify import Hub
 from qualgent.observability import metrics
-from qualgent.queue import claims, retention
+from qualgent.queue import claims, retention, tokens
 from qualgent.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,9 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
         await hub.start()
         direct = Direct(url)
         await direct.open()
-        app.state.services = Services(engine=active, direct=direct, settings=settings, hub=hub)
+        app.state.services = Services(
+            engine=active, direct=direct, settings=settings, hub=hub, tokens=tokens.TokenCache(hub)
+        )
         rescuer = asyncio.create_task(_rescue_loop(active, settings.lease_seconds), name="qualgent-rescue")
         pruner = asyncio.create_task(retention.prune_loop(active, settings.retention_days), name="qualgent-prune")
         try:

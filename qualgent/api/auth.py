@@ -243,7 +243,7 @@ class Gate:
             return ADMIN
         if not tokens.plausible(secret):
             return None
-        token = await tokens.find(services.direct, secret)
+        token = await services.tokens.find(services.direct, secret)
         if token is None:
             return None
         return Principal(Role(token.role), token.org_id, str(token.id))

@@ -1,4 +1,5 @@
-"""What controllers are given: the engine, the hot path's pool and the settings, built once in create_app."""
+"""What controllers are given: the engine, the hot path's pool, the settings, the LISTEN hub and the token cache,
+built once in create_app."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qualgent.db.raw import Direct
 from qualgent.notify import Hub
+from qualgent.queue.tokens import TokenCache
 from qualgent.settings import Settings
 
 
@@ -20,6 +22,7 @@ class Services:
     direct: Direct  # the agents' claims and reports, one statement each (qualgent.db.raw)
     settings: Settings
     hub: Hub
+    tokens: TokenCache  # live tokens seen, forgotten whenever api_tokens changes (the hub counts the changes)
     # Agents' targets by id, for claims: set at registration and never changed, so a claim need not read
     # the agent first (the claim itself still checks it exists and is not offline).
     agent_targets: dict[uuid.UUID, list[str]] = field(default_factory=dict)

@@ -8,6 +8,11 @@ silently lost notification cannot leave it hanging.
 
 A dead connection that looks alive (a half-open TCP socket) is found by a probe query whenever the
 channel has been quiet for `probe_interval`.
+
+The hub also counts changes to api_tokens (`token_generation`): every `tokens` notification (a trigger sends one
+for any change to the table), every change this process makes itself (`tokens_changed`) and every (re)connect or
+disconnect moves it on. The token cache (qualgent.queue.tokens.TokenCache) trusts what it holds only while the
+hub is connected and the count has not moved.
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ class Hub:
         self.closing = False
         self.reconnects = 0
         self.delivered = 0
+        self.token_generation = 0
         self._jobs: dict[str, set[Waiter]] = defaultdict(set)
         self._work: dict[str, set[Waiter]] = defaultdict(set)
         self._subscriptions: set[Subscription] = set()
@@ -155,6 +161,10 @@ class Hub:
         finally:
             self._subscriptions.discard(subscription)
 
+    def tokens_changed(self) -> None:
+        """This process changed api_tokens (the trigger's notification reaches the other servers)."""
+        self.token_generation += 1
+
     def safety_timeout(self, remaining: float) -> float:
         """How long a waiter may sleep before re-reading on its own: jittered so waiters spread out."""
         return min(remaining, self.safety_interval * random.uniform(0.8, 1.0))
@@ -213,6 +223,9 @@ class Hub:
             return
         self.delivered += 1
         kind = payload.get("kind")
+        if kind == "tokens":  # for the token cache only, not for event streams
+            self.token_generation += 1
+            return
         if kind == "jobs":
             for job_id in payload.get("ids", ()):
                 for waiter in self._jobs.get(job_id, ()):
@@ -225,6 +238,7 @@ class Hub:
             subscription.put(payload)
 
     def _wake_everyone(self, reason: str) -> None:
+        self.token_generation += 1  # a notification may have been missed: cached tokens are re-read
         for waiters in (*self._jobs.values(), *self._work.values()):
             for waiter in waiters:
                 waiter.wake()

@@ -75,6 +75,12 @@ LEASES_RESCUED = Counter(
     "Claims handed back by this process's rescue loop because their lease lapsed (the agent was presumed dead).",
     registry=REGISTRY,
 )
+TOKEN_CHECKS = Counter(
+    "qualgent_token_checks",
+    "Bearer tokens this process found live, by where it found them: memory (its token cache) or database.",
+    ["source"],
+    registry=REGISTRY,
+)
 
 _FINAL = frozenset({"completed", "failed", "cancelled"})
 P = ParamSpec("P")
@@ -131,6 +137,10 @@ def timed_claim(claim: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             CLAIM_LATENCY.labels(result).observe(time.perf_counter() - started)
 
     return timed
+
+
+def token_checked(from_memory: bool) -> None:
+    _labelled(TOKEN_CHECKS, "memory" if from_memory else "database").inc()
 
 
 def leases_rescued(count: int) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import RowMapping, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from qualgent.db.raw import Direct
 from qualgent.domain import InvalidInput, NotFound
 from qualgent.domain.roles import TOKEN_ROLES, Role
+from qualgent.observability import metrics
 
 PREFIX = "qgt_"
 SHOWN_CHARACTERS = 12  # "qgt_" and 8 random characters: enough to tell tokens apart in a list
@@ -122,11 +125,63 @@ class LiveToken:
 
 
 async def find(direct: Direct, secret: str) -> LiveToken | None:
-    """The live token with this secret, or None."""
+    """The live token with this secret, or None, read from the table."""
     if not plausible(secret):
         return None
-    hashed = digest(secret)
+    return await _lookup(direct, digest(secret))
+
+
+async def _lookup(direct: Direct, hashed: str) -> LiveToken | None:
     row = await direct.first(_FIND, {"token_hash": hashed})
     if row is None or not same_secret(hashed, row[3]):
         return None
     return LiveToken(row[0], row[1], row[2])
+
+
+class _Generations(Protocol):
+    """What the cache needs of the LISTEN hub (qualgent.notify.Hub)."""
+
+    connected: bool
+    token_generation: int
+
+
+class TokenCache:
+    """The live tokens this server has looked up, so a request does not cost a read of api_tokens.
+
+    An entry is trusted only while the hub's LISTEN connection is up and nothing has changed api_tokens since it was
+    read: a trigger announces every change (migration 0012), a change made here counts at once
+    (`Hub.tokens_changed`), and a (re)connect counts too, as a notification may have been missed. So a revoked token
+    is refused by this server from its next request, and by every other server as soon as the notification reaches
+    it, milliseconds after the revoke commits. An entry is also read again after `ttl` seconds, which bounds what a
+    LISTEN connection that died without anyone noticing (until its next probe) could leave behind. A lookup that
+    overlapped a change is not kept. Unknown secrets are never kept: the rate limiter deals with those."""
+
+    def __init__(self, hub: _Generations, ttl: float = 10.0, max_entries: int = 10_000) -> None:
+        self._hub = hub
+        self._ttl = ttl
+        self._max = max_entries
+        self._entries: dict[str, tuple[LiveToken, int, float]] = {}  # hash -> token, generation, read at
+
+    async def find(self, direct: Direct, secret: str) -> LiveToken | None:
+        """The live token with this secret, or None: from memory when that is still true, else from the table."""
+        if not plausible(secret):
+            return None
+        hashed = digest(secret)
+        generation = self._hub.token_generation
+        usable = self._hub.connected
+        entry = self._entries.get(hashed) if usable else None
+        if entry is not None:
+            cached, read_in, read_at = entry
+            if read_in == generation and time.monotonic() - read_at < self._ttl:
+                metrics.token_checked(from_memory=True)
+                return cached
+            del self._entries[hashed]
+        token = await _lookup(direct, hashed)
+        if token is None:
+            return None
+        metrics.token_checked(from_memory=False)
+        if usable and self._hub.connected and self._hub.token_generation == generation:
+            if len(self._entries) >= self._max:
+                self._entries.clear()  # a flood of distinct live tokens: start over rather than grow
+            self._entries[hashed] = (token, generation, time.monotonic())
+        return token

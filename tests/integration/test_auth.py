@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -111,6 +113,68 @@ async def test_tokens_are_stored_hashed_listed_without_secrets_and_revoked_at_on
     assert await admin.call("GET", "/tokens") == []
     assert [t["id"] for t in await admin.call("GET", "/tokens", include_revoked=True)] == [made["id"]]
     await admin.call("DELETE", f"/tokens/{MISSING}", expect=404)
+
+
+async def _token_checks(api: Api) -> dict[str, float]:
+    """qualgent_token_checks_total by source, as /metrics shows it."""
+    text = (await api.client.get("/metrics")).text
+    found = re.findall(r'^qualgent_token_checks_total\{source="(\w+)"\} (\S+)$', text, re.MULTILINE)
+    return {"memory": 0.0, "database": 0.0, **{source: float(value) for source, value in found}}
+
+
+async def _refused_within(caller: Caller, seconds: float) -> float:
+    """Poll until the caller's token is refused; how long that took (fails after `seconds`)."""
+    started = time.monotonic()
+    while (await caller.client.get("/api/jobs", headers=caller.headers)).status_code != 401:
+        assert time.monotonic() - started < seconds, f"the revoked token was still accepted after {seconds}s"
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
+async def test_a_live_token_is_checked_in_memory_and_a_revoke_made_elsewhere_reaches_it_within_moments(
+    api: Api, admin: Caller, db_url: str
+) -> None:
+    """The server keeps live tokens it has seen; a revoke made by another server (or by hand, in SQL) is announced
+    by the trigger on api_tokens, and this server refuses the token as soon as the notification lands, long
+    before the cache's own expiry (10 s) would."""
+    made = await admin.call("POST", "/tokens", {"role": "submitter", "org_id": "acme"}, expect=201)
+    submitter = Caller(api.client, made["token"])
+    before = await _token_checks(api)
+    for _ in range(5):
+        await submitter.call("GET", "/jobs")
+    after = await _token_checks(api)
+    assert after["database"] - before["database"] == 1
+    assert after["memory"] - before["memory"] >= 4
+
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE id = %s", (made["id"],))
+    assert await _refused_within(submitter, 3.0) < 3.0
+
+
+async def test_tokens_cached_before_the_listen_connection_was_lost_are_read_again_after_it(
+    api: Api, admin: Caller, db_url: str
+) -> None:
+    """A revoke whose notification was lost with the LISTEN connection: once the hub is back, nothing it cached
+    before is trusted, so the revoked token is refused."""
+    made = await admin.call("POST", "/tokens", {"role": "submitter", "org_id": "acme"}, expect=201)
+    submitter = Caller(api.client, made["token"])
+    await submitter.call("GET", "/jobs")
+    await submitter.call("GET", "/jobs")  # from memory now
+    listening = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = 'qgjob server listen' AND query = 'LISTEN qualgent'"
+    )
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        old = conn.execute(listening).fetchall()
+        assert len(old) == 1
+        conn.execute("SELECT pg_terminate_backend(%s)", (old[0][0],))
+        conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE id = %s", (made["id"],))  # heard by no one
+        deadline = time.monotonic() + 10
+        while not (now := conn.execute(listening).fetchall()) or now == old:
+            assert time.monotonic() < deadline, "the server did not listen again"
+            await asyncio.sleep(0.02)  # the server runs in this event loop
+    await asyncio.sleep(0.1)  # the hub marks itself connected right after its LISTEN
+    await submitter.call("GET", "/jobs", expect=401)
 
 
 async def test_a_token_request_that_makes_no_sense_is_a_400_naming_the_field(admin: Caller) -> None:
