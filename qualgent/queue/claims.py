@@ -191,10 +191,8 @@ async def _next(
 
 
 def _count(progress: Progress) -> None:
-    for job in progress.started:
-        metrics.job_started(job)
-    for job in progress.reported:
-        metrics.job_finished(job)
+    metrics.jobs_started(progress.started)
+    metrics.jobs_finished(progress.reported)
 
 
 def _runs(started: Mapping[uuid.UUID, Started], results: Sequence[tuple[uuid.UUID, Result]]) -> str:

@@ -78,6 +78,8 @@ async def test_counters_and_histograms_move_when_jobs_run(api: Api) -> None:
     duration = "qualgent_test_duration_seconds"
     assert delta(duration, f"{duration}_count", target="emulator", status="completed") == 1
     assert delta(duration, f"{duration}_sum", target="emulator", status="completed") == pytest.approx(1.2)
+    for le, moved in (("1.0", 0), ("5.0", 1), ("+Inf", 1)):  # a bucket counts what is at most its bound
+        assert delta(duration, f"{duration}_bucket", target="emulator", status="completed", le=le) == moved
     wait = "qualgent_queue_wait_seconds"
     assert delta(wait, f"{wait}_count", target="emulator", priority="medium") == 2
     claims = "qualgent_claim_duration_seconds"
