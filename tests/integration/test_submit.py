@@ -55,13 +55,24 @@ async def test_paths_with_backslashes_quotes_and_unicode_are_stored_as_given(api
 
 async def test_the_queue_stores_values_copy_would_split_exactly_as_given(db_url: str) -> None:
     """Bulk submits write COPY text, escaping values only when some need it: a tab, a newline, a carriage return
-    or a backslash in a value (the API refuses control characters; the queue does not rely on it)."""
+    or a backslash in a value (the API refuses control characters; the queue does not rely on it). A backslash is
+    told apart from the ones of the NULL markers written for jobs without a timeout, with or without any."""
+    specs_by_submit = [
+        [
+            jobs.JobSpec("acme", "v\t1", path)
+            for path in ["plain.spec.ts", "tab\there.spec.ts", "line\nbreak.spec.ts", "cr\rhere.spec.ts", "back\\slash"]
+        ],
+        [jobs.JobSpec("acme", "v2", "\\N"), jobs.JobSpec("acme", "v2", "a\\b"), jobs.JobSpec("acme", "v2", "plain")],
+        [jobs.JobSpec("acme", "v3", "\\N", timeout_seconds=60), jobs.JobSpec("acme", "v3", "a\\b", timeout_seconds=60)],
+        [jobs.JobSpec("acme", "v4", "\\N"), jobs.JobSpec("acme", "v4", "a\\b", timeout_seconds=60)],
+    ]
     engine = create_server_engine(db_url)
     try:
-        paths = ["plain.spec.ts", "tab\there.spec.ts", "line\nbreak.spec.ts", "cr\rhere.spec.ts", "back\\slash"]
-        specs = [jobs.JobSpec("acme", "v\t1", path) for path in paths]
-        submitted = await jobs.submit(engine, specs)
-        stored = [await jobs.get(engine, job.id) for job in submitted.jobs if isinstance(job, jobs.NewJob)]
+        for specs in specs_by_submit:
+            submitted = await jobs.submit(engine, specs)
+            stored = [await jobs.get(engine, job.id) for job in submitted.jobs if isinstance(job, jobs.NewJob)]
+            assert [(job["app_version_id"], job["test_path"], job["timeout_seconds"]) for job in stored] == [
+                (spec.app_version_id, spec.test_path, spec.timeout_seconds) for spec in specs
+            ]
     finally:
         await engine.dispose()
-    assert [(job["app_version_id"], job["test_path"]) for job in stored] == [("v\t1", path) for path in paths]
