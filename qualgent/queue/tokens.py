@@ -37,8 +37,8 @@ _REVOKE = text(
     "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = :token_id "
     "RETURNING id, role, org_id, name, prefix, created_at, revoked_at"
 )
-# Every authenticated request runs this: one statement on the hot path's pool (qualgent.db.raw.Direct), not a
-# SQLAlchemy connection, which cost the server several times more CPU than the indexed read itself.
+# A token the cache cannot vouch for is read with this: one statement on the hot path's pool (qualgent.db.raw.Direct),
+# not a SQLAlchemy connection, which cost the server several times more CPU than the indexed read itself.
 _FIND = "SELECT id, role, org_id, token_hash FROM api_tokens WHERE token_hash = %(token_hash)s AND revoked_at IS NULL"
 _ENSURE_ORG = text("INSERT INTO orgs (id) VALUES (:org_id) ON CONFLICT DO NOTHING")
 
@@ -124,14 +124,8 @@ class LiveToken:
     org_id: str | None
 
 
-async def find(direct: Direct, secret: str) -> LiveToken | None:
-    """The live token with this secret, or None, read from the table."""
-    if not plausible(secret):
-        return None
-    return await _lookup(direct, digest(secret))
-
-
 async def _lookup(direct: Direct, hashed: str) -> LiveToken | None:
+    """The live token with this hash, or None, read from the table."""
     row = await direct.first(_FIND, {"token_hash": hashed})
     if row is None or not same_secret(hashed, row[3]):
         return None
