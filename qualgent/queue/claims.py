@@ -283,8 +283,9 @@ async def _start(
         "agent_id": agent_id,
         "group_id": group_id,
     }
-    progress.started = list(await raw.rows(P.start_jobs, params))
-    missing = {s.job_id for s in starts} - {j["id"] for j in progress.started}
+    started = list(await raw.rows(P.start_jobs, params))
+    progress.started += started  # after the jobs that started and ended within this report (_run), if any
+    missing = {s.job_id for s in starts} - {j["id"] for j in started}
     if missing:  # cancelled (or moved) since the claim
         for job in await raw.rows(P.get_jobs, {"job_ids": list(missing)}):
             missing.discard(job["id"])

@@ -80,6 +80,23 @@ async def test_starts_and_results_in_separate_reports_as_a_slow_suite_sends_them
     assert answer["group_done"] is True
 
 
+async def test_a_report_that_runs_one_job_whole_and_starts_another_answers_both_starts(api: Api) -> None:
+    """A quick test started and ended within the report, beside the start of the next one (a suite of quick tests
+    run as processes sends these): the answer lists both starts as accepted, and the agent waits on each."""
+    agent_id, claim = await _group_of(api, ["a.spec.ts", "b.spec.ts"])
+    first, second = (j["id"] for j in claim["jobs"])
+    body = {
+        "token": claim["token"],
+        "started": [{"job_id": first}, {"job_id": second}],
+        "results": [{"job_id": first, "exit_code": 0}],
+    }
+    answer = await api.call("POST", _path(agent_id, claim), body)
+    assert sorted((j["id"], j["status"]) for j in answer["started"]) == sorted(
+        [(first, "completed"), (second, "running")]
+    )
+    assert [(j["id"], j["status"]) for j in answer["reported"]] == [(first, "completed")]
+
+
 async def test_a_job_cancelled_after_the_claim_is_refused_and_the_rest_recorded(api: Api) -> None:
     agent_id, claim = await _group_of(api, ["a.spec.ts", "b.spec.ts"])
     kept, cancelled = (j["id"] for j in claim["jobs"])
