@@ -1,0 +1,46 @@
+"""The agent's batched reporting (qualgent.agent.reporter) against the real server: when starts and results go out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from qualgent.agent.client import AgentClient
+from qualgent.agent.reporter import LINGER_SECONDS, Reporter
+from tests.integration.conftest import Api
+
+pytestmark = pytest.mark.anyio
+
+PASSED = {"exit_code": 0, "duration_ms": 3, "output_tail": "", "error": None}
+
+
+async def test_a_start_waits_for_its_result_only_briefly_and_every_start_is_answered(api: Api) -> None:
+    """A start may wait up to LINGER_SECONDS for its result (so that a quick test is reported once, start and result
+    together: the bench measures what that saves); a test still running by then has its start reported alone, and
+    shows as running long before it ends. The quick test's start, reported with its result beside the other start,
+    is answered as accepted too."""
+    quick, long = await api.submit(test_path="quick.spec.ts"), await api.submit(test_path="long.spec.ts")
+    agent = await api.register()
+    claim = await api.claim(agent)
+    assert claim is not None
+    client = AgentClient(f"{api.client.base_url}/api", None)
+    reporter = Reporter(client, agent, claim["group_id"], claim["token"], 30, lambda: None)
+    try:
+        quick_started = reporter.start(quick["id"])
+        reporter.result(quick["id"], PASSED)
+        began = time.monotonic()
+        long_started = reporter.start(long["id"])
+        assert await asyncio.wait_for(long_started, 5) is True  # accepted by the server, with no result yet
+        assert time.monotonic() - began < 1.0  # held for about LINGER_SECONDS, never until the test ends
+        assert await quick_started is True
+        assert (await api.call("GET", f"/jobs/{quick['id']}"))["status"] == "completed"
+        assert (await api.call("GET", f"/jobs/{long['id']}"))["status"] == "running"
+        reporter.result(long["id"], PASSED)
+        await reporter.close()
+        assert (await api.call("GET", f"/jobs/{long['id']}"))["status"] == "completed"
+        assert reporter.reported == 2
+    finally:
+        await client.close()
+    assert LINGER_SECONDS < 0.1  # the bound above leaves room for a slow machine
