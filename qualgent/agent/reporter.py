@@ -124,12 +124,12 @@ class Reporter:
         return bool(self._results) or len(self._starts) > len(self._young_starts())
 
     def _held_for(self) -> float | None:
-        """How long until the youngest start held back may go anyway; None when none is held."""
+        """How long until the first start held back may go anyway; None when none is held."""
         young = self._young_starts()
         if not young:
             return None
-        now = time.monotonic()
-        return max(0.0, max(LINGER_SECONDS - (now - at) for job_id, at in self._starts if job_id in young))
+        oldest = min(at for job_id, at in self._starts if job_id in young)
+        return max(0.0, LINGER_SECONDS - (time.monotonic() - oldest))
 
     async def _send_one(self) -> None:
         young = self._young_starts()

@@ -44,8 +44,8 @@ class BenchTarget:
 @contextlib.asynccontextmanager
 async def agent_token(target: BenchTarget) -> AsyncIterator[BenchTarget]:
     """The target with an agent token made for the bench's agents, when the server enforces tokens (revoked
-    afterwards): a deployed agent presents one, and the server looks it up on every request, where an admin
-    token is only compared in memory."""
+    afterwards): a deployed agent presents one, and the server checks it on every request (its token cache, read
+    from api_tokens when that cannot vouch for it), where an admin token is only compared in memory."""
     if not target.token:
         yield target
         return

@@ -180,7 +180,7 @@ def run(
         database_url = embedded.start()
     try:
         with scratch_database(database_url) as url, tempfile.TemporaryDirectory(prefix="qgjob-bench-") as tmp:
-            # As deployed: the server enforces tokens, and the agents present an agent token (looked up on every
+            # As deployed: the server enforces tokens, and the agents present an agent token (checked on every
             # request); the bench's own calls use the admin token.
             admin = secrets.token_urlsafe(32)
             server = ServerProcess(url, Path(tmp) / "server.log", env={"QUALGENT_ADMIN_TOKEN": admin})

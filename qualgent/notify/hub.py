@@ -10,9 +10,9 @@ A dead connection that looks alive (a half-open TCP socket) is found by a probe 
 channel has been quiet for `probe_interval`.
 
 The hub also counts changes to api_tokens (`token_generation`): every `tokens` notification (a trigger sends one
-for any change to the table), every change this process makes itself (`tokens_changed`) and every (re)connect or
-disconnect moves it on. The token cache (qualgent.queue.tokens.TokenCache) trusts what it holds only while the
-hub is connected and the count has not moved.
+for any change to the table) and every (re)connect or disconnect moves it on. The token cache
+(qualgent.queue.tokens.TokenCache) trusts what it holds only while the hub is connected and the count has not
+moved.
 """
 
 from __future__ import annotations
@@ -160,10 +160,6 @@ class Hub:
             yield subscription
         finally:
             self._subscriptions.discard(subscription)
-
-    def tokens_changed(self) -> None:
-        """This process changed api_tokens (the trigger's notification reaches the other servers)."""
-        self.token_generation += 1
 
     def safety_timeout(self, remaining: float) -> float:
         """How long a waiter may sleep before re-reading on its own: jittered so waiters spread out."""

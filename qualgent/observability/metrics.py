@@ -159,11 +159,6 @@ def jobs_finished(jobs: Iterable[Mapping[Any, Any]]) -> None:
         TEST_DURATION.observe_many(labels, seconds)
 
 
-def job_started(job: Mapping[Any, Any]) -> None:
-    """A job's attempt started; its first start ends its queue wait."""
-    jobs_started([job])
-
-
 def jobs_started(jobs: Iterable[Mapping[Any, Any]]) -> None:
     """Attempts that started, a batch at a time; a job's first start ends its queue wait."""
     waits: dict[tuple[str, str], list[float]] = defaultdict(list)

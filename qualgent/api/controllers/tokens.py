@@ -42,6 +42,4 @@ class TokenController(Controller):
 
     @delete("/{token_id:uuid}", status_code=200, summary="Revoke a token at once")
     async def revoke(self, services: ServicesDep, token_id: FromPath[uuid.UUID]) -> TokenOut:
-        revoked = await tokens.revoke(services.engine, token_id)
-        services.hub.tokens_changed()  # refused here from the next request; elsewhere once the NOTIFY lands
-        return token_out(revoked)
+        return token_out(await tokens.revoke(services.engine, token_id, services.tokens))
