@@ -4,8 +4,8 @@ schema experiments of docs/performance.md (a HOT-friendly jobs table, json for j
     .venv/bin/python -m tests.perf.hot_path_cpu [--server-url postgresql://...] [--variant FILE.sql]
         [--jobs 10000] [--group-size 20] [--rounds 2]
 
-It creates a database of its own (qualgent_hot_path_<pid>) on --server-url's server (default: the embedded
-PostgreSQL, started and stopped here), migrates it, runs --variant's SQL on it if given (DDL to try: other indexes,
+It makes the bench's scratch database (qualgent.bench.run.scratch_database) on --server-url's server (default: the
+embedded PostgreSQL, started and stopped here), runs --variant's SQL on it if given (DDL to try: other indexes,
 fillfactor, redefined functions), submits --jobs jobs in groups of --group-size, and drains them with one agent
 calling the queue functions the server calls (`claims.claim`, then `claims.report_progress` with every job started
 and passed and the next group claimed in the same statement), no HTTP. It prints, per round, the CPU of the
@@ -24,9 +24,8 @@ import uuid
 from pathlib import Path
 
 import psycopg
-from sqlalchemy.engine import make_url
 
-from qualgent.db import migrate
+from qualgent.bench.run import scratch_database
 from qualgent.db.engine import create_server_engine, libpq_url
 from qualgent.db.raw import Direct
 from qualgent.queue import agents, claims
@@ -115,22 +114,15 @@ def main() -> None:
 
         embedded = EmbeddedPostgres(Settings().data_dir)
         server_url = embedded.start()
-    admin = libpq_url(server_url)
-    name = f"qualgent_hot_path_{os.getpid()}"
-    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
     try:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        migrate.upgrade(url)
-        if args.variant is not None:
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute(args.variant.read_text())
-        for round_ in range(1, args.rounds + 1):
-            tag = f"r{round_}-{uuid.uuid4().hex[:6]}"
-            print(f"round {round_}: {asyncio.run(drain(url, args.jobs, args.group_size, tag))}", flush=True)
+        with scratch_database(server_url) as url:
+            if args.variant is not None:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute(args.variant.read_text())
+            for round_ in range(1, args.rounds + 1):
+                tag = f"r{round_}-{uuid.uuid4().hex[:6]}"
+                print(f"round {round_}: {asyncio.run(drain(url, args.jobs, args.group_size, tag))}", flush=True)
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if embedded is not None:
             embedded.stop()
 
