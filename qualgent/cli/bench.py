@@ -144,8 +144,8 @@ def _print(result: dict[str, Any]) -> None:
         table.add_column(column, justify="left" if not column else "right")
     e2e, submit = result["end_to_end"], result["bulk_submit"]
 
-    def row(name: str, ours: str, raw: str, key: str | None) -> None:
-        value = ratios.get(key) if key else None
+    def row(name: str, ours: str, raw: str, key: str | None, value: float | None = None) -> None:
+        value = ratios.get(key) if key else value
         goal = TARGETS.get(key or "")
         shown = "" if value is None else f"{value:.2f}x"
         if value is not None and goal is not None:
@@ -192,6 +192,7 @@ def _print(result: dict[str, Any]) -> None:
             f"{_ms(wait['latency']['p50_ms'])} / {_ms(wait['latency']['p99_ms'])}",
             f"{_ms(baseline.get('p50_ms'))} / {_ms(baseline.get('p99_ms'))}",
             None,
+            wait.get("p50_ratio"),
         )
     if "heartbeats" in result:
         beats = result["heartbeats"]

@@ -56,6 +56,7 @@ def test_bench_json_reports_each_figure_with_its_baseline_and_ratio(
     )
     for waiting in ("wait_latency_1", "wait_latency_20"):
         assert figures[waiting]["latency"]["n"] > 0
+        assert figures[waiting]["p50_ratio"] > 0  # against PostgreSQL's own delivery, from the same COMMIT
     assert figures["machine"]["cpus"] >= 1
     assert _databases(pg_server) == before  # the scratch database is gone
 

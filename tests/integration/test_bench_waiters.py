@@ -42,12 +42,13 @@ async def test_measure_wait_latency_reports_latency_connections_and_the_baseline
     _sane(result["latency"], 8)
     _sane(result["finish_transaction"], 8)
     _sane(result["pg_notify_baseline"], 200)
-    assert 0 <= result["negative"] <= 8
+    assert result["pg_notify_baseline"]["p50_ms"] > 0  # from COMMIT sent: delivery takes time, so ratios exist
     # The server's pool and its LISTEN connection, not one per waiter (5 parked on at most 10 + 10 + 1).
     assert 1 <= result["db_connections_parked_1"] <= 21
     assert 1 <= result["db_connections_parked"] <= 21
     assert 0 <= result["db_connections_busy_parked"] <= result["db_connections_parked"]
-    assert result["p50_ratio"] is None or result["p50_ratio"] > 0
+    assert result["p50_ratio"] > 0
+    assert result["p99_ratio"] > 0
     json.dumps(result, allow_nan=False)  # JSON-able as it is
     # Every job it made is final and no long-poll is left parked on the server.
     metrics = httpx.get(f"{server.api_url}/monitoring/metrics").json()
