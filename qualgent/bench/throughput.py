@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -102,10 +102,20 @@ class _TimedAgent(Agent):
         super().__init__(config)
         self._since = since  # [drain start], set when the jobs are in
         self.claim_ms: list[float] = []
+        self.in_group = False
+        self.last_group_done = 0.0  # when this agent was last done with a group: its closing report answered
 
     async def _claim(self) -> dict[str, Any] | None:
         started = time.perf_counter()
         return self._timed(started, await super()._claim())
+
+    async def _run_group(self, claim: dict[str, Any], then_claim: bool = True) -> None:
+        self.in_group = True
+        try:
+            await super()._run_group(claim, then_claim)
+        finally:
+            self.in_group = False
+            self.last_group_done = time.perf_counter()
 
     async def _finish_reports(self, reporter: Reporter, then_claim: bool) -> dict[str, Any] | None:
         started = time.perf_counter()
@@ -143,14 +153,23 @@ async def drain(
     ]
     tasks = [asyncio.create_task(a.run_forever()) for a in fleet]
     try:
-        await _until(lambda: all(a.agent_id for a in fleet) or any(t.done() for t in tasks), 30)
+
+        def registered() -> bool:
+            return all(a.agent_id for a in fleet) or any(t.done() for t in tasks)
+
+        await _until(registered, 30, "the bench agents did not register")
         await asyncio.sleep(0.5)  # each agent's first claim is parked, waiting for work
 
         def failed() -> str | None:
             stopped = [t.exception() for t in tasks if t.done()]
             return f"an agent stopped: {stopped}" if stopped else None
 
-        elapsed, cpu = await _timed_drain(target, jobs, group_size, org_id, failed, since.append)
+        async def ended() -> float:
+            # The database says every group is done; an agent may not have read its closing report's answer yet.
+            await _until(lambda: not any(a.in_group for a in fleet), 30, "the bench agents did not finish their groups")
+            return max(a.last_group_done for a in fleet)
+
+        elapsed, cpu = await _timed_drain(target, jobs, group_size, org_id, failed, since.append, ended)
     finally:
         for agent in fleet:
             agent.stop()
@@ -234,9 +253,12 @@ async def _timed_drain(
     org_id: str,
     failed: Callable[[], str | None],
     on_start: Callable[[float], Any],
+    ended: Callable[[], Awaitable[float]] | None = None,
 ) -> tuple[float, dict[str, float]]:
     """Submit `jobs` jobs for agents already waiting, and time them from the submit's answer until none is pending
-    or running (read every 20 ms). Every job must have completed after exactly one attempt."""
+    or running (read every 20 ms), or, given `ended` (agents in this process), until the server answered the report
+    that closed the last group: as the raw loop is timed until its last transaction returns, not up to 20 ms later.
+    Every job must have completed after exactly one attempt."""
     async with (
         httpx.AsyncClient(base_url=target.api_url, timeout=300, headers=target.headers()) as http,
         await psycopg.AsyncConnection.connect(target.database_url, autocommit=True) as conn,
@@ -260,7 +282,7 @@ async def _timed_drain(
             if problem := failed():
                 raise RuntimeError(problem)
             await asyncio.sleep(0.02)
-        elapsed = time.perf_counter() - started
+        elapsed = (await ended() if ended is not None else time.perf_counter()) - started
         cpu = meter.stop()
         completed = await _completed(conn, org_id)
     if completed != jobs:
@@ -289,9 +311,9 @@ async def _completed(conn: psycopg.AsyncConnection[Any], org_id: str) -> int:
     return int(row[0]) if row else 0
 
 
-async def _until(predicate: Any, timeout: float) -> None:
+async def _until(predicate: Any, timeout: float, failure: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise RuntimeError("the bench agents did not register in time")
+            raise RuntimeError(f"{failure} in time")
         await asyncio.sleep(0.05)
