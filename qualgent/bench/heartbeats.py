@@ -37,7 +37,6 @@ import contextlib
 import json
 import math
 import random
-import re
 import sys
 import time
 import uuid
@@ -52,7 +51,7 @@ from psycopg.rows import dict_row
 from qualgent.bench._postgres import APPLICATION_NAME, PostgresCpu, PostgresProcesses, cpu_of
 from qualgent.bench.common import BenchTarget, percentiles, target_for
 from qualgent.db.engine import libpq_url
-from qualgent.db.sql import Q
+from qualgent.db.sql import P
 
 CONNECTIONS = 100  # keep-alive connections the fleet's beats share
 KEEPALIVE_SECONDS = 2.0
@@ -500,7 +499,7 @@ class _Database:
         return {"tables": tables, "facts": facts}
 
     async def heartbeat_wal(self, holder: tuple[str, list[dict[str, str]]]) -> dict[str, Any]:
-        """Each statement of one heartbeat (claims.heartbeat) under EXPLAIN (ANALYZE, WAL, BUFFERS), rolled back:
+        """The statement of one heartbeat (claims.heartbeat) under EXPLAIN (ANALYZE, WAL, BUFFERS), rolled back:
         the WAL records and bytes a beat writes (besides its commit record), and the pages it touches."""
         agent_id, held = holder
         params = {
@@ -509,29 +508,22 @@ class _Database:
             "tokens": [uuid.UUID(c["token"]) for c in held],
             "lease_seconds": 30.0,
         }
-        out: dict[str, Any] = {}
         async with self.conn.transaction(force_rollback=True):
-            for name in ("heartbeat_agent", "extend_agent_leases", "cancelled_running_jobs"):
-                query = _psycopg_params(getattr(Q, name).text)
-                # Twice: the first change to a page after a checkpoint logs the whole page (a full-page
-                # image, once per page per checkpoint); the second shows what every other beat writes.
-                await self.rows(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}", params)
-                rows = await self.rows(f"EXPLAIN (ANALYZE, WAL, BUFFERS, FORMAT JSON) {query}", params)
-                plan = rows[0]["QUERY PLAN"][0]
-                top = plan["Plan"]
-                out[name] = {
-                    "wal_records": int(top.get("WAL Records", 0)),
-                    "wal_bytes": int(top.get("WAL Bytes", 0)),
-                    "wal_fpi": int(top.get("WAL FPI", 0)),
-                    "buffers": int(top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0)),
-                    "execution_ms": round(float(plan["Execution Time"]), 3),
-                }
-        return out
-
-
-def _psycopg_params(sql: str) -> str:
-    """Named SQL's `:name` binds as psycopg's `%(name)s` (named SQL writes casts as CAST(), never `::`)."""
-    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
+            # Twice: the first change to a page after a checkpoint logs the whole page (a full-page image, once per
+            # page per checkpoint); the second shows what every other beat writes.
+            await self.rows(f"EXPLAIN (ANALYZE, FORMAT JSON) {P.heartbeat}", params)
+            rows = await self.rows(f"EXPLAIN (ANALYZE, WAL, BUFFERS, FORMAT JSON) {P.heartbeat}", params)
+        plan = rows[0]["QUERY PLAN"][0]
+        top = plan["Plan"]
+        return {
+            "heartbeat": {
+                "wal_records": int(top.get("WAL Records", 0)),
+                "wal_bytes": int(top.get("WAL Bytes", 0)),
+                "wal_fpi": int(top.get("WAL FPI", 0)),
+                "buffers": int(top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0)),
+                "execution_ms": round(float(plan["Execution Time"]), 3),
+            }
+        }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -115,28 +115,34 @@ UPDATE agents a SET status = 'idle'
 WHERE a.id = :agent_id AND a.status = 'busy'
   AND NOT EXISTS (SELECT 1 FROM job_groups g WHERE g.agent_id = a.id AND g.status = 'running');
 
--- name: heartbeat_agent
-UPDATE agents SET last_heartbeat_at = now() WHERE id = :agent_id
-RETURNING id, status;
-
--- name: extend_agent_leases
--- Heartbeat: extend the leases this agent still holds under the tokens it presents.
-UPDATE job_groups g
-SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
-FROM unnest(CAST(:group_ids AS uuid[]), CAST(:tokens AS uuid[])) AS c (group_id, token)
-WHERE g.id = c.group_id AND g.lease_token = c.token AND g.agent_id = :agent_id AND g.status = 'running'
-RETURNING g.id;
-
--- name: cancelled_running_jobs
--- Jobs this agent is running that someone cancelled: the heartbeat tells the agent to kill them.
-SELECT j.id
-FROM jobs j
-JOIN job_groups g ON g.id = j.group_id
-WHERE g.agent_id = :agent_id AND g.status = 'running' AND j.status = 'cancelled'
-  AND EXISTS (
-      SELECT 1 FROM attempts a
-      WHERE a.job_id = j.id AND a.number = j.attempts AND a.finished_at IS NULL
-  );
+-- name: heartbeat
+-- An agent's sign of life, one statement in autocommit on the hot path's pool (qualgent.db.raw.Direct): its row's
+-- last_heartbeat_at; the leases of the claims it still holds under the tokens it presents, extended (both HOT
+-- updates: neither column is indexed); and its running jobs that someone cancelled, which it must kill (through
+-- its running groups). `known` is false for no such agent. One round trip where a transaction of three statements
+-- took five (docs/performance.md, heartbeats).
+WITH agent AS (
+    UPDATE agents SET last_heartbeat_at = now() WHERE id = :agent_id
+    RETURNING id
+), extended AS (
+    UPDATE job_groups g
+    SET lease_expires_at = now() + make_interval(secs => :lease_seconds)
+    FROM unnest(CAST(:group_ids AS uuid[]), CAST(:tokens AS uuid[])) AS c (group_id, token)
+    WHERE g.id = c.group_id AND g.lease_token = c.token AND g.agent_id = :agent_id AND g.status = 'running'
+    RETURNING g.id
+)
+SELECT EXISTS (SELECT FROM agent) AS known,
+       ARRAY(SELECT id FROM extended) AS held,
+       ARRAY(
+           SELECT j.id
+           FROM jobs j
+           JOIN job_groups g ON g.id = j.group_id
+           WHERE g.agent_id = :agent_id AND g.status = 'running' AND j.status = 'cancelled'
+             AND EXISTS (
+                 SELECT 1 FROM attempts a
+                 WHERE a.job_id = j.id AND a.number = j.attempts AND a.finished_at IS NULL
+             )
+       ) AS cancelled;
 
 -- name: cancel_job
 UPDATE jobs

@@ -164,3 +164,31 @@ async def test_a_claimed_group_with_nothing_left_to_run_is_retired(api: Api, db_
     with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
         assert conn.execute("SELECT status FROM job_groups").fetchall() == [("done",)]
     assert (await api.call("GET", f"/agents/{agent}"))["status"] == "idle"
+
+
+async def test_a_heartbeat_extends_the_leases_it_holds_and_names_those_it_lost(api: Api, db_url: str) -> None:
+    await api.submit()
+    agent = await api.register()
+    claim = await api.claim(agent)
+    assert claim is not None
+    ref = {"group_id": claim["group_id"], "token": claim["token"]}
+    forged = {"group_id": claim["group_id"], "token": "00000000-0000-4000-8000-000000000000"}
+    elsewhere = {"group_id": "00000000-0000-4000-8000-0000000000aa", "token": claim["token"]}
+
+    def lease() -> Any:
+        with psycopg.connect(libpq_url(db_url)) as conn:
+            row = conn.execute("SELECT lease_expires_at FROM job_groups WHERE id = %s", (claim["group_id"],)).fetchone()
+            return row[0] if row else None
+
+    before = lease()
+    await asyncio.sleep(0.05)
+    beat = await api.call("PUT", f"/agents/{agent}/heartbeat", {"claims": [ref, elsewhere]})
+    assert (beat["held"], beat["lost"], beat["cancelled_job_ids"]) == ([ref["group_id"]], [elsewhere["group_id"]], [])
+    assert lease() > before
+    extended = lease()
+    beat = await api.call("PUT", f"/agents/{agent}/heartbeat", {"claims": [forged]})  # a stale token extends nothing
+    assert (beat["held"], beat["lost"]) == ([], [claim["group_id"]])
+    assert lease() == extended
+    nobody = "00000000-0000-4000-8000-0000000000bb"
+    unknown = await api.call("PUT", f"/agents/{nobody}/heartbeat", {"claims": []}, expect=404)
+    assert unknown["error"] == "NotFound"

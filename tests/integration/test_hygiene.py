@@ -68,11 +68,8 @@ def test_heartbeats_and_lease_extensions_are_hot_updates(db_url: str) -> None:
             )
         with engine.begin() as conn:
             for _ in range(3):
-                conn.execute(Q.heartbeat_agent, {"agent_id": agent})
-                conn.execute(
-                    Q.extend_agent_leases,
-                    {"agent_id": agent, "group_ids": [group], "tokens": [token], "lease_seconds": 30},
-                )
+                beat = {"agent_id": agent, "group_ids": [group], "tokens": [token], "lease_seconds": 30}
+                assert conn.execute(Q.heartbeat, beat).one().held == [group]
                 held = {"group_id": group, "token": token, "agent_id": agent}  # each progress report:
                 assert conn.execute(Q.hold_claim, held).scalar_one() is True  # the row locked, then
                 closing = {"group_id": group, "lease_seconds": 30}

@@ -228,11 +228,10 @@ def test_rescue_reads_only_the_running_groups(loaded: str) -> None:
         ("refresh_pending_group", {"group_id": PENDING[2]}, ["pk_job_groups", "ix_jobs_active_by_group"]),
         ("running_attempt_of_group", {"group_id": RUNNING}, ["ix_attempts_group_id", "pk_jobs"]),
         ("agent_idle_if_free", {"agent_id": AGENT}, ["pk_agents", "ix_job_groups_running"]),
-        ("cancelled_running_jobs", {"agent_id": AGENT}, ["ix_job_groups_running", "ix_jobs_group_id"]),
         (
-            "extend_agent_leases",
+            "heartbeat",  # the agent's row, its presented claims' leases, its running groups' cancelled jobs
             {"agent_id": AGENT, "group_ids": [RUNNING], "tokens": [uuid.uuid4()], "lease_seconds": 30},
-            ["pk_job_groups|ix_job_groups_running"],
+            ["pk_agents", "pk_job_groups|ix_job_groups_running", "ix_job_groups_running", "ix_jobs_group_id"],
         ),
         ("get_jobs", {"job_ids": FINISHED_JOBS}, ["pk_jobs"]),
         ("lock_jobs", {"job_ids": FINISHED_JOBS[:10]}, ["pk_jobs"]),

@@ -7,7 +7,7 @@ It creates a database of its own (qualgent_hygiene_<pid>), migrates it to --revi
 schema before migration 0006, with `head`), then plays the agent protocol with the named statements of
 qualgent/db/queries.sql, one transaction per request as the server runs them: --agents agents, --groups
 groups of --jobs-per-group jobs submitted in bulk; each group claimed, each job started, --heartbeats-per-job
-heartbeats while it runs (heartbeat_agent, extend_agent_leases, cancelled_running_jobs), the result
+heartbeats while it runs (the heartbeat statement: the agent's row, the lease, cancelled jobs), the result
 recorded; one job in ten first fails with an infrastructure error and is retried (schedule_retry, requeue).
 Then it prints, per table, updates, HOT updates and their share (pg_stat_user_tables), the size of the
 table and of its indexes, and its storage parameters. Not collected by pytest (no test_ prefix).
@@ -112,12 +112,8 @@ def _run_group(conn: Connection, agent_id: uuid.UUID, heartbeats: int, counter: 
             ).one()
         for _ in range(heartbeats):
             with conn.begin():
-                conn.execute(Q.heartbeat_agent, {"agent_id": agent_id})
-                conn.execute(
-                    Q.extend_agent_leases,
-                    {"agent_id": agent_id, "group_ids": [claim.id], "tokens": [claim.lease_token], "lease_seconds": 30},
-                )
-                conn.execute(Q.cancelled_running_jobs, {"agent_id": agent_id})
+                beat = {"group_ids": [claim.id], "tokens": [claim.lease_token], "lease_seconds": 30}
+                conn.execute(Q.heartbeat, {"agent_id": agent_id, **beat})
         counter[0] += 1
         infra = counter[0] % 10 == 0 and started.attempts == 1
         with conn.begin():

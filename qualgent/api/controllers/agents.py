@@ -55,7 +55,7 @@ class AgentController(Controller):
     ) -> HeartbeatOut:
         held = {c.group_id: c.token for c in data.claims} if data else {}
         lease = services.settings.lease_seconds
-        answer = await claims.heartbeat(services.engine, agent_id, held, lease)
+        answer = await claims.heartbeat(services.direct, agent_id, held, lease)
         return HeartbeatOut(agent_id=agent_id, lease_seconds=lease, **answer)
 
     @put("/{agent_id:uuid}/status", summary="Set an agent's status (offline: take no more work)")
