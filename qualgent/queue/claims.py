@@ -7,7 +7,7 @@ import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import psycopg
@@ -80,7 +80,7 @@ async def _take(engine: AsyncEngine, agent_id: uuid.UUID, got: dict[str, Any]) -
         app_version_id=group["app_version_id"],
         target=group["target"],
         lease_expires_at=dt.datetime.fromisoformat(group["lease_expires_at"]),
-        jobs=[{**j, "id": uuid.UUID(j["id"])} for j in got["jobs"]],
+        jobs=_ids_typed(got["jobs"]),
     )
     return taken, False
 
@@ -242,14 +242,19 @@ async def _report_runs(
         raise
     if answer is None:
         return None
-    jobs = [_ran(job) for job in answer["ran"]]
+    jobs = _ids_typed(answer["ran"])
     return Progress(started=jobs, reported=jobs, group_done=answer["group_done"]), claimed
 
 
-def _ran(job: dict[str, Any]) -> Row:
-    """A job as qualgent_report_runs describes it (what the answer and the metrics read), its id typed."""
-    job["id"] = uuid.UUID(job["id"])
-    return job
+_UUIDS = list[uuid.UUID]
+
+
+def _ids_typed(jobs: list[dict[str, Any]]) -> list[Row]:
+    """Jobs as the hot path's functions describe them in JSON, their ids made UUIDs (by msgspec: uuid.UUID() costs
+    ~0.8 us each in Python, and a report and its next claim hold 40)."""
+    for job, job_id in zip(jobs, msgspec.convert([job["id"] for job in jobs], _UUIDS), strict=True):
+        job["id"] = job_id
+    return cast("list[Row]", jobs)
 
 
 async def _run(
