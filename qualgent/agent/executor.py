@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -106,3 +107,17 @@ async def _collect(process: asyncio.subprocess.Process, tail: deque[bytes]) -> N
         kept += len(chunk)
         while kept - len(tail[0]) >= TAIL_BYTES:
             kept -= len(tail.popleft())
+
+
+def watch_children_by_pidfd() -> None:
+    """Python 3.11 waits for each test process in a thread of its own (ThreadedChildWatcher); a pidfd in the
+    event loop costs no thread per test (~0.2 ms less of the agent's CPU per process here). 3.12 does this by
+    default (and deprecates choosing). For `qgjob agent`, and for `qgjob bench`, whose spawn baseline must spawn
+    as the agents do."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:  # a kernel without pidfd (before Linux 5.3)
+        return
+    asyncio.set_child_watcher(asyncio.PidfdChildWatcher())

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 
 import rich_click as click
 
 from qualgent.agent.client import ServerRejected
+from qualgent.agent.executor import watch_children_by_pidfd
 from qualgent.agent.loop import Agent, AgentConfig
 from qualgent.agent.templates import FIELDS, CommandTemplate, TemplateError
 from qualgent.cli.client import CliError
@@ -118,20 +117,8 @@ def agent(
     )
     if name:
         config.name = name
-    _watch_children_by_pidfd()
+    watch_children_by_pidfd()
     try:
         asyncio.run(Agent(config).run_forever())
     except ServerRejected as refused:  # e.g. a token that may not do agent work: say so, exit 2
         raise CliError(f"the server refused this agent: {refused}", BAD_INPUT) from None
-
-
-def _watch_children_by_pidfd() -> None:
-    """Python 3.11 waits for each test process in a thread of its own (ThreadedChildWatcher); a pidfd in the
-    event loop costs no thread per test. 3.12 does this by default (and deprecates choosing)."""
-    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
-        return
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:  # a kernel without pidfd (before Linux 5.3)
-        return
-    asyncio.set_child_watcher(asyncio.PidfdChildWatcher())

@@ -11,6 +11,7 @@ import httpx
 import rich_click as click
 from rich.table import Table
 
+from qualgent.agent.executor import watch_children_by_pidfd
 from qualgent.bench import run as bench_run
 from qualgent.bench.common import BenchTarget
 from qualgent.cli.client import CliError
@@ -107,6 +108,7 @@ def bench(
     def say(message: str) -> None:
         errors.print(f"[dim]bench:[/dim] {message}")
 
+    watch_children_by_pidfd()  # the spawn baseline starts its processes as `qgjob agent` does
     if api_url is not None:
         if database_url is None:
             raise CliError("--api-url needs --database-url: the running server's own database", BAD_INPUT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -69,3 +70,20 @@ async def test_a_missing_program_is_an_error_not_a_crash() -> None:
     result = await Run(["/nonexistent/appwright"], timeout=5).execute()
     assert result.exit_code is None
     assert "cannot start" in (result.error or "")
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12 watches children by pidfd itself")
+def test_agents_and_the_bench_wait_for_their_processes_by_pidfd() -> None:
+    """In a process of its own: the choice is global to the process that makes it."""
+    script = (
+        "import asyncio\n"
+        "from qualgent.agent.executor import Run, watch_children_by_pidfd\n"
+        "watch_children_by_pidfd()\n"
+        "print(type(asyncio.get_event_loop_policy().get_child_watcher()).__name__)\n"
+        "print(asyncio.run(Run(['true'], 5).execute()).exit_code)\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    if not hasattr(os, "pidfd_open"):
+        pytest.skip("no pidfd on this platform")
+    assert done.stdout.split() == ["PidfdChildWatcher", "0"]
