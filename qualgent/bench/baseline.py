@@ -6,7 +6,8 @@
   and as two (claim, commit, complete, commit: what a queue whose work happens outside the transaction
   does). Ratios use the first, the harder to beat.
 - spawn: how fast this machine runs the no-op command itself (`true`), `workers` at a time, with no queue at
-  all: the ceiling for agents that run a process per test.
+  all: the ceiling for agents that run a process per test (`qgjob bench` waits for them by pidfd, as `qgjob agent`
+  does: qualgent.agent.executor.watch_children_by_pidfd).
 - insert: a plain multi-row INSERT (one statement, one transaction) of the rows a bulk submit makes, twice:
   into qualgent's own jobs table, its indexes and foreign keys included (the price of storing those rows,
   which qualgent's overhead is measured against), and into a bare table of the same columns with only a
