@@ -282,7 +282,10 @@ async def _timed_drain(
             if problem := failed():
                 raise RuntimeError(problem)
             await asyncio.sleep(0.02)
-        elapsed = (await ended() if ended is not None else time.perf_counter()) - started
+        finished = time.perf_counter()
+        if ended is not None and (last := await ended()) > started:  # not before the clock started (a tiny run)
+            finished = last
+        elapsed = finished - started
         cpu = meter.stop()
         completed = await _completed(conn, org_id)
     if completed != jobs:
