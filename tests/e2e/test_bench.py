@@ -36,7 +36,9 @@ def test_bench_json_reports_each_figure_with_its_baseline_and_ratio(
     assert base["claim_complete_per_s"] > 0
     assert base["insert_rows_per_s"] > 0
     assert figures["end_to_end"]["jobs"] == 600
-    assert figures["end_to_end"]["claim_latency"]["n"] >= 600 // 20 - 3  # a claim per group, the first ones parked
+    # A claim per group, counted when it began after the clock started: not the agents' first (parked) ones, nor, on
+    # a loaded machine, a next claim that began before the bench read the submit's answer.
+    assert figures["end_to_end"]["claim_latency"]["n"] >= 600 // 20 - 2 * 3
     assert figures["end_to_end_processes"]["processes"] == 2
     assert figures["bulk_submit"]["jobs"] == 500
     ratios = figures["ratios"]

@@ -36,6 +36,9 @@ def test_an_agent_killed_mid_test_loses_nothing(server: Server, cli: Cli, tmp_pa
     job = cli.submit("tests/checkout-sleep2.spec.ts")[0]
     with agent(server.api_url, script, tmp_path / "a.log", "--name", "doomed") as doomed:
         wait_for(lambda: any("checkout" in line for line in _runs(runs)), what="the test to start")
+        # Mid-test for the server too: the start reported (an agent holds a start up to its 25 ms linger; one
+        # killed before sending it loses no attempt, the job just runs again).
+        wait_for(lambda: _job(cli, job["id"])["status"] == "running", what="the start to be recorded")
         doomed.kill()
         killed_at = time.monotonic()
         doomed.wait()
