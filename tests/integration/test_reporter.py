@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
 from qualgent.agent.client import AgentClient
-from qualgent.agent.reporter import Reporter
+from qualgent.agent.reporter import LINGER_SECONDS, Reporter
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.anyio
@@ -43,3 +44,42 @@ async def test_a_start_waits_for_its_result_only_briefly_and_every_start_is_answ
         assert reporter.reported == 2
     finally:
         await client.close()
+
+
+class _Counting(AgentClient):
+    """The agent's client, keeping the progress reports it sends."""
+
+    def __init__(self, api_url: str) -> None:
+        super().__init__(api_url, None)
+        self.reports: list[dict[str, Any]] = []
+
+    async def call(self, method: str, path: str, body: Any = None, retry_for: float | None = None) -> Any:
+        if path.endswith("/progress"):
+            self.reports.append(body)
+        return await super().call(method, path, body, retry_for)
+
+
+async def test_a_suite_of_quick_tests_is_reported_a_linger_at_a_time_not_a_round_trip_at_a_time(api: Api) -> None:
+    """Runs of 4 ms, one after another: what comes while a report is in flight lingers too, so reports go about every
+    LINGER_SECONDS with several runs each (they went back to back, two runs each, a round trip apart)."""
+    specs = [{"org_id": "acme", "app_version_id": "v1", "test_path": f"tests/{i}.spec.ts"} for i in range(40)]
+    await api.call("POST", "/jobs", specs, expect=201)
+    agent = await api.register()
+    claim = await api.claim(agent)
+    assert claim is not None
+    assert len(claim["jobs"]) == 40
+    client = _Counting(f"{api.client.base_url}/api")
+    reporter = Reporter(client, agent, claim["group_id"], claim["token"], 30, lambda: None)
+    try:
+        began = time.monotonic()
+        for job in claim["jobs"]:
+            reporter.start(job["id"])
+            await asyncio.sleep(0.004)
+            reporter.result(job["id"], PASSED)
+        elapsed = time.monotonic() - began
+        await reporter.close()
+    finally:
+        await client.close()
+    assert reporter.reported == 40
+    assert sum(len(report["results"]) for report in client.reports) == 40
+    assert len(client.reports) <= elapsed / LINGER_SECONDS + 2  # and the group's closing report
