@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -93,32 +94,26 @@ class Reporter:
         await self._task
 
     async def _send_loop(self) -> None:
-        while not self.lost and not (self._closing and not self._sendable()):
-            oldest = self._oldest_sendable()
-            if oldest is None:  # nothing to send yet: wait for an event (or for a held start to come of age)
-                held = self._held_for()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), held)  # held None: no timeout
+        while not self.lost and not (self._closing and not (self._starts or self._results)):
+            if not (self._starts or self._results):
+                await self._wake.wait()
                 self._wake.clear()
                 continue
-            # The oldest event waits until it is LINGER_SECONDS old for others to join it, unless the batch is full
-            # or the group is over. Counted from the event, not from the last request: what came during a round
-            # trip lingers too, so a suite of quick tests is not sent a round trip at a time (two runs a request).
+            # A report goes when its oldest event is LINGER_SECONDS old, with whatever came meanwhile (during a
+            # round trip too: sent as soon as one ended, a suite of quick tests went two runs a request), sooner when
+            # the batch is full or the group is over. A start still younger than that whose result has not come
+            # stays for the next report, which its own age brings on by then.
+            oldest = min(at for _, at in itertools.chain(self._starts, self._results))
             linger = LINGER_SECONDS - (time.monotonic() - oldest)
             if linger > 0 and not self._closing and len(self._starts) + len(self._results) < FULL_BATCH:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), linger)
             self._full.clear()
-            await self._send_one()
+            if self._results or len(self._starts) > len(self._young_starts()):  # (a timer may fire a hair early)
+                await self._send_one()
         for future in self._accepted.values():  # never left hanging
             if not future.done():
                 future.set_result(False)
-
-    def _oldest_sendable(self) -> float | None:
-        """When the oldest event that may go now happened: a result, or a start not held back; None if none."""
-        young = self._young_starts()
-        times = [at for job_id, at in self._starts if job_id not in young] + [at for _, at in self._results]
-        return min(times, default=None)
 
     def _young_starts(self) -> set[str]:
         """Starts that wait for their result: younger than LINGER_SECONDS, no result yet, the group not over."""
@@ -127,17 +122,6 @@ class Reporter:
         now = time.monotonic()
         ended = {result["job_id"] for result, _ in self._results}
         return {job_id for job_id, at in self._starts if job_id not in ended and now - at < LINGER_SECONDS}
-
-    def _sendable(self) -> bool:
-        return bool(self._results) or len(self._starts) > len(self._young_starts())
-
-    def _held_for(self) -> float | None:
-        """How long until the first start held back may go anyway; None when none is held."""
-        young = self._young_starts()
-        if not young:
-            return None
-        oldest = min(at for job_id, at in self._starts if job_id in young)
-        return max(0.0, LINGER_SECONDS - (time.monotonic() - oldest))
 
     async def _send_one(self) -> None:
         young = self._young_starts()
