@@ -108,14 +108,14 @@ async def list_tokens(
         return list((await conn.execute(query, params)).mappings())
 
 
-async def revoke(engine: AsyncEngine, token_id: uuid.UUID, cache: TokenCache | None = None) -> RowMapping:
+async def revoke(engine: AsyncEngine, token_id: uuid.UUID, cache: TokenCache) -> RowMapping:
     """Revoke at once (idempotent: revoking a revoked token keeps its first revocation time). `cache`, this
-    process's: it forgets what it holds before the answer goes out, where other servers' caches wait for the
-    trigger's notification (milliseconds)."""
+    process's, forgets what it holds before the answer goes out (required: a revoke that left it alone would be
+    honoured here only once the trigger's notification lands); other servers' caches wait for that notification
+    (milliseconds)."""
     async with engine.begin() as conn:
         row = (await conn.execute(_REVOKE, {"token_id": token_id})).mappings().first()
-    if cache is not None:
-        cache.forget()
+    cache.forget()
     if row is None:
         raise NotFound(f"no token {token_id}", token_id=str(token_id))
     return row
