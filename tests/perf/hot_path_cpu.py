@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 import uuid
 from pathlib import Path
 
 import psycopg
 
+from qualgent.bench._postgres import cpu_of
 from qualgent.bench.run import scratch_database
 from qualgent.db.engine import create_server_engine, libpq_url
 from qualgent.db.raw import Direct
@@ -36,15 +36,8 @@ PASSED = Result(0, 5)
 
 
 def backend_cpu_seconds(pids: list[int]) -> float:
-    """User and system CPU of these processes, from /proc."""
-    ticks = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    """User and system CPU of these processes so far (those gone count nothing)."""
+    return sum(cpu_of(pid) or 0.0 for pid in pids)
 
 
 async def drain(url: str, jobs: int, group_size: int, tag: str) -> str:
