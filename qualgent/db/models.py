@@ -56,7 +56,7 @@ def _in(column: str, enum: type[Any]) -> str:
 PRIORITY = Enum(Priority, name="job_priority", values_callable=lambda e: [m.value for m in e])
 TIER = Enum(Tier, name="org_tier", values_callable=lambda e: [m.value for m in e])
 
-# Storage parameters of the hot tables (migration 0006; docs/performance.md "Table hygiene" has the figures).
+# Storage parameters of the hot tables (migration 0006; docs/storage.md "Table hygiene" has the figures).
 # A fill factor below 100 leaves room on each page for the next version of a row, so an update that changes
 # no indexed column stays on its page (a HOT update: no index entry written, cleaned up without VACUUM).
 # Vacuum and analyze at 2% of changed rows instead of 20%: the hot tables hold history, so 20% of them is a

@@ -9,7 +9,7 @@
 
 Pending and running jobs, pending and running groups, agents, orgs and tokens are never deleted. A batch
 folds and deletes in the same transaction, so the reporting views (which add the rollups to the live rows)
-count every job exactly once whenever they are read. docs/performance.md ("Retention") is the user's view.
+count every job exactly once whenever they are read. docs/storage.md ("Retention") is the user's view.
 """
 
 from __future__ import annotations
