@@ -1,0 +1,57 @@
+// qualgent dashboard: keeps a page current from the server's event stream (GET /api/events), no reload.
+// When a job changes, the page's live part (#live-region) is fetched again and swapped in, at most once
+// a second; focus stays where it was. Without this script every page still works (it just doesn't move).
+"use strict";
+(function () {
+  const body = document.body;
+  if (!body.dataset.live) return;
+  const filter = JSON.parse(body.dataset.live);
+  const state = document.getElementById("live-state");
+  const params = new URLSearchParams();
+  if (filter.job_id) params.append("job_id", filter.job_id);
+  if (filter.org_id) params.append("org_id", filter.org_id);
+  const url = "/api/events" + (params.toString() ? "?" + params : "");
+  let timer = null, inFlight = false, again = false, last = 0;
+
+  function show(text, on) {
+    if (!state) return;
+    state.textContent = text;
+    state.classList.toggle("on", on);
+  }
+
+  async function refresh() {
+    if (inFlight) { again = true; return; }
+    inFlight = true;
+    last = Date.now();
+    try {
+      const response = await fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
+      if (response.redirected || !response.ok) return;
+      const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+      const fresh = doc.getElementById("live-region");
+      const current = document.getElementById("live-region");
+      if (!fresh || !current) return;
+      const focused = document.activeElement && document.activeElement.id;
+      current.replaceWith(document.adoptNode(fresh));
+      if (focused) { const el = document.getElementById(focused); if (el) el.focus(); }
+      body.dispatchEvent(new CustomEvent("qualgent:updated"));
+    } catch (err) {
+      // The next event retries.
+    } finally {
+      inFlight = false;
+      if (again) { again = false; schedule(); }
+    }
+  }
+
+  function schedule() {
+    if (timer) return;
+    const wait = Math.max(0, 1000 - (Date.now() - last));
+    timer = setTimeout(function () { timer = null; refresh(); }, wait);
+  }
+
+  const source = new EventSource(url);
+  source.addEventListener("open", function () { show("live", true); });
+  source.addEventListener("error", function () { show("reconnecting…", false); });
+  source.addEventListener("job", schedule);
+  source.addEventListener("resync", schedule);
+  window.addEventListener("pagehide", function () { source.close(); });
+})();
