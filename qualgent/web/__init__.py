@@ -19,7 +19,7 @@ from litestar.static_files import create_static_files_router
 from qualgent.api.auth import DASHBOARD_OPT
 from qualgent.domain import Conflict, InvalidInput, NotFound, QualgentError
 from qualgent.web import access
-from qualgent.web.pages import DashboardController, render
+from qualgent.web.pages import DashboardController, render_page
 
 STATIC = Path(__file__).parent / "static"
 
@@ -36,7 +36,7 @@ def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
         message = exc.message
     else:  # pragma: no cover - the app's own handlers log and answer 500
         raise exc
-    return render(request, "error.html", access.principal_of(request), status, status=status, message=message)
+    return render_page(request, "error.html", access.principal_of(request), status, status=status, message=message)
 
 
 def router() -> Router:

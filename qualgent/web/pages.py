@@ -42,7 +42,7 @@ def _context(request: Request[Any, Any, Any], principal: Principal | None, **val
     return {**base, **values}, new_cookie
 
 
-def render(
+def render_page(
     request: Request[Any, Any, Any], template: str, principal: Principal | None, status_code: int = 200, **values: Any
 ) -> Response[str]:
     context, new_cookie = _context(request, principal, **values)
@@ -91,7 +91,7 @@ class DashboardController(Controller):
         by_status: dict[str, int] = {}
         for agent in agent_rows:
             by_status[agent["status"]] = by_status.get(agent["status"], 0) + 1
-        return render(
+        return render_page(
             request,
             "overview.html",
             viewer,
@@ -107,7 +107,7 @@ class DashboardController(Controller):
         next_path = _local(request.query_params.get("next"))
         if services.settings.admin_token is None:
             return Redirect(next_path)
-        return render(request, "login.html", None, next=next_path, error=None)
+        return render_page(request, "login.html", None, next=next_path, error=None)
 
     @post("/login", status_code=303)
     async def login(self, request: Request[Any, Any, Any], services: ServicesDep) -> Response[Any]:
@@ -127,7 +127,7 @@ class DashboardController(Controller):
             elif found is not None:
                 subject = tokens.digest(secret)
         if subject is None:
-            return render(request, "login.html", None, 401, next=_local(fields.get("next")), error=error)
+            return render_page(request, "login.html", None, 401, next=_local(fields.get("next")), error=error)
         response = Redirect(_local(fields.get("next")), status_code=303)
         value = sessions.seal(admin_token, subject)
         response.cookies.append(access.cookie(request, sessions.COOKIE, value, sessions.SESSION_SECONDS))
@@ -153,7 +153,7 @@ class DashboardController(Controller):
         rows = rows[:PAGE_SIZE]
         query = {k: v for k, v in params.items() if v}
         older = urlencode({**query, "before": str(rows[-1]["id"])}) if more and rows else None
-        return render(
+        return render_page(
             request,
             "jobs.html",
             viewer,
@@ -188,7 +188,7 @@ class DashboardController(Controller):
         ahead = None
         if row["status"] == JobStatus.PENDING.value:
             ahead = (await jobs.groups_ahead(services.engine, [row["group_id"]])).get(row["group_id"])
-        return render(
+        return render_page(
             request,
             "job.html",
             viewer,
@@ -224,7 +224,7 @@ class DashboardController(Controller):
         counts: dict[str, int] = {}
         for row in found["jobs"]:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
-        return render(
+        return render_page(
             request,
             "group.html",
             viewer,
@@ -245,7 +245,7 @@ class DashboardController(Controller):
             services.engine, reporting.ReportName.ORG_SUCCESS_RATES, reporting.ReportFilter(limit=500)
         )
         tiers = {row["id"]: row["tier"] for row in await orgs.list_orgs(services.engine)}
-        return render(request, "orgs.html", viewer, rates=rows, tiers=tiers)
+        return render_page(request, "orgs.html", viewer, rates=rows, tiers=tiers)
 
     @get("/orgs/{org_id:str}", name="org")
     async def org(self, request: Request[Any, Any, Any], services: ServicesDep, org_id: FromPath[str]) -> Any:
@@ -260,7 +260,7 @@ class DashboardController(Controller):
         flaky = await reporting.run_report(services.engine, reporting.ReportName.FLAKY_TESTS, window)
         versions = await reporting.run_report(services.engine, reporting.ReportName.APP_VERSIONS, window)
         days = await overview.org_days(services.engine, org_id, 30)
-        return render(
+        return render_page(
             request,
             "org.html",
             viewer,
@@ -295,7 +295,7 @@ class DashboardController(Controller):
         if viewer.role is not Role.ADMIN:
             raise PermissionDeniedException(detail="agents are the admin's to see")
         rows = await agents.list_agents(services.engine, services.settings.lease_seconds)
-        return render(request, "agents.html", viewer, agents=rows, live={})
+        return render_page(request, "agents.html", viewer, agents=rows, live={})
 
 
 async def _acting(request: Request[Any, Any, Any], services: Services) -> tuple[Principal, dict[str, str]]:

@@ -47,16 +47,24 @@ print("  3 passed (9.8s)")
 """
 
 
+def chromium() -> Path | None:
+    """Debian's chromium, or the browser QUALGENT_CHROMIUM names (e.g. the Chrome of GitHub's runners)."""
+    named = os.environ.get("QUALGENT_CHROMIUM")
+    found = Path(named) if named else CHROMIUM if CHROMIUM.exists() else None
+    return found if found is not None and found.exists() else None
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
+    executable = chromium()
+    if executable is None:
         pytest.skip("Debian's `chromium` package is not installed (apt-get install -y chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip("the PyPI package `playwright` is not installed (pip install -e '.[dev]')")
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        launched = playwright.chromium.launch(executable_path=str(executable), headless=True)
         yield launched
         launched.close()
 
