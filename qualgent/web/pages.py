@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import PermissionDeniedException
@@ -240,7 +240,7 @@ class DashboardController(Controller):
         if isinstance(viewer, Redirect):
             return viewer
         if viewer.role is not Role.ADMIN:
-            return Redirect(f"/orgs/{viewer.org_id}")
+            return Redirect(f"/orgs/{quote(viewer.org_id or '', safe='')}")
         rows = await reporting.run_report(
             services.engine, reporting.ReportName.ORG_SUCCESS_RATES, reporting.ReportFilter(limit=500)
         )
@@ -284,8 +284,9 @@ class DashboardController(Controller):
             tier = Tier(fields.get("tier", ""))
         except ValueError:
             raise InvalidInput(f"no tier {fields.get('tier')!r}", field="tier") from None
+        await orgs.get(services.engine, org_id)  # a page can only re-tier an org it showed
         await orgs.set_tier(services.engine, org_id, tier)
-        return Redirect(f"/orgs/{org_id}", status_code=303)
+        return Redirect(f"/orgs/{quote(org_id, safe='')}", status_code=303)
 
     @get("/agents", name="agents")
     async def agent_list(self, request: Request[Any, Any, Any], services: ServicesDep) -> Any:

@@ -45,6 +45,12 @@ async def test_pages_render_and_assets_are_served_locally(api: Api) -> None:
         assert re.findall(r'(?:src|href)="(https?:)?//', response.text) == [], "no asset from another host"
     page = (await api.client.get(f"/jobs/{job['id']}")).text
     assert "tests/a.spec.ts" in page
+    hostile = await submit(api, org="o r?g#1", path="tests/<script>alert(1)</script>.spec.ts")
+    shown = (await api.client.get(f"/jobs/{hostile['id']}")).text
+    assert "<script>alert(1)" not in shown
+    assert "&lt;script&gt;alert(1)" in shown
+    assert 'href="/orgs/o%20r%3Fg%231"' in shown
+    assert (await api.client.get("/orgs/o%20r%3Fg%231")).status_code == 200
     assert 'id="cancel"' in page
     for asset in ("/static/dashboard.css", "/static/dashboard.js", "/static/favicon.svg"):
         response = await api.client.get(asset)

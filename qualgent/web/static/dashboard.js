@@ -12,6 +12,7 @@
   if (filter.org_id) params.append("org_id", filter.org_id);
   const url = "/api/events" + (params.toString() ? "?" + params : "");
   let timer = null, inFlight = false, again = false, last = 0;
+  const source = new EventSource(url);
 
   function show(text, on) {
     if (!state) return;
@@ -25,7 +26,12 @@
     last = Date.now();
     try {
       const response = await fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
-      if (response.redirected || !response.ok) return;
+      if (response.redirected && new URL(response.url).pathname === "/login") {
+        show("logged out: reload to log in", false);
+        source.close();
+        return;
+      }
+      if (!response.ok) return;
       const doc = new DOMParser().parseFromString(await response.text(), "text/html");
       const fresh = doc.getElementById("live-region");
       const current = document.getElementById("live-region");
@@ -48,9 +54,11 @@
     timer = setTimeout(function () { timer = null; refresh(); }, wait);
   }
 
-  const source = new EventSource(url);
   source.addEventListener("open", function () { show("live", true); });
-  source.addEventListener("error", function () { show("reconnecting…", false); });
+  source.addEventListener("error", function () {
+    // The browser reconnects by itself, unless the server refused the stream (a session that ended).
+    show(source.readyState === EventSource.CLOSED ? "disconnected: reload the page" : "reconnecting…", false);
+  });
   source.addEventListener("job", schedule);
   source.addEventListener("resync", schedule);
   window.addEventListener("pagehide", function () { source.close(); });
