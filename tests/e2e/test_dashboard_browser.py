@@ -8,6 +8,7 @@ README shows the ones in docs/)."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -178,7 +179,12 @@ def test_cancel_from_the_page_and_in_bulk(session: Session, server: Server) -> N
     session.page.wait_for_selector("#live-region .status-line .s-cancelled")
     assert status_of(server, job["id"]) == "cancelled"
     session.goto("/jobs?app_version_id=v9")
-    session.page.get_by_role("button", name="Cancel every pending or running job matching this filter").click()
+    button = session.page.get_by_role("button", name="Cancel every pending or running job matching this filter")
+    session.page.once("dialog", lambda dialog: dialog.dismiss())
+    button.click()  # asked first, and dismissed: had it gone through, the next would cancel 0 jobs
+    session.page.once("dialog", lambda dialog: dialog.accept())
+    button.click()
+    session.page.wait_for_url(re.compile(r"done=cancelled-2"))
     assert session.page.get_by_role("status").filter(has_text="Cancelled 2 jobs.").is_visible()
     assert {status_of(server, j["id"]) for j in build} == {"cancelled"}
     session.only_the_server_was_asked()

@@ -2,6 +2,11 @@
 // When a job changes, the page's live part (#live-region) is fetched again and swapped in, at most once
 // a second; focus stays where it was. Without this script every page still works (it just doesn't move).
 "use strict";
+// A form that acts on many jobs asks first (data-confirm); the server needs no such step.
+document.addEventListener("submit", function (event) {
+  const question = event.target.dataset && event.target.dataset.confirm;
+  if (question && !window.confirm(question)) event.preventDefault();
+});
 (function () {
   const body = document.body;
   if (!body.dataset.live) return;
