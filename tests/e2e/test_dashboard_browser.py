@@ -59,7 +59,12 @@ def chromium() -> Path | None:
 def browser() -> Iterator[Any]:
     executable = chromium()
     if executable is None:
-        pytest.skip("Debian's `chromium` package is not installed (apt-get install -y chromium)")
+        named = os.environ.get("QUALGENT_CHROMIUM")
+        pytest.skip(
+            f"QUALGENT_CHROMIUM names {named}, which does not exist"
+            if named
+            else "Debian's `chromium` package is not installed (apt-get install -y chromium)"
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
