@@ -45,6 +45,7 @@ async def test_pages_render_and_assets_are_served_locally(api: Api) -> None:
         assert re.findall(r'(?:src|href)="(https?:)?//', response.text) == [], "no asset from another host"
     page = (await api.client.get(f"/jobs/{job['id']}")).text
     assert "tests/a.spec.ts" in page
+    assert "0 groups ahead in the emulator queue" in page
     hostile = await submit(api, org="o r?g#1", path="tests/<script>alert(1)</script>.spec.ts")
     shown = (await api.client.get(f"/jobs/{hostile['id']}")).text
     assert "<script>alert(1)" not in shown
@@ -173,6 +174,9 @@ async def test_bulk_cancel_of_a_running_group(api: Api) -> None:
     assert claim is not None
     ref = {"group_id": claim["group_id"], "token": claim["token"]}
     await api.call("POST", f"/agents/{agent}/jobs/{jobs[0]['id']}/start", ref)
+    assert "its group is running on an agent" in (await api.client.get(f"/jobs/{jobs[1]['id']}")).text
+    group_page = (await api.client.get(f"/groups/{claim['group_id']}")).text
+    assert "Cancel this group" in group_page
     done = await api.call("POST", "/jobs/cancel", {"group_id": claim["group_id"]})
     assert done["count"] == 3
     beat = await api.call("PUT", f"/agents/{agent}/heartbeat", {"claims": [ref]})
