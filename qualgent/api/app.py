@@ -12,9 +12,10 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from qualgent import __version__
+from qualgent import __version__, web
 from qualgent.api import auth
 from qualgent.api.controllers.agents import AgentController
+from qualgent.api.controllers.bulk import BulkJobController
 from qualgent.api.controllers.events import EventController
 from qualgent.api.controllers.health import HealthController
 from qualgent.api.controllers.jobs import JobController
@@ -71,6 +72,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
         path="/api",
         route_handlers=[
             JobController,
+            BulkJobController,
             EventController,
             AgentController,
             OrgController,
@@ -81,7 +83,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
         ],
     )
     app = Litestar(
-        route_handlers=[api, prometheus_metrics],
+        route_handlers=[api, prometheus_metrics, web.router()],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
             "principal": Provide(auth.provide_principal, sync_to_thread=False),

@@ -39,6 +39,7 @@ from litestar.exceptions import (
 from litestar.middleware import DefineMiddleware
 from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 
+from qualgent.api import sessions
 from qualgent.domain.roles import Role
 from qualgent.queue import tokens
 from qualgent.settings import Settings
@@ -64,6 +65,8 @@ POLICY: dict[tuple[str, str], Roles | None] = {
     ("POST", "/api/jobs/wait"): _SUBMITTERS,
     ("PUT", "/api/jobs/{job_id}/status"): _SUBMITTERS,
     ("DELETE", "/api/jobs/{job_id}"): _SUBMITTERS,
+    ("POST", "/api/jobs/cancel"): _SUBMITTERS,
+    ("POST", "/api/jobs/retry"): _SUBMITTERS,
     ("GET", "/api/events"): _SUBMITTERS,
     ("GET", "/api/orgs/{org_id}"): _SUBMITTERS,
     # Agent work.
@@ -93,6 +96,18 @@ POLICY: dict[tuple[str, str], Roles | None] = {
 }
 
 _OPEN_PREFIXES = ("/api/schema",)  # the OpenAPI document and its viewers
+
+SESSION_ROUTES = frozenset({("GET", "/api/events")})
+"""API routes that also take the dashboard's session cookie (a browser's EventSource sends no header);
+read-only, so a cookie cannot be used to change anything outside the dashboard's CSRF-checked forms."""
+
+DASHBOARD_OPT = "dashboard"
+"""Route handlers with this opt set are dashboard pages (qualgent.web): they take the session cookie only."""
+
+
+def _is_dashboard(scope: HTTPScope) -> bool:
+    handler = scope.get("route_handler")
+    return bool(handler is not None and handler.opt.get(DASHBOARD_OPT))
 
 
 def policy(method: str, path_template: str) -> Roles | None:
@@ -211,12 +226,21 @@ class Gate:
         return self.admin_token is not None
 
     async def admit(self, scope: HTTPScope, services: Any) -> Principal | None:
-        allowed = policy(scope["method"], scope.get("path_template", scope["path"]))
+        template = scope.get("path_template", scope["path"])
+        allowed = policy(scope["method"], template)
         address = _client_address(scope)
+        if _is_dashboard(scope):  # its pages decide themselves (a login form, not a 401): see qualgent.web
+            self._spend(f"address:{address}", address)
+            return await self._session(scope, services) if self.enforcing else ADMIN
         if allowed is None or not self.enforcing:
             self._spend(f"address:{address}", address)
             return ADMIN if not self.enforcing else None
-        principal = await self._authenticate(_bearer(scope), address, services)
+        secret = _bearer(scope)
+        principal = None
+        if secret is None and (scope["method"], template) in SESSION_ROUTES:
+            principal = await self._session(scope, services)
+        if principal is None:
+            principal = await self._authenticate(secret, address, services)
         key = f"token:{principal.token_id or 'admin'}"
         self._spend(f"{key}@{address}" if principal.role is Role.AGENT else key, None)
         if principal.role not in allowed:
@@ -236,6 +260,20 @@ class Gate:
             reason = "missing bearer token" if secret is None else "unknown or revoked token"
             raise NotAuthorizedException(detail=reason, headers={"WWW-Authenticate": "Bearer"})
         return principal
+
+    async def _session(self, scope: HTTPScope, services: Any) -> Principal | None:
+        """The principal of the dashboard session cookie, or None (no cookie, forged, expired, revoked token)."""
+        assert self.admin_token is not None
+        cookie = sessions.cookie_of(scope["headers"])
+        session = sessions.open_cookie(self.admin_token, cookie) if cookie else None
+        if session is None:
+            return None
+        if session.subject == sessions.ADMIN:
+            return ADMIN
+        token = await services.tokens.find_digest(services.direct, session.subject)
+        if token is None or token.role == Role.AGENT.value:  # agent tokens cannot log in
+            return None
+        return Principal(Role(token.role), token.org_id, str(token.id))
 
     async def _principal(self, secret: str, services: Any) -> Principal | None:
         assert self.admin_token is not None

@@ -173,7 +173,10 @@ class TokenCache:
         """The live token with this secret, or None: from memory when that is still true, else from the table."""
         if not plausible(secret):
             return None
-        hashed = digest(secret)
+        return await self.find_digest(direct, digest(secret))
+
+    async def find_digest(self, direct: Direct, hashed: str) -> LiveToken | None:
+        """`find` by the secret's SHA-256 (a dashboard session names its token by that, qualgent.api.sessions)."""
         generation = self._generation()
         usable = self._hub.connected
         entry = self._entries.get(hashed) if usable else None

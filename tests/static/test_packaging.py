@@ -64,6 +64,10 @@ def test_the_wheel_has_the_entry_point_and_every_migration(wheel: Path) -> None:
         assert f"qualgent/_migrations/versions/{name}" in names
     assert {"qualgent/_migrations/env.py", "qualgent/_migrations/script.py.mako"} <= names
     assert "qualgent/db/queries.sql" in names
+    # The dashboard's templates and assets: served from the package, never from a CDN.
+    web = Path(ROOT / "qualgent" / "web")
+    for asset in [*web.glob("templates/*.html"), *web.glob("static/*")]:
+        assert f"qualgent/web/{asset.relative_to(web)}" in names
 
 
 def test_qgjob_runs_from_the_wheel_outside_the_checkout(installed: Path, tmp_path: Path) -> None:
