@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from qualgent import __version__
 from qualgent.api import auth
 from qualgent.api.controllers.agents import AgentController
+from qualgent.api.controllers.appwright import AppwrightController
 from qualgent.api.controllers.events import EventController
 from qualgent.api.controllers.health import HealthController
 from qualgent.api.controllers.jobs import JobController
@@ -73,6 +74,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             JobController,
             EventController,
             AgentController,
+            AppwrightController,
             OrgController,
             HealthController,
             MonitoringController,
