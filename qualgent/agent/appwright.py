@@ -31,6 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qualgent.agent import browserstack
 from qualgent.agent.client import ServerConflict, ServerRejected
 from qualgent.agent.executor import Run, RunResult
 from qualgent.agent.templates import CommandTemplate
@@ -60,6 +61,7 @@ class AppwrightSettings:
     playwright: tuple[str, ...]
     build: CommandTemplate | None = None
     max_tests_per_run: int | None = None
+    browserstack_account: browserstack.Account | None = None
 
     @classmethod
     def make(
@@ -70,6 +72,7 @@ class AppwrightSettings:
         playwright: str,
         build: CommandTemplate | None,
         max_tests_per_run: int | None,
+        account: browserstack.Account | None = None,
     ) -> AppwrightSettings:
         """Settings checked on their own (no run): a missing workdir, config or Playwright install is named."""
         import shlex
@@ -87,7 +90,7 @@ class AppwrightSettings:
         if not words:
             raise AppwrightError("--playwright is empty")
         _check_playwright_installed(where, words)
-        return cls(project, where, config_path, words, build, max_tests_per_run)
+        return cls(project, where, config_path, words, build, max_tests_per_run, account)
 
     def reporter_path(self) -> str:
         return str(resources.files("qualgent.agent").joinpath(REPORTER))
@@ -309,6 +312,12 @@ class GroupRun:
                     await server.wait_closed()
                 self.current.run = None
         events.finish(result)
+        if (
+            build_path is not None
+            and build_path.startswith("bs://")
+            and (events.app_gone or browserstack.APP_GONE_MARKER in result.output_tail)
+        ):
+            await browserstack.forget(self.agent, self.claim, build_path)
 
 
 class _Events:
@@ -321,6 +330,8 @@ class _Events:
         self.run_error: str | None = None
         self.run_error_location: str | None = None
         self.began = False
+        self.errors: list[dict[str, Any]] = []  # errors outside tests: global setup, a file that does not load
+        self.app_gone = False
         self.ended = asyncio.Event()
         self.connections: list[asyncio.Task[None]] = []
         self.started_at = time.monotonic()
@@ -352,20 +363,20 @@ class _Events:
             self.began = True
             counts: dict[str, int] = event.get("files") or {}
             for path, f in self.files.items():
-                f.tests = counts.get(path, 0)
-                if f.tests == 0:
-                    self._end(f, {"exit_code": 1, "duration_ms": 0, "error": self._no_test(f), "final": True})
+                f.tests = counts.get(path, 0)  # 0: no test, or none loaded (global setup failed): told at the end
         elif kind == "test_begin":
-            f = self.files.get(event.get("file", ""))
-            if f is not None:
-                self._start(f)
+            began = self.files.get(event.get("file", ""))
+            if began is not None:
+                self._start(began)
         elif kind == "test_end":
-            f = self.files.get(event.get("file", ""))
-            if f is not None:
-                self._test_end(f, event)
-        elif kind == "error" and self.run_error is None:
-            self.run_error = event.get("error")
-            self.run_error_location = self._relative(event.get("error_location"))
+            ended = self.files.get(event.get("file", ""))
+            if ended is not None:
+                self._test_end(ended, event)
+        elif kind == "error":
+            self.errors.append(event)
+            if self.run_error is None:
+                self.run_error = event.get("error")
+                self.run_error_location = self._relative(event.get("error_location"))
         elif kind == "end":
             self.ended.set()
 
@@ -397,6 +408,9 @@ class _Events:
         if status == "interrupted":
             return  # the run was stopped: the file gets no result from this test
         location = self._relative(event.get("error_location"))
+        if not ok and browserstack.APP_GONE_MARKER in (event.get("error") or ""):
+            self.app_gone = True  # not the test's fault: the file gets an infrastructure error, retried
+            return
         if not ok:
             error = _trim(event.get("error") or f"test {status}")
             f.lines.append(f"  {error.splitlines()[0] if error else ''}")
@@ -482,7 +496,7 @@ class _Events:
             if f.cancelled:
                 f.done = True
                 continue
-            if self.began and f.tests == 0:  # (reported at begin)
+            if self.began and f.tests == 0 and self._no_test_result(f):
                 continue
             self._end(
                 f,
@@ -496,11 +510,27 @@ class _Events:
                 },
             )
 
+    def _no_test_result(self, f: _File) -> bool:
+        """A file the run found no test in: its own error (it does not load) or "holds no test", both final; when
+        the run failed outside it (global setup) and ran nothing, it is the run's fault (False)."""
+        own = [e for e in self.errors if (e.get("error_location") or "").startswith(str(f.path) + ":")]
+        if own:
+            error = own[0]
+            result = {"exit_code": 1, "error": _trim(error.get("error") or ""), "final": True}
+            self._end(f, {**result, "duration_ms": 0, "error_location": self._relative(error.get("error_location"))})
+            return True
+        if not self.errors and self.ended.is_set():
+            self._end(f, {"exit_code": 1, "duration_ms": 0, "error": self._no_test(f), "final": True})
+            return True
+        return False
+
     def _why(self, result: RunResult) -> str:
         if result.timed_out:
             return f"the run passed its watchdog ({result.error})"
         if result.stopped:
             return "the run was stopped by the agent"
+        if self.app_gone:
+            return f"BrowserStack no longer has the app ({browserstack.APP_GONE_MARKER}); it is uploaded again"
         if self.run_error:
             return _trim(self.run_error)
         if result.error:
@@ -548,8 +578,6 @@ async def resolve_build(
     local = (settings.workdir / rendered).resolve()
     if claim["target"] != "browserstack":
         return str(local), None
-    from qualgent.agent import browserstack
-
     try:
         return await browserstack.app_url(agent, claim, local), None
     except browserstack.UploadError as err:

@@ -561,3 +561,28 @@ class AgentJobOut(Struct):
     max_attempts: int
     test_retries: int
     timeout_seconds: int | None
+
+
+class BrowserstackAppIn(Struct, forbid_unknown_fields=True):
+    org_id: Annotated[str, Meta(min_length=1, max_length=200)]
+    app_version_id: Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class BrowserstackUploadIn(BrowserstackAppIn, forbid_unknown_fields=True, kw_only=True):
+    upload_token: uuid.UUID
+    app_url: Annotated[str, Meta(pattern="^bs://", max_length=500)]
+
+
+class BrowserstackGoneIn(BrowserstackAppIn, forbid_unknown_fields=True, kw_only=True):
+    app_url: Annotated[str, Meta(max_length=500)]
+
+
+class BrowserstackAppOut(Struct, omit_defaults=True):
+    """The build's app on BrowserStack (app_url), or the right to upload it now (upload_token), or how long to wait
+    while another agent uploads it (wait_seconds)."""
+
+    custom_id: str
+    app_url: str | None = None
+    uploaded_at: dt.datetime | None = None
+    upload_token: uuid.UUID | None = None
+    wait_seconds: float | None = None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 
 import rich_click as click
 
+from qualgent.agent import browserstack
 from qualgent.agent.appwright import AppwrightError, AppwrightSettings
 from qualgent.agent.client import ServerRejected
 from qualgent.agent.executor import watch_children_by_pidfd
@@ -158,6 +160,11 @@ def agent(
         --run "./run-test.sh {test_path}"
     """
     configure_logging(log_level, log_format)
+    if build and "browserstack" in targets and _browserstack_account() is None:
+        raise CliError(
+            "--build on target browserstack uploads the build: set BROWSERSTACK_USERNAME and BROWSERSTACK_ACCESS_KEY",
+            BAD_INPUT,
+        )
     settings = _appwright_settings(run_, appwright, project, config_file, workdir, build, playwright, max_tests_per_run)
     config = AgentConfig(
         api_url=api_url,
@@ -208,11 +215,22 @@ def _appwright_settings(
         except TemplateError as err:
             raise click.BadParameter(str(err), param_hint="--build") from None
     try:
-        settings = AppwrightSettings.make(project, workdir, config_file, playwright, build_template, max_tests_per_run)
+        settings = AppwrightSettings.make(
+            project, workdir, config_file, playwright, build_template, max_tests_per_run, _browserstack_account()
+        )
         asyncio.run(settings.check_project(_check_env()))
     except AppwrightError as err:
         raise CliError(str(err), BAD_INPUT) from None
     return settings
+
+
+def _browserstack_account() -> browserstack.Account | None:
+    """BrowserStack credentials from the environment (the names AppWright reads too)."""
+    username, key = os.environ.get("BROWSERSTACK_USERNAME"), os.environ.get("BROWSERSTACK_ACCESS_KEY")
+    if not (username and key):
+        return None
+    api = os.environ.get("QUALGENT_BROWSERSTACK_API_URL") or browserstack.DEFAULT_API_URL
+    return browserstack.Account(api, username, key)
 
 
 def _check_env() -> dict[str, str]:

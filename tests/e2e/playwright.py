@@ -20,7 +20,9 @@ CACHE = Path(os.environ.get("QUALGENT_TEST_CACHE", Path.home() / ".cache" / "qua
 
 def node_missing() -> str | None:
     missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
-    return f"{' and '.join(missing)} not installed: the --appwright tests need a real Playwright runner" if missing else None
+    if not missing:
+        return None
+    return f"{' and '.join(missing)} not installed: the --appwright tests need a real Playwright runner"
 
 
 def installed_node_modules() -> Path:

@@ -3,12 +3,19 @@ each test file a job reported as it ends, outcomes, attempts, infrastructure err
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import email
+import email.policy
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +118,8 @@ def test_a_group_is_one_playwright_run_and_each_file_is_reported_as_it_ends(
             timeout=60,
             what="every job final",
         )
-    assert passed["attempts"] == 1 and not passed["flaky"]
+    assert passed["attempts"] == 1
+    assert not passed["flaky"]
     failed = job(cli, jobs["specs/b_fail.spec.ts"])
     assert failed["status"] == "failed"
     assert failed["result"]["error_location"] == "specs/b_fail.spec.ts:8"
@@ -122,11 +130,14 @@ def test_a_group_is_one_playwright_run_and_each_file_is_reported_as_it_ends(
     flaky = job(cli, jobs["specs/c_flaky.spec.ts"])
     assert (flaky["status"], flaky["flaky"], flaky["attempts"]) == ("completed", True, 2)
     empty = job(cli, jobs["specs/d_empty.spec.ts"])
-    assert empty["status"] == "failed" and "holds no test" in empty["result"]["error"]
+    assert empty["status"] == "failed"
+    assert "holds no test" in empty["result"]["error"]
     missing = job(cli, jobs["specs/missing.spec.ts"])
-    assert missing["status"] == "failed" and "no test file specs/missing.spec.ts" in missing["result"]["error"]
+    assert missing["status"] == "failed"
+    assert "no test file specs/missing.spec.ts" in missing["result"]["error"]
     outside = job(cli, jobs["../outside.spec.ts"])
-    assert outside["status"] == "failed" and "outside the agent's --workdir" in outside["result"]["error"]
+    assert outside["status"] == "failed"
+    assert "outside the agent's --workdir" in outside["result"]["error"]
     assert job(cli, jobs["specs/z_slow.spec.ts"])["status"] == "completed"
     # One install and one Playwright run (its global setup ran once) for the whole group; the build's path given.
     assert lines(installs) == ["v1"]
@@ -187,7 +198,7 @@ def _playwright_processes(project: Path) -> list[int]:
     ("args", "message"),
     [
         (["--config", "nope.config.ts"], "no Playwright config"),
-        (["--project", "desktop"], "Project(s) \"desktop\" not found"),
+        (["--project", "desktop"], 'Project(s) "desktop" not found'),
     ],
 )
 def test_the_agent_refuses_to_start_on_bad_settings(
@@ -209,4 +220,98 @@ def test_the_agent_refuses_a_workdir_without_playwright(server: Server, tmp_path
         capture_output=True, text=True, timeout=60, env=clean_env(QGJOB_API_URL=server.api_url),
     )  # fmt: skip
     assert done.returncode == 2, done
-    assert "no playwright in" in done.stderr and "npm ci" in done.stderr
+    assert "no playwright in" in done.stderr
+    assert "npm ci" in done.stderr
+
+
+class FakeBrowserstack:
+    """Stands in for App Automate's upload endpoint on 127.0.0.1: checks the basic auth and the multipart fields, and
+    answers a new bs:// id per upload."""
+
+    def __init__(self) -> None:
+        self.uploads: list[dict[str, str]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                expected = "Basic " + base64.b64encode(b"qa-user:qa-key").decode()
+                if self.path != "/app-automate/upload" or self.headers.get("Authorization") != expected:
+                    self._answer(401, {"error": "unauthorized"})
+                    return
+                message = email.message_from_bytes(
+                    b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + body,
+                    policy=email.policy.HTTP,
+                )
+                fields = {part.get_param("name", header="content-disposition"): part for part in message.iter_parts()}
+                file_part, custom = fields.get("file"), fields.get("custom_id")
+                if file_part is None or custom is None:
+                    self._answer(400, {"error": "file and custom_id required"})
+                    return
+                content = file_part.get_payload(decode=True)
+                fake.uploads.append({"custom_id": custom.get_content().strip(), "size": str(len(content))})
+                url = f"bs://app{len(fake.uploads)}"
+                self._answer(200, {"app_url": url, "custom_id": custom.get_content().strip(), "shareable_id": "x"})
+
+            def _answer(self, status: int, body: dict[str, str]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_browserstack_build_is_uploaded_once_for_every_agent(
+    server: Server, cli: Cli, project: Path, tmp_path: Path
+) -> None:
+    fake = FakeBrowserstack()
+    (project / "builds").mkdir()
+    (project / "builds" / "v7.apk").write_bytes(b"APK" * 1000)
+    runs = tmp_path / "runs.log"
+    env = {
+        "BROWSERSTACK_USERNAME": "qa-user",
+        "BROWSERSTACK_ACCESS_KEY": "qa-key",
+        "QUALGENT_BROWSERSTACK_API_URL": fake.url,
+        "QUALGENT_FIXTURE_RUN_LOG": str(runs),
+    }
+    args = ("--target", "browserstack", "--build", "builds/{app_version_id}.apk", "--max-groups", "1")
+    try:
+        for name in ("first", "second"):  # two agent processes, one after the other: the server remembers
+            (submitted,) = cli.submit("specs/a_pass.spec.ts", app="v7", target="browserstack")
+            with appwright_agent(server.api_url, project, tmp_path / f"{name}.log", *args, env=env) as agent:
+                assert agent.wait(90) == 0
+            assert job(cli, submitted["id"])["status"] == "completed"
+    finally:
+        fake.close()
+    assert len(fake.uploads) == 1
+    assert fake.uploads[0]["size"] == "3000"
+    custom_id = fake.uploads[0]["custom_id"]
+    assert custom_id.startswith("qg-acme-v7-")
+    assert re.fullmatch(r"[A-Za-z0-9._-]{1,100}", custom_id)
+    assert [line.split()[-1] for line in lines(runs)] == ["bs://app1", "bs://app1"]
+
+
+def test_browserstack_without_credentials_is_refused(server: Server, project: Path) -> None:
+    done = subprocess.run(
+        [QGJOB, "agent", "--appwright", "--project", "android", "--config", "playwright.config.ts",
+         "--workdir", str(project), "--target", "browserstack", "--build", "app.apk"],
+        capture_output=True, text=True, timeout=60, env=clean_env(QGJOB_API_URL=server.api_url),
+    )  # fmt: skip
+    assert done.returncode == 2, done
+    assert "BROWSERSTACK_USERNAME" in done.stderr

@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import uuid
 
-from litestar import Controller, post
+from litestar import Controller, post, put
 from litestar.params import FromPath, JSONBody
 
 from qualgent.api.deps import ServicesDep
-from qualgent.api.schemas import AgentJobOut, JobsWaitIn
+from qualgent.api.schemas import (
+    AgentJobOut,
+    BrowserstackAppIn,
+    BrowserstackAppOut,
+    BrowserstackGoneIn,
+    BrowserstackUploadIn,
+    JobsWaitIn,
+)
 from qualgent.notify.waiting import wait_for_change
+from qualgent.queue import browserstack
 
 
 class AppwrightController(Controller):
@@ -39,3 +47,33 @@ class AppwrightController(Controller):
             )
             for row in current
         ]
+
+    @post(
+        "/{agent_id:uuid}/browserstack-apps/upload-lease",
+        status_code=200,
+        summary="The build's BrowserStack app id, or the right to upload the build now (one agent at a time)",
+    )
+    async def browserstack_lease(
+        self, services: ServicesDep, agent_id: FromPath[uuid.UUID], data: JSONBody[BrowserstackAppIn]
+    ) -> BrowserstackAppOut:
+        answer = await browserstack.upload_lease(services.engine, data.org_id, data.app_version_id)
+        return BrowserstackAppOut(**answer)
+
+    @put("/{agent_id:uuid}/browserstack-apps", status_code=200, summary="Record the app id an upload got")
+    async def browserstack_uploaded(
+        self, services: ServicesDep, agent_id: FromPath[uuid.UUID], data: JSONBody[BrowserstackUploadIn]
+    ) -> BrowserstackAppOut:
+        row = await browserstack.record_upload(
+            services.engine, data.org_id, data.app_version_id, data.upload_token, data.app_url
+        )
+        return BrowserstackAppOut(**row)
+
+    @post(
+        "/{agent_id:uuid}/browserstack-apps/gone",
+        status_code=200,
+        summary="BrowserStack no longer has this app: the next run uploads the build again",
+    )
+    async def browserstack_gone(
+        self, services: ServicesDep, agent_id: FromPath[uuid.UUID], data: JSONBody[BrowserstackGoneIn]
+    ) -> dict[str, bool]:
+        return {"forgotten": await browserstack.forget(services.engine, data.org_id, data.app_version_id, data.app_url)}
