@@ -316,8 +316,3 @@ WITH r AS (
     SELECT id, attempts, try_agent_id, try_group_id, now() FROM again
 )
 SELECT * FROM again;
-
--- name: jobs_for_agent
--- What an agent's runner needs of its claimed jobs beyond the claim (AppWright runs: retries and timeouts).
-SELECT id, status, attempts, max_attempts, test_retries, timeout_seconds
-FROM jobs WHERE id = ANY(CAST(:job_ids AS uuid[]));

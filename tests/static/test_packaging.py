@@ -64,6 +64,7 @@ def test_the_wheel_has_the_entry_point_and_every_migration(wheel: Path) -> None:
         assert f"qualgent/_migrations/versions/{name}" in names
     assert {"qualgent/_migrations/env.py", "qualgent/_migrations/script.py.mako"} <= names
     assert "qualgent/db/queries.sql" in names
+    assert "qualgent/agent/playwright_reporter.cjs" in names  # qgjob agent --appwright's Playwright reporter
 
 
 def test_qgjob_runs_from_the_wheel_outside_the_checkout(installed: Path, tmp_path: Path) -> None:
