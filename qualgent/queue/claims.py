@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -282,9 +283,11 @@ async def _run(
     decides which). Anything else (a retry to schedule, a job cancelled meanwhile) takes the two-step path.
     Returns the ids done here."""
     started = {s.job_id: s for s in starts}
-    both = [(job_id, result) for job_id, result in results if job_id in started and result.plain]
-    if len({job_id for job_id, _ in both}) < len(both):  # the same job twice: the general path, in order
-        return set()
+    # A job reported twice (a try its runner retried, then its end) or with more than an exit code to record takes
+    # the general path, in order.
+    reports = Counter(job_id for job_id, _ in results)
+    special = {job_id for job_id, result in results if not result.plain or reports[job_id] > 1}
+    both = [(job_id, result) for job_id, result in results if job_id in started and job_id not in special]
     if not both:
         return set()
     params = {"agent_id": agent_id, "group_id": group_id, "runs": _runs(started, both)}
