@@ -22,11 +22,12 @@ function location(loc) {
   return `${loc.file}:${loc.line}`;
 }
 
-function firstError(result) {
+// The first error of a test's try and where it was raised; a timeout has no location of its own: the test's.
+function firstError(test, result) {
   const error = (result.errors && result.errors[0]) || result.error;
-  if (!error) return { error: null, error_location: null };
+  if (!error) return { error: `test ${result.status}`, error_location: location(test.location) };
   const message = stripAnsi(error.message || error.value || String(error)).slice(0, FIRST_ERROR_CHARS);
-  return { error: message, error_location: location(error.location) };
+  return { error: message, error_location: location(error.location) || location(test.location) };
 }
 
 function stripAnsi(text) {
@@ -95,7 +96,7 @@ class QualgentReporter {
       expected_status: test.expectedStatus,
       duration_ms: result.duration,
       final: asExpected || result.retry >= test.retries || result.status === "interrupted",
-      ...(asExpected ? { error: null, error_location: null } : firstError(result)),
+      ...(asExpected ? { error: null, error_location: null } : firstError(test, result)),
       attachments: (result.attachments || []).map((a) => ({
         name: a.name,
         path: a.path || null,

@@ -315,3 +315,26 @@ def test_browserstack_without_credentials_is_refused(server: Server, project: Pa
     )  # fmt: skip
     assert done.returncode == 2, done
     assert "BROWSERSTACK_USERNAME" in done.stderr
+
+
+def test_a_test_past_its_timeout_fails_where_it_waited(server: Server, cli: Cli, project: Path, tmp_path: Path) -> None:
+    (submitted,) = cli.submit("specs/e_timeout.spec.ts", test_timeout="2")
+    with appwright_agent(server.api_url, project, tmp_path / "agent.log"):
+        done = wait_for(lambda: (j := job(cli, submitted["id"]))["status"] == "failed" and j, timeout=60, what="fail")
+    assert "Test timeout of 2000ms exceeded" in done["result"]["error"]
+    assert done["result"]["error_location"].startswith("specs/e_timeout.spec.ts:")
+    assert done["attempts"] == 1
+
+
+def test_the_bench_measures_one_run_against_a_run_per_file(project: Path) -> None:
+    done = subprocess.run(
+        [QGJOB, "bench", "--appwright", str(project), "--group-size", "3", "--rounds", "1", "--json"],
+        capture_output=True, text=True, timeout=110, env=clean_env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["files"] == 3
+    assert len(figures["rounds"]) == 1
+    assert figures["one_run_seconds"] > 0
+    assert figures["per_test_runs_seconds"] > 0
+    assert figures["one_run_vs_per_test_runs"] == figures["per_test_runs_seconds"] / figures["one_run_seconds"]
