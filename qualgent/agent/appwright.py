@@ -405,6 +405,9 @@ class _Events:
         retry = int(event.get("retry") or 0)
         mark = "✓" if ok else "✘"
         f.lines.append(f"{mark} {event.get('title')}{f' (retry #{retry})' if retry else ''} [{status}] {duration} ms")
+        for attachment in event.get("attachments") or []:  # videos, screenshots, traces: where the run left them
+            if attachment.get("path"):
+                f.lines.append(f"  attachment {attachment.get('name')}: {attachment['path']}")
         if status == "interrupted":
             return  # the run was stopped: the file gets no result from this test
         location = self._relative(event.get("error_location"))
