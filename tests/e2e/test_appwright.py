@@ -338,3 +338,23 @@ def test_the_bench_measures_one_run_against_a_run_per_file(project: Path) -> Non
     assert figures["one_run_seconds"] > 0
     assert figures["per_test_runs_seconds"] > 0
     assert figures["one_run_vs_per_test_runs"] == figures["per_test_runs_seconds"] / figures["one_run_seconds"]
+
+
+def test_max_tests_per_run_cuts_a_group_into_runs_after_one_install(
+    server: Server, cli: Cli, project: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "gate").write_text("open")
+    script, installs = install_script(tmp_path)
+    runs = tmp_path / "runs.log"
+    submitted = cli.submit("specs/a_pass.spec.ts", "specs/z_slow.spec.ts")
+    env = {"QUALGENT_FIXTURE_STATE": str(state), "QUALGENT_FIXTURE_RUN_LOG": str(runs)}
+    with appwright_agent(
+        server.api_url, project, tmp_path / "agent.log", "--install", f"{script} {{app_version_id}}",
+        "--max-tests-per-run", "1", "--max-groups", "1", env=env,
+    ) as agent:  # fmt: skip
+        assert agent.wait(90) == 0
+    assert [job(cli, j["id"])["status"] for j in submitted] == ["completed", "completed"]
+    assert lines(installs) == ["v1"]
+    assert len(lines(runs)) == 2
