@@ -358,3 +358,33 @@ def test_max_tests_per_run_cuts_a_group_into_runs_after_one_install(
     assert [job(cli, j["id"])["status"] for j in submitted] == ["completed", "completed"]
     assert lines(installs) == ["v1"]
     assert len(lines(runs)) == 2
+
+
+def test_an_app_browserstack_deleted_is_uploaded_again_and_the_file_retried(
+    server: Server, cli: Cli, project: Path, tmp_path: Path
+) -> None:
+    fake = FakeBrowserstack()
+    (project / "builds").mkdir()
+    (project / "builds" / "v8.apk").write_bytes(b"APK")
+    env = {
+        "BROWSERSTACK_USERNAME": "qa-user",
+        "BROWSERSTACK_ACCESS_KEY": "qa-key",
+        "QUALGENT_BROWSERSTACK_API_URL": fake.url,
+        "QUALGENT_FIXTURE_GONE_APP": "bs://app1",
+    }
+    (submitted,) = cli.submit("specs/f_browserstack.spec.ts", app="v8", target="browserstack", max_attempts="3")
+    try:
+        with appwright_agent(
+            server.api_url, project, tmp_path / "agent.log", "--target", "browserstack",
+            "--build", "builds/{app_version_id}.apk", env=env,
+        ):  # fmt: skip
+            done = wait_for(
+                lambda: (j := job(cli, submitted["id"]))["status"] in ("completed", "failed") and j, timeout=90
+            )
+    finally:
+        fake.close()
+    assert (done["status"], done["attempts"]) == ("completed", 2)
+    first = done["attempt_history"][0]
+    assert first["outcome"] == "infra_error"
+    assert "BROWSERSTACK_APP_DELETED" in first["error"]
+    assert len(fake.uploads) == 2  # the deleted app was forgotten and the build uploaded again
