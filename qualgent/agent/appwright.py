@@ -402,42 +402,55 @@ class _Events:
         ok = status in ("passed", "skipped") or status == event.get("expected_status")
         duration = int(event.get("duration_ms") or 0)
         f.duration_ms += duration
-        retry = int(event.get("retry") or 0)
-        mark = "✓" if ok else "✘"
-        f.lines.append(f"{mark} {event.get('title')}{f' (retry #{retry})' if retry else ''} [{status}] {duration} ms")
-        for attachment in event.get("attachments") or []:  # videos, screenshots, traces: where the run left them
-            if attachment.get("path"):
-                f.lines.append(f"  attachment {attachment.get('name')}: {attachment['path']}")
+        self._note(f, event, ok)
         if status == "interrupted":
             return  # the run was stopped: the file gets no result from this test
-        location = self._relative(event.get("error_location"))
         if not ok and browserstack.APP_GONE_MARKER in (event.get("error") or ""):
             self.app_gone = True  # not the test's fault: the file gets an infrastructure error, retried
             return
-        if not ok:
-            error = _trim(event.get("error") or f"test {status}")
-            f.lines.append(f"  {error.splitlines()[0] if error else ''}")
-            if not event.get("final"):  # Playwright retries it within this run: this try is an attempt of its own
-                self.group.reporter.result(
-                    f.job["id"],
-                    {
-                        "exit_code": 1,
-                        "duration_ms": duration,
-                        "error": f"{event.get('title')}: {error}",
-                        "error_location": location,
-                        "retrying": True,
-                        "output_tail": "\n".join(f.lines),
-                    },
-                )
-                return
-            if not f.failed:
-                f.failed, f.error, f.error_location = True, f"{event.get('title')}: {error}", location
+        if not ok and not self._failed(f, event, duration):
+            return  # Playwright retries the test within this run
         f.ended += 1
         if f.tests is not None and f.ended >= f.tests:
             result: dict[str, Any] = {"exit_code": 1 if f.failed else 0, "duration_ms": f.duration_ms}
             if f.failed:
                 result.update(error=f.error, error_location=f.error_location)
             self._end(f, result)
+
+    @staticmethod
+    def _note(f: _File, event: dict[str, Any], ok: bool) -> None:
+        """The test's line in its job's output tail, with its attachments (videos, screenshots, traces)."""
+        retry = int(event.get("retry") or 0)
+        again = f" (retry #{retry})" if retry else ""
+        f.lines.append(f"{'✓' if ok else '✘'} {event.get('title')}{again} [{event.get('status')}] "
+                       f"{int(event.get('duration_ms') or 0)} ms")  # fmt: skip
+        for attachment in event.get("attachments") or []:
+            if attachment.get("path"):
+                f.lines.append(f"  attachment {attachment.get('name')}: {attachment['path']}")
+
+    def _failed(self, f: _File, event: dict[str, Any], duration: int) -> bool:
+        """A failed try: recorded as an attempt of its own when Playwright retries it (False), else the file's
+        failure, the first one's error and location kept (True: the test ended for good)."""
+        error = _trim(event.get("error") or f"test {event.get('status')}")
+        location = self._relative(event.get("error_location"))
+        f.lines.append(f"  {error.splitlines()[0] if error else ''}")
+        message = f"{event.get('title')}: {error}"
+        if not event.get("final"):
+            self.group.reporter.result(
+                f.job["id"],
+                {
+                    "exit_code": 1,
+                    "duration_ms": duration,
+                    "error": message,
+                    "error_location": location,
+                    "retrying": True,
+                    "output_tail": "\n".join(f.lines),
+                },
+            )
+            return False
+        if not f.failed:
+            f.failed, f.error, f.error_location = True, message, location
+        return True
 
     def _end(self, f: _File, result: dict[str, Any]) -> None:
         self._start(f)
