@@ -30,6 +30,11 @@ function firstError(test, result) {
   return { error: message, error_location: location(error.location) || location(test.location) };
 }
 
+// A test's title within its file: describe blocks and name (titlePath is root, project, file, then those).
+function testTitle(test) {
+  return test.titlePath().slice(3).join(" › ");
+}
+
 function stripAnsi(text) {
   // eslint-disable-next-line no-control-regex
   return text.replace(/\u001b\[[0-9;]*m/g, "");
@@ -80,7 +85,7 @@ class QualgentReporter {
     this.send({
       event: "test_begin",
       file: path.resolve(test.location.file),
-      title: test.titlePath().slice(1).join(" › "),
+      title: testTitle(test),
       retry: result.retry,
     });
   }
@@ -90,7 +95,7 @@ class QualgentReporter {
     this.send({
       event: "test_end",
       file: path.resolve(test.location.file),
-      title: test.titlePath().slice(1).join(" › "),
+      title: testTitle(test),
       retry: result.retry,
       status: result.status,
       expected_status: test.expectedStatus,
