@@ -206,6 +206,7 @@ class GroupRun:
         details = await self._details([j["id"] for j in jobs])
         for job in jobs:
             job.update(details.get(str(job["id"]), {}))
+        jobs = [job for job in jobs if job.get("status") != "cancelled"]  # cancelled since the claim: not run
         if install_error is not None:
             for job in jobs:
                 self._report_now(job, {"exit_code": None, "outcome": "infra_error", "error": install_error})
