@@ -29,10 +29,13 @@ class RunResult:
 class Run:
     """One process. `stop()` may be called from another task (cancel, shutdown)."""
 
-    def __init__(self, argv: list[str], timeout: float, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: list[str], timeout: float, env: dict[str, str] | None = None, cwd: str | None = None
+    ) -> None:
         self.argv = argv
         self.timeout = timeout
         self.env = env
+        self.cwd = cwd
         self._process: asyncio.subprocess.Process | None = None
         self._stopped = False
 
@@ -45,6 +48,7 @@ class Run:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=self.env,
+                cwd=self.cwd,
                 start_new_session=True,
             )
         except OSError as err:

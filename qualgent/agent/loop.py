@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from qualgent import logs
+from qualgent.agent import appwright
 from qualgent.agent.client import AgentClient, ServerConflict, ServerRejected
 from qualgent.agent.executor import Run, RunResult
 from qualgent.agent.reporter import Reporter
@@ -48,7 +49,7 @@ class AgentConfig:
     token: str | None
     targets: list[str]
     install: CommandTemplate | None
-    run: CommandTemplate
+    run: CommandTemplate | None  # None with appwright: one Playwright run per group instead of a command per job
     name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     test_timeout: float = 900.0
     install_timeout: float = 600.0
@@ -56,6 +57,7 @@ class AgentConfig:
     max_groups: int | None = None  # stop after this many groups (for scripted runs)
     runner: Callable[[list[str], float, dict[str, str]], Runner] = Run
     handle_signals: bool = True  # False when several agents share a process (qgjob bench)
+    appwright: appwright.AppwrightSettings | None = None  # `--appwright` (qualgent/agent/appwright.py)
 
 
 @dataclass
@@ -177,7 +179,9 @@ class Agent:
         )
         try:
             install_error = await self._install(claim)
-            for job in jobs:
+            if self.config.appwright is not None:
+                await appwright.run_group(self, self.config.appwright, claim, current, reporter, install_error)
+            for job in jobs if self.config.appwright is None else []:
                 if self._stopping.is_set() or current.lost:
                     break
                 await self._run_job(claim, job, install_error, reporter)
@@ -211,7 +215,8 @@ class Agent:
         argv = self.config.install.render(**_fields(claim, claim["jobs"][0]))
         log.info("installing %s: %s", claim["app_version_id"], argv)
         current = self._current
-        install = Run(argv, self.config.install_timeout, _env(claim, None, self._base_env))
+        workdir = None if self.config.appwright is None else str(self.config.appwright.workdir)
+        install = Run(argv, self.config.install_timeout, _env(claim, None, self._base_env), cwd=workdir)
         if current is not None:
             current.run = install  # a lost claim or a second signal stops the install too
         result = await install.execute()
@@ -236,6 +241,7 @@ class Agent:
         if install_error is not None:
             result = RunResult(None, 0, "", error=install_error)
         else:
+            assert self.config.run is not None
             argv = self.config.run.render(**_fields(claim, job))
             log.info("running job %s: %s", job["id"], argv)
             timeout = job.get("timeout_seconds") or self.config.test_timeout

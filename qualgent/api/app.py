@@ -16,6 +16,7 @@ from qualgent import __version__, web
 from qualgent.api import auth
 from qualgent.api.controllers.agents import AgentController
 from qualgent.api.controllers.bulk import BulkJobController
+from qualgent.api.controllers.appwright import AppwrightController
 from qualgent.api.controllers.events import EventController
 from qualgent.api.controllers.health import HealthController
 from qualgent.api.controllers.jobs import JobController
@@ -75,6 +76,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             BulkJobController,
             EventController,
             AgentController,
+            AppwrightController,
             OrgController,
             HealthController,
             MonitoringController,

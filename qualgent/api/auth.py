@@ -81,6 +81,10 @@ POLICY: dict[tuple[str, str], Roles | None] = {
     ("POST", "/api/agents/{agent_id}/jobs/{job_id}/result"): _AGENTS,
     ("POST", "/api/agents/{agent_id}/groups/{group_id}/release"): _AGENTS,
     ("POST", "/api/agents/{agent_id}/groups/{group_id}/progress"): _AGENTS,
+    ("POST", "/api/agents/{agent_id}/jobs/wait"): _AGENTS,
+    ("POST", "/api/agents/{agent_id}/browserstack-apps/upload-lease"): _AGENTS,
+    ("PUT", "/api/agents/{agent_id}/browserstack-apps"): _AGENTS,
+    ("POST", "/api/agents/{agent_id}/browserstack-apps/gone"): _AGENTS,
     # Everything else (the whole queue, every org, agents listed, tiers, tokens, monitoring) is the
     # admin's; written out where a reader might expect otherwise.
     ("GET", "/api/jobs/queue/status"): _ADMIN,

@@ -87,6 +87,7 @@ class JobResult(Struct):
     duration_ms: int | None
     output_tail: str | None
     error: str | None
+    error_location: str | None = None  # "path:line" of the first error, when the runner told (AppWright runs)
 
 
 class AttemptOut(Struct):
@@ -99,6 +100,7 @@ class AttemptOut(Struct):
     exit_code: int | None
     duration_ms: int | None
     error: str | None
+    error_location: str | None = None
 
 
 class JobOut(Struct):
@@ -127,7 +129,11 @@ class JobOut(Struct):
 
 def job_out(row: Mapping[str, Any] | RowMapping) -> JobOut:
     finished = row["exit_code"] is not None or row["error"] is not None or row["finished_at"] is not None
-    result = JobResult(row["exit_code"], row["duration_ms"], row["output_tail"], row["error"]) if finished else None
+    result = (
+        JobResult(row["exit_code"], row["duration_ms"], row["output_tail"], row["error"], row.get("error_location"))
+        if finished
+        else None
+    )
     history = row.get("attempt_history")
     return JobOut(
         id=row["id"],
@@ -284,6 +290,9 @@ class RunIn(Struct, forbid_unknown_fields=True, kw_only=True):
     output_tail: Annotated[str, Meta(max_length=65_536)] | None = None
     error: Annotated[str, Meta(max_length=4096)] | None = None
     outcome: Outcome | None = None
+    error_location: Annotated[str, Meta(max_length=1024)] | None = None
+    retrying: bool = False  # a failed try the agent's runner retries itself (AppWright): the job stays running
+    final: bool = False  # no retry can help (a test file missing, or holding no test): the job ends here
 
     def __post_init__(self) -> None:
         # A test's output is what it is, NUL bytes included, and must not be lost for them; PostgreSQL
@@ -292,7 +301,16 @@ class RunIn(Struct, forbid_unknown_fields=True, kw_only=True):
         self.error = without_nul(self.error)
 
     def result(self) -> Result:
-        return Result(self.exit_code, self.duration_ms, self.output_tail, self.error, self.outcome)
+        return Result(
+            self.exit_code,
+            self.duration_ms,
+            self.output_tail,
+            self.error,
+            self.outcome,
+            without_nul(self.error_location),
+            self.retrying,
+            self.final,
+        )
 
 
 class ResultIn(RunIn):
@@ -522,3 +540,49 @@ def validate(value: Any, kind: Any, field: str) -> Any:
 
 def _value(value: Any) -> str:
     return str(getattr(value, "value", value))
+
+
+class KnownJob(Struct, forbid_unknown_fields=True):
+    id: uuid.UUID
+    status: JobStatus | None = None  # None: unknown, answer at once
+
+
+class JobsWaitIn(Struct, forbid_unknown_fields=True):
+    """An agent's runner watching the jobs of its run (AppWright): answer when any has another status."""
+
+    jobs: Annotated[list[KnownJob], Meta(min_length=1, max_length=1000)]
+    timeout: Annotated[float, Meta(ge=0, le=60)] = 20.0
+
+
+class AgentJobOut(Struct):
+    id: uuid.UUID
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    test_retries: int
+    timeout_seconds: int | None
+
+
+class BrowserstackAppIn(Struct, forbid_unknown_fields=True):
+    org_id: Annotated[str, Meta(min_length=1, max_length=200)]
+    app_version_id: Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class BrowserstackUploadIn(BrowserstackAppIn, forbid_unknown_fields=True, kw_only=True):
+    upload_token: uuid.UUID
+    app_url: Annotated[str, Meta(pattern="^bs://", max_length=500)]
+
+
+class BrowserstackGoneIn(BrowserstackAppIn, forbid_unknown_fields=True, kw_only=True):
+    app_url: Annotated[str, Meta(max_length=500)]
+
+
+class BrowserstackAppOut(Struct, omit_defaults=True):
+    """The build's app on BrowserStack (app_url), or the right to upload it now (upload_token), or how long to wait
+    while another agent uploads it (wait_seconds)."""
+
+    custom_id: str
+    app_url: str | None = None
+    uploaded_at: dt.datetime | None = None
+    upload_token: uuid.UUID | None = None
+    wait_seconds: float | None = None

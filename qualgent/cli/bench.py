@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import rich_click as click
 from rich.table import Table
 
 from qualgent.agent.executor import watch_children_by_pidfd
+from qualgent.bench import appwright as bench_appwright
 from qualgent.bench import run as bench_run
 from qualgent.bench.common import BenchTarget
 from qualgent.cli.client import CliError
@@ -69,6 +71,14 @@ TARGETS = {
 @click.option("--scale", is_flag=True,
               help="Also measure claim latency at 10,000 and 1,000,000 pending jobs and with 5,000,000 finished "
               "(several minutes and a few GB of disk).")  # fmt: skip
+@click.option(
+    "--appwright",
+    "appwright_project",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Only measure AppWright runs: --group-size one-test files as one Playwright run (qgjob agent --appwright) "
+    "against one run per file, with the Playwright installed in this folder's node_modules (no database).",
+)
 @json_option
 def bench(
     database_url: str | None,
@@ -84,6 +94,7 @@ def bench(
     waiters: int,
     heartbeat_agents: int,
     scale: bool,
+    appwright_project: Path | None,
     as_json: bool,
 ) -> None:
     """Measure qualgent against raw PostgreSQL on the same database, in the same run.
@@ -109,6 +120,9 @@ def bench(
         errors.print(f"[dim]bench:[/dim] {message}")
 
     watch_children_by_pidfd()  # the spawn baseline starts its processes as `qgjob agent` does
+    if appwright_project is not None:
+        _bench_appwright(appwright_project, group_size, rounds, as_json, say)
+        return
     if api_url is not None:
         if database_url is None:
             raise CliError("--api-url needs --database-url: the running server's own database", BAD_INPUT)
@@ -122,6 +136,21 @@ def bench(
         print_json(result)
     else:
         _print(result)
+
+
+def _bench_appwright(project: Path, files: int, rounds: int, as_json: bool, say: Callable[[str], None]) -> None:
+    try:
+        figures = bench_appwright.measure(project, files, rounds, say)
+    except bench_appwright.BenchError as err:
+        raise CliError(str(err), BAD_INPUT) from None
+    if as_json:
+        print_json(figures)
+        return
+    console.print(
+        f"{files} one-test files: one Playwright run {figures['one_run_seconds']:.2f} s, one run per file "
+        f"{figures['per_test_runs_seconds']:.2f} s: [bold]{figures['one_run_vs_per_test_runs']:.1f}x[/bold] "
+        f"(median of {len(figures['rounds'])} round(s))"
+    )
 
 
 def _check_running_server(target: BenchTarget) -> None:

@@ -75,11 +75,24 @@ def _seconds(job: Job) -> str:
     return f"{(duration or 0) / 1000:.3f}"
 
 
+def error_location(job: Job) -> str | None:
+    """Where the run's first error was raised ("path:line"), when the runner said (AppWright runs)."""
+    location = (job.get("result") or {}).get("error_location")
+    return str(location) if location else None
+
+
+def _file_and_line(location: str) -> tuple[str, str | None]:
+    path, _, line = location.rpartition(":")
+    return (path, line) if path and line.isdigit() else (location, None)
+
+
 def _detail(job: Job) -> str:
     result = job.get("result") or {}
     lines = [f"job {job['id']} · attempts {job['attempts']}/{job['max_attempts']} · agent {job.get('agent_id') or '-'}"]
     if result.get("error"):
         lines.append(f"error: {result['error']}")
+    if location := error_location(job):
+        lines.append(f"at: {location}")
     if result.get("output_tail"):
         lines += ["", "output (tail):", result["output_tail"]]
     return "\n".join(lines)
@@ -117,7 +130,11 @@ def _outcome_element(case: ET.Element, job: Job, counts: Counter[str]) -> None:
     result = job.get("result") or {}
     if what == "failed":
         counts["failures"] += 1
-        element = ET.SubElement(case, "failure", message=f"test failed (exit 1), job {job['id']}", type="TestFailed")
+        message = f"test failed (exit 1), job {job['id']}"
+        if location := error_location(job):
+            first = (result.get("error") or "").strip().splitlines()[:1]
+            message = f"test failed at {location}: {first[0] if first else 'see output'}, job {job['id']}"
+        element = ET.SubElement(case, "failure", message=message, type="TestFailed")
         element.text = result.get("output_tail") or ""
     elif what == "infra_error":
         counts["errors"] += 1
@@ -140,6 +157,10 @@ def _escape(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
+def _escape_property(text: str) -> str:
+    return _escape(text).replace(":", "%3A").replace(",", "%2C")
+
+
 def github_annotations(jobs: list[Job]) -> list[str]:
     """`::error` workflow commands for the tests that did not pass (at most 10, as GitHub shows)."""
     bad = [job for job in jobs if kind(job) != "passed"]
@@ -149,9 +170,16 @@ def github_annotations(jobs: list[Job]) -> list[str]:
                 "unfinished": "did not finish in time"}[kind(job)]  # fmt: skip
         tail = ((job.get("result") or {}).get("output_tail") or "").strip().splitlines()[-5:]
         message = f"{job['test_path']} {what} on {job['app_version_id']} ({job['target']}), job {job['id']}"
-        if tail:
+        error = ((job.get("result") or {}).get("error") or "").strip()
+        if (location := error_location(job)) and error:
+            message += f"\nat {location}: {error}"
+        elif tail:
             message += "\n" + "\n".join(tail)
-        lines.append(f"::error title={_escape('qualgent: ' + job['test_path'])}::{_escape(message)}")
+        where = ""
+        if location:  # GitHub shows the annotation on that line of the file
+            path, line = _file_and_line(location)
+            where = f"file={_escape_property(path)}," + (f"line={line}," if line else "")
+        lines.append(f"::error {where}title={_escape('qualgent: ' + job['test_path'])}::{_escape(message)}")
     if len(bad) > MAX_ANNOTATIONS:
         lines.append(f"::error::{len(bad) - MAX_ANNOTATIONS} more test(s) did not pass: see the job summary")
     return lines

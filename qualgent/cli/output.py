@@ -74,6 +74,8 @@ def job_detail(job: dict[str, Any]) -> Table:
             table.add_row("duration", f"{result['duration_ms'] / 1000:.1f}s")
         if result.get("error"):
             table.add_row("error", result["error"])
+        if result.get("error_location"):
+            table.add_row("error at", result["error_location"])
         if result.get("output_tail"):
             table.add_row("output (tail)", result["output_tail"][-2000:])
     return table

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from qualgent.cli.client import ApiClient, CliError
 from qualgent.cli.exit_codes import INFRA_ERROR
-from qualgent.cli.outcomes import Job, Summary, kind
+from qualgent.cli.outcomes import Job, Summary, error_location, kind
 
 POLL_SECONDS = 25.0
 _ICONS = {
@@ -49,6 +49,9 @@ class Progress:
         duration = ((job.get("result") or {}).get("duration_ms") or 0) / 1000
         self.console.print(f"{_ICONS[kind(job)]} {job['test_path']} ({job['app_version_id']}, {duration:.1f} s) "
                            f"[dim]{job['id']}[/dim]")  # fmt: skip
+        if kind(job) == "failed" and (location := error_location(job)):
+            first = ((job.get("result") or {}).get("error") or "").strip().splitlines()[:1]
+            self.console.print(f"    at {location}: {first[0] if first else ''}", markup=False, highlight=False)
 
     def status(self, jobs: list[Job], groups_ahead: dict[str, int], reconnecting: str | None = None) -> None:
         summary = Summary.of(jobs)

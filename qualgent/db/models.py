@@ -213,6 +213,7 @@ class Job(Base):
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)
     output_tail: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    error_location: Mapped[str | None] = mapped_column(Text)  # "path:line" of the first error (AppWright runs)
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
@@ -241,6 +242,23 @@ class Attempt(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str | None] = mapped_column(Text)
+    error_location: Mapped[str | None] = mapped_column(Text)
+
+
+class BrowserstackApp(Base):
+    """A build uploaded to BrowserStack App Automate, shared by every agent (migration 0013_i17): its bs:// id,
+    when it was uploaded (BrowserStack deletes it 30 days later), and who is uploading it now (a lease)."""
+
+    __tablename__ = "browserstack_apps"
+
+    org_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    app_version_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    custom_id: Mapped[str] = mapped_column(Text, nullable=False)
+    app_url: Mapped[str | None] = mapped_column(Text)
+    uploaded_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    upload_token: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    upload_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = _now()
 
 
 class ApiToken(Base):

@@ -66,7 +66,7 @@ SELECT count(*) FROM attempts WHERE job_id = :job_id AND outcome = 'test_failed'
 -- name: schedule_retry
 UPDATE jobs
 SET exit_code = :exit_code, duration_ms = :duration_ms, output_tail = :output_tail, error = :error,
-    run_after = now() + make_interval(secs => :delay_seconds), updated_at = now()
+    error_location = :error_location, run_after = now() + make_interval(secs => :delay_seconds), updated_at = now()
 WHERE id = :job_id;
 
 -- name: mark_group_done
@@ -157,7 +157,7 @@ SELECT status FROM job_groups WHERE id = :group_id;
 SELECT * FROM jobs WHERE id = :job_id;
 
 -- name: job_attempts
-SELECT number, agent_id, group_id, started_at, finished_at, outcome, exit_code, duration_ms, error
+SELECT number, agent_id, group_id, started_at, finished_at, outcome, exit_code, duration_ms, error, error_location
 FROM attempts WHERE job_id = :job_id ORDER BY number;
 
 -- name: notify
@@ -171,7 +171,7 @@ SELECT qualgent_notify_jobs(:status, CAST(:job_ids AS uuid[]));
 -- A re-run keeps the attempt history and numbering, and grants the job its usual budget anew.
 UPDATE jobs
 SET max_attempts = attempts + attempt_budget, run_after = now(), exit_code = NULL, duration_ms = NULL,
-    output_tail = NULL, error = NULL, started_at = NULL, finished_at = NULL, updated_at = now()
+    output_tail = NULL, error = NULL, error_location = NULL, started_at = NULL, finished_at = NULL, updated_at = now()
 WHERE id = :job_id;
 
 -- name: get_jobs
@@ -233,19 +233,20 @@ WITH r AS (
     SELECT * FROM unnest(
         CAST(:job_ids AS uuid[]), CAST(:numbers AS integer[]), CAST(:outcomes AS text[]),
         CAST(:statuses AS text[]), CAST(:exit_codes AS integer[]), CAST(:durations AS bigint[]),
-        CAST(:output_tails AS text[]), CAST(:errors AS text[])
-    ) AS r (id, number, outcome, status, exit_code, duration_ms, output_tail, error)
+        CAST(:output_tails AS text[]), CAST(:errors AS text[]), CAST(:error_locations AS text[])
+    ) AS r (id, number, outcome, status, exit_code, duration_ms, output_tail, error, error_location)
 ), closed AS (
     UPDATE attempts a
     SET finished_at = now(), outcome = r.outcome, exit_code = r.exit_code, duration_ms = r.duration_ms,
-        error = r.error
+        error = r.error, error_location = r.error_location
     FROM r
     WHERE a.job_id = r.id AND a.number = r.number AND a.finished_at IS NULL
     RETURNING a.job_id
 ), finished AS (
     UPDATE jobs j
     SET status = r.status, exit_code = r.exit_code, duration_ms = r.duration_ms, output_tail = r.output_tail,
-        error = qualgent_job_error(r.outcome, r.error, j.attempts), finished_at = now(), updated_at = now(),
+        error = qualgent_job_error(r.outcome, r.error, j.attempts), error_location = r.error_location,
+        finished_at = now(), updated_at = now(),
         -- Only a job with an earlier attempt can be flaky: the lookup is for retried jobs alone.
         flaky = (r.status = 'completed' AND j.attempts > 1 AND EXISTS (
             SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.outcome = 'test_failed'))
@@ -286,3 +287,32 @@ SELECT * FROM qualgent_run_jobs(:agent_id, :group_id, CAST(:runs AS jsonb));
 -- Every batched agent write ends here: the group is done once none of its jobs is left (its agent idle unless it
 -- holds another), else its lease is extended (migration 0011).
 SELECT qualgent_close_group(:group_id, :lease_seconds) AS closed;
+
+-- name: retry_in_place
+-- A failed try that the agent's runner retries itself (Playwright's --retries in an AppWright run): the try's
+-- attempt is closed and the next one opened at once; the job stays running in its group, on its agent.
+WITH r AS (
+    SELECT * FROM unnest(
+        CAST(:job_ids AS uuid[]), CAST(:numbers AS integer[]), CAST(:outcomes AS text[]),
+        CAST(:exit_codes AS integer[]), CAST(:durations AS bigint[]), CAST(:errors AS text[]),
+        CAST(:error_locations AS text[])
+    ) AS r (id, number, outcome, exit_code, duration_ms, error, error_location)
+), closed AS (
+    UPDATE attempts a
+    SET finished_at = now(), outcome = r.outcome, exit_code = r.exit_code, duration_ms = r.duration_ms,
+        error = r.error, error_location = r.error_location
+    FROM r
+    WHERE a.job_id = r.id AND a.number = r.number AND a.finished_at IS NULL
+    RETURNING a.job_id, a.agent_id, a.group_id
+), again AS (
+    UPDATE jobs j
+    SET attempts = j.attempts + 1, exit_code = r.exit_code, duration_ms = r.duration_ms, error = r.error,
+        error_location = r.error_location, updated_at = now()
+    FROM r, closed
+    WHERE j.id = r.id AND closed.job_id = r.id
+    RETURNING j.*, closed.agent_id AS try_agent_id, closed.group_id AS try_group_id
+), opened AS (
+    INSERT INTO attempts (job_id, number, agent_id, group_id, started_at)
+    SELECT id, attempts, try_agent_id, try_group_id, now() FROM again
+)
+SELECT * FROM again;

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -44,6 +45,14 @@ class Result:
     output_tail: str | None = None
     error: str | None = None
     outcome: Outcome | None = None  # given when the agent knows better than the exit code (timeout, install)
+    error_location: str | None = None  # "path:line" of the first error, when the runner knows it
+    retrying: bool = False  # a failed try the agent's runner retries itself: the job stays running (AppWright)
+    final: bool = False  # no retry can help (a test file that is missing or holds no test): never retried
+
+    @property
+    def plain(self) -> bool:
+        """Nothing the one-statement report (qualgent_report_runs) does not know about."""
+        return self.error_location is None and not self.retrying
 
 
 @metrics.timed_claim
@@ -141,7 +150,12 @@ async def report_progress(
     The common report of a quick suite, runs that each started and ended their job within it, is one statement
     (qualgent_report_runs, and qualgent_claim in the same statement and commit when asked); anything else, or any
     surprise in it, takes the general path below."""
-    if starts and {s.job_id for s in starts} == {job_id for job_id, _ in results} and len(starts) == len(results):
+    if (
+        starts
+        and {s.job_id for s in starts} == {job_id for job_id, _ in results}
+        and len(starts) == len(results)
+        and all(result.plain for _, result in results)
+    ):
         fast = await _report_runs(direct, agent_id, group_id, token, starts, results, lease_seconds, claim_next)
         if fast is not None:
             progress, claimed = fast
@@ -160,8 +174,8 @@ async def report_progress(
         results = [(job_id, result) for job_id, result in results if job_id not in ran]
         if starts:
             await _start(raw, agent_id, group_id, starts, progress)
-        if results:
-            await _finish(conn, raw, group_id, results, progress)
+        for round_ in _rounds(results):  # a job reported twice (a retried try, then its end): in order
+            await _finish(conn, raw, group_id, round_, progress)
         closing = {"group_id": group_id, "lease_seconds": lease_seconds}
         progress.group_done = (await raw.rows(P.close_group_and_free_agent, closing))[0]["closed"]
     _count(progress)
@@ -269,7 +283,11 @@ async def _run(
     decides which). Anything else (a retry to schedule, a job cancelled meanwhile) takes the two-step path.
     Returns the ids done here."""
     started = {s.job_id: s for s in starts}
-    both = [(job_id, result) for job_id, result in results if job_id in started]
+    # A job reported twice (a try its runner retried, then its end) or with more than an exit code to record takes
+    # the general path, in order.
+    reports = Counter(job_id for job_id, _ in results)
+    special = {job_id for job_id, result in results if not result.plain or reports[job_id] > 1}
+    both = [(job_id, result) for job_id, result in results if job_id in started and job_id not in special]
     if not both:
         return set()
     params = {"agent_id": agent_id, "group_id": group_id, "runs": _runs(started, both)}
@@ -300,6 +318,20 @@ async def _start(
         progress.refused += [Refusal(job_id, None, f"no job {job_id}") for job_id in missing]
 
 
+def _rounds(results: Sequence[tuple[uuid.UUID, Result]]) -> list[list[tuple[uuid.UUID, Result]]]:
+    """The results in rounds that name each job once, in the order they came."""
+    rounds: list[list[tuple[uuid.UUID, Result]]] = []
+    seen: list[set[uuid.UUID]] = []
+    for job_id, result in results:
+        last = next((i for i in range(len(rounds) - 1, -1, -1) if job_id in seen[i]), -1)
+        if last + 1 == len(rounds):
+            rounds.append([])
+            seen.append(set())
+        rounds[last + 1].append((job_id, result))
+        seen[last + 1].add(job_id)
+    return rounds
+
+
 async def _finish(
     conn: AsyncConnection,
     raw: Raw,
@@ -311,6 +343,7 @@ async def _finish(
     closing: list[tuple[Row, Outcome, Result]] = []  # attempts to close
     final: list[tuple[Row, JobStatus, Result]] = []  # jobs that end here
     retried: list[tuple[Row, Outcome, Result]] = []  # jobs that may go round again
+    in_place: list[tuple[Row, Outcome, Result]] = []  # tries the agent's runner retries itself
     for job_id, result in results:
         job = jobs.get(job_id)
         if job is None:
@@ -325,15 +358,21 @@ async def _finish(
             )
         elif job["status"] != JobStatus.RUNNING:
             progress.refused.append(Refusal(job_id, job["status"], f"job {job_id} is {job['status']}, not running"))
+        elif result.retrying and outcome_of(result) == Outcome.TEST_FAILED and job["attempts"] < job["max_attempts"]:
+            in_place.append((job, Outcome.TEST_FAILED, result))
         else:
             outcome = outcome_of(result)
             closing.append((job, outcome, result))
-            may_retry = outcome == Outcome.INFRA_ERROR or (outcome == Outcome.TEST_FAILED and job["test_retries"] > 0)
+            may_retry = not result.final and (
+                outcome == Outcome.INFRA_ERROR or (outcome == Outcome.TEST_FAILED and job["test_retries"] > 0)
+            )
             if may_retry and job["attempts"] < job["max_attempts"]:
                 retried.append((job, outcome, result))
             else:
                 final.append((job, _final_status(outcome), result))
     progress.reported += await _finish_runs(raw, closing, {id(job): status for job, status, _ in final})
+    if in_place:
+        progress.reported += await _retry_in_place(raw, in_place)
     for job, outcome, result in retried:  # rare: one by one, after their attempts are closed
         progress.reported.append(await _settle(conn, raw, job, outcome, result))
 
@@ -352,8 +391,22 @@ async def _finish_runs(raw: Raw, closing: list[tuple[Row, Outcome, Result]], fin
         "durations": [r.duration_ms for _, _, r in closing],
         "output_tails": [_tail(r.output_tail) for _, _, r in closing],
         "errors": [r.error for _, _, r in closing],
+        "error_locations": [r.error_location for _, _, r in closing],
     }
     return await raw.rows(P.finish_runs, params)
+
+
+async def _retry_in_place(raw: Raw, tries: list[tuple[Row, Outcome, Result]]) -> list[Row]:
+    params = {
+        "job_ids": [j["id"] for j, _, _ in tries],
+        "numbers": [j["attempts"] for j, _, _ in tries],
+        "outcomes": [o.value for _, o, _ in tries],
+        "exit_codes": [r.exit_code for _, _, r in tries],
+        "durations": [r.duration_ms for _, _, r in tries],
+        "errors": [r.error for _, _, r in tries],
+        "error_locations": [r.error_location for _, _, r in tries],
+    }
+    return await raw.rows(P.retry_in_place, params)
 
 
 def _final_status(outcome: Outcome) -> JobStatus:
@@ -418,6 +471,7 @@ async def _settle(conn: AsyncConnection, raw: Raw, job: Row, outcome: Outcome, r
         "duration_ms": result.duration_ms,
         "output_tail": _tail(result.output_tail),
         "error": result.error,
+        "error_location": result.error_location,
     }
     if await _retries(conn, job, outcome):
         delay = retry_delay_seconds(job["attempts"])

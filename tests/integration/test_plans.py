@@ -151,6 +151,7 @@ _RUNS: dict[str, Any] = {
     "durations": [5] * 20,
     "output_tails": [""] * 20,
     "errors": [None] * 20,
+    "error_locations": [None] * 20,
 }
 
 
@@ -242,6 +243,7 @@ def test_rescue_reads_only_the_running_groups(loaded: str) -> None:
             ["pk_jobs|ix_jobs_active_by_group"],  # by id, or the group's pending jobs: both a few rows
         ),
         ("finish_runs", {**_RUNS, "numbers": [1] * 20}, ["pk_jobs", "pk_attempts"]),
+        ("retry_in_place", {**_RUNS, "numbers": [1] * 20}, ["pk_jobs", "pk_attempts"]),
     ],
 )
 def test_the_hot_path_reads_its_indexes(loaded: str, name: str, params: dict[str, Any], indexes: list[str]) -> None:

@@ -68,6 +68,7 @@ def test_the_wheel_has_the_entry_point_and_every_migration(wheel: Path) -> None:
     web = Path(ROOT / "qualgent" / "web")
     for asset in [*web.glob("templates/*.html"), *web.glob("static/*")]:
         assert f"qualgent/web/{asset.relative_to(web)}" in names
+    assert "qualgent/agent/playwright_reporter.cjs" in names  # qgjob agent --appwright's Playwright reporter
 
 
 def test_qgjob_runs_from_the_wheel_outside_the_checkout(installed: Path, tmp_path: Path) -> None:

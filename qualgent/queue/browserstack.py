@@ -1,0 +1,114 @@
+"""BrowserStack App Automate builds shared by every agent: one upload per (org, app version).
+
+An agent asks for the build's app (`upload_lease`): it gets the bs:// id uploaded before, or the right to upload it
+now (a lease, so two agents do not upload the same 100+ MB build at once; the other waits and then gets the id), and
+reports the id it got (`record_upload`). BrowserStack deletes an app 30 days after its upload: an app older than
+RENEW_AFTER is uploaded again before that. An agent that hears from BrowserStack that the app is gone says so
+(`forget`), and the next run uploads it again."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import uuid
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from qualgent.domain import Conflict
+
+RENEW_AFTER = dt.timedelta(days=27)  # BrowserStack keeps an app 30 days: three days of margin for long runs
+UPLOAD_LEASE = dt.timedelta(minutes=15)  # an agent that died while uploading holds the build no longer
+CUSTOM_ID_MAX = 100
+_NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def custom_id(org_id: str, app_version_id: str) -> str:
+    """BrowserStack's custom_id for a build: A-Z a-z 0-9 . - _ only, at most 100 characters. A hash of the exact
+    (org, version) keeps two that read alike after cleaning (or cutting) apart."""
+    digest = hashlib.sha256(f"{org_id}\0{app_version_id}".encode()).hexdigest()[:10]
+    readable = _NOT_ALLOWED.sub("_", f"qg-{org_id}-{app_version_id}")
+    return f"{readable[: CUSTOM_ID_MAX - len(digest) - 1]}-{digest}"
+
+
+async def upload_lease(engine: AsyncEngine, org_id: str, app_version_id: str) -> dict[str, Any]:
+    """{"app_url"} when the build is uploaded and fresh; else {"upload_token"} to upload it now; else, while another
+    agent uploads it, {"wait_seconds"}. Always {"custom_id"}."""
+    key = {"org_id": org_id, "app_version_id": app_version_id}
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO browserstack_apps (org_id, app_version_id, custom_id) "
+                "VALUES (:org_id, :app_version_id, :custom_id) ON CONFLICT DO NOTHING"
+            ),
+            {**key, "custom_id": custom_id(org_id, app_version_id)},
+        )
+        row = (
+            (
+                await conn.execute(
+                    text(
+                        "SELECT *, now() AS now FROM browserstack_apps "
+                        "WHERE org_id = :org_id AND app_version_id = :app_version_id FOR UPDATE"
+                    ),
+                    key,
+                )
+            )
+            .mappings()
+            .one()
+        )
+        answer: dict[str, Any] = {"custom_id": row["custom_id"]}
+        if row["app_url"] and row["uploaded_at"] > row["now"] - RENEW_AFTER:
+            return {**answer, "app_url": row["app_url"], "uploaded_at": row["uploaded_at"]}
+        if row["upload_until"] is not None and row["upload_until"] > row["now"]:
+            left = (row["upload_until"] - row["now"]).total_seconds()
+            return {**answer, "wait_seconds": min(5.0, max(0.5, left))}
+        token = uuid.uuid4()
+        await conn.execute(
+            text(
+                "UPDATE browserstack_apps SET upload_token = :token, upload_until = now() + :lease, updated_at = now() "
+                "WHERE org_id = :org_id AND app_version_id = :app_version_id"
+            ),
+            {**key, "token": token, "lease": UPLOAD_LEASE},
+        )
+        return {**answer, "upload_token": token}
+
+
+async def record_upload(
+    engine: AsyncEngine, org_id: str, app_version_id: str, upload_token: uuid.UUID, app_url: str
+) -> dict[str, Any]:
+    async with engine.begin() as conn:
+        row = (
+            (
+                await conn.execute(
+                    text(
+                        "UPDATE browserstack_apps SET app_url = :app_url, uploaded_at = now(), upload_token = NULL, "
+                        "upload_until = NULL, updated_at = now() "
+                        "WHERE org_id = :org_id AND app_version_id = :app_version_id AND upload_token = :token "
+                        "RETURNING custom_id, app_url, uploaded_at"
+                    ),
+                    {"org_id": org_id, "app_version_id": app_version_id, "token": upload_token, "app_url": app_url},
+                )
+            )
+            .mappings()
+            .one_or_none()
+        )
+    if row is None:
+        raise Conflict(
+            f"the upload lease of {org_id} {app_version_id} is not this one (it lapsed and another agent took it)"
+        )
+    return dict(row)
+
+
+async def forget(engine: AsyncEngine, org_id: str, app_version_id: str, app_url: str) -> bool:
+    """BrowserStack no longer has this app: the next run uploads the build again."""
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            text(
+                "UPDATE browserstack_apps SET app_url = NULL, uploaded_at = NULL, updated_at = now() "
+                "WHERE org_id = :org_id AND app_version_id = :app_version_id AND app_url = :app_url"
+            ),
+            {"org_id": org_id, "app_version_id": app_version_id, "app_url": app_url},
+        )
+        return bool(result.rowcount)

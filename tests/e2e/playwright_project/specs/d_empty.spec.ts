@@ -1,0 +1,2 @@
+// A file that holds no test.
+export {};
