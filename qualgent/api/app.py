@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from qualgent import __version__, web
 from qualgent.api import auth
 from qualgent.api.controllers.agents import AgentController
-from qualgent.api.controllers.bulk import BulkJobController
 from qualgent.api.controllers.appwright import AppwrightController
+from qualgent.api.controllers.bulk import BulkJobController
 from qualgent.api.controllers.events import EventController
 from qualgent.api.controllers.health import HealthController
 from qualgent.api.controllers.jobs import JobController
