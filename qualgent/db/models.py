@@ -101,6 +101,8 @@ class Agent(Base):
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default=AgentStatus.IDLE.value)
     registered_at: Mapped[dt.datetime] = _now()
     last_heartbeat_at: Mapped[dt.datetime] = _now()
+    # Set when the agent deregisters: it then leaves the live views (kept for the attempts that name it).
+    deregistered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class JobGroup(Base):

@@ -40,9 +40,16 @@ class AgentController(Controller):
     async def register(self, services: ServicesDep, data: JSONBody[AgentIn]) -> AgentOut:
         return agent_out(await agents.register(services.engine, data.name, [t.value for t in data.targets]))
 
-    @get("", summary="List agents")
-    async def list_agents(self, services: ServicesDep, status: FromQuery[AgentStatus | None] = None) -> list[AgentOut]:
-        rows = await agents.list_agents(services.engine, services.settings.lease_seconds, status)
+    @get("", summary="List agents (those that deregistered only with include_deregistered=true)")
+    async def list_agents(
+        self,
+        services: ServicesDep,
+        status: FromQuery[AgentStatus | None] = None,
+        include_deregistered: FromQuery[bool] = False,
+    ) -> list[AgentOut]:
+        rows = await agents.list_agents(
+            services.engine, services.settings.lease_seconds, status, include_deregistered=include_deregistered
+        )
         return [agent_out(r) for r in rows]
 
     @get("/{agent_id:uuid}")
