@@ -6,6 +6,7 @@ import asyncio
 
 import rich_click as click
 
+from qualgent.agent import orphans
 from qualgent.agent.client import ServerRejected
 from qualgent.agent.executor import watch_children_by_pidfd
 from qualgent.agent.loop import Agent, AgentConfig
@@ -118,7 +119,10 @@ def agent(
     if name:
         config.name = name
     watch_children_by_pidfd()
+    orphans.start()  # a test's process tree dies with this agent, even one killed with SIGKILL
     try:
         asyncio.run(Agent(config).run_forever())
     except ServerRejected as refused:  # e.g. a token that may not do agent work: say so, exit 2
         raise CliError(f"the server refused this agent: {refused}", BAD_INPUT) from None
+    finally:
+        orphans.stop()
