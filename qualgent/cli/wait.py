@@ -70,7 +70,11 @@ def wait_and_report(
             interrupted = True
     jobs = state.jobs()
     ended = "interrupted" if interrupted else "gave_up" if state.gave_up else "timed_out"
-    code = INTERRUPTED if interrupted else max(outcomes.exit_code(jobs), INFRA_ERROR if state.gave_up else 0)
+    code = outcomes.exit_code(jobs)
+    if state.gave_up:  # its unfinished jobs did not time out: no agent can run them (an infrastructure problem)
+        code = max(outcomes.exit_code([job for job in jobs if outcomes.kind(job) != "unfinished"]), INFRA_ERROR)
+    if interrupted:
+        code = INTERRUPTED
     notes = []
     if state.gave_up or state.no_agent_for:
         notes.append(f"⚠️ {state.gave_up or no_agent_message(state.no_agent_for)}: the jobs that need it stay queued")
