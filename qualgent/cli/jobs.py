@@ -130,6 +130,8 @@ def submit(
             extra = {"replayed": done.replayed}
             sys.exit(wait_and_report(api, state, timeout, as_json, junit, connect_timeout, fail_if_no_agent, extra))
     if as_json:
+        if done.replayed:  # stdout stays the same array; the news goes to stderr
+            errors.print(what, soft_wrap=True)
         print_json(done.jobs)
         return
     console.print(jobs_table(done.jobs, title=what[0].upper() + what[1:]))

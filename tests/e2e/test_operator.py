@@ -382,6 +382,9 @@ def test_an_idempotent_resubmit_says_nothing_new_was_queued(cli: Cli) -> None:
     assert again.returncode == 0
     assert "already queued" in again.stdout.lower()
     assert "nothing new" in again.stdout
+    quiet = cli.run(*args, "--json")
+    assert len(json.loads(quiet.stdout)) == 2
+    assert "already queued" in quiet.stderr
     replay = cli.run(*args, "--wait", "--timeout", "0.5", "--json")
     assert json.loads(replay.stdout)["replayed"] is True
 
