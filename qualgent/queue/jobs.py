@@ -140,16 +140,21 @@ Q_COPY_JOBS = (
 
 
 def sorted_ids(count: int) -> list[uuid.UUID]:
-    """`new_ids`, ascending: sorted as bytes, the order of both Python's UUID and PostgreSQL's uuid."""
-    return sorted(new_ids(count))
+    """`new_ids`, ascending. Sorted as 16-byte strings (compared in C; sorting the UUIDs compares them in Python,
+    3x the cost), which is the order of both Python's UUID and PostgreSQL's uuid."""
+    return [uuid.UUID(bytes=chunk) for chunk in sorted(_random_uuid_bytes(count))]
 
 
 def new_ids(count: int) -> list[uuid.UUID]:
     """Random (version 4) UUIDs from one read of the system's random source rather than one per id."""
+    return [uuid.UUID(bytes=chunk) for chunk in _random_uuid_bytes(count)]
+
+
+def _random_uuid_bytes(count: int) -> list[bytes]:
     raw = bytearray(os.urandom(16 * count))
     raw[6::16] = bytes((b & 0x0F) | 0x40 for b in raw[6::16])  # version 4
     raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])  # RFC 4122 variant
-    return [uuid.UUID(bytes=bytes(raw[i : i + 16])) for i in range(0, 16 * count, 16)]
+    return [bytes(raw[i : i + 16]) for i in range(0, 16 * count, 16)]
 
 
 async def submit_in(
