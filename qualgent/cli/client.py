@@ -59,7 +59,12 @@ class ApiClient:
         if response.status_code == 204:
             return None
         if response.is_success:
-            return response.json()
+            try:
+                return response.json()
+            except ValueError:  # e.g. a web page: the dashboard at /jobs when --api-url lacks /api
+                kind = response.headers.get("content-type", "no content type")
+                message = f"server answered {response.status_code} with {kind}, not the API's JSON"
+                raise CliError(message + _prefix_hint(self.api_url), BAD_INPUT) from None
         raise CliError(_describe(response, self.api_url), BAD_INPUT if response.status_code < 500 else INFRA_ERROR)
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -118,7 +123,8 @@ def _describe(response: httpx.Response, api_url: str = DEFAULT_API_URL) -> str:
     try:
         body = response.json()
     except ValueError:
-        return f"server answered {response.status_code}: {response.text[:200]}" + _prefix_hint(response, api_url)
+        hint = _prefix_hint(api_url) if response.status_code == 404 else ""
+        return f"server answered {response.status_code}: {response.text[:200]}" + hint
     detail = body.get("detail", "") if isinstance(body, dict) else str(body)
     extra = body.get("extra") if isinstance(body, dict) else None
     if isinstance(extra, list):
@@ -126,12 +132,12 @@ def _describe(response: httpx.Response, api_url: str = DEFAULT_API_URL) -> str:
         detail = f"{detail} ({fields})" if fields else detail
     if response.status_code == 401:
         detail += " (give a token with --token or QGJOB_TOKEN)"
-    return f"server answered {response.status_code}: {detail}" + _prefix_hint(response, api_url)
+    hint = _prefix_hint(api_url) if response.status_code == 404 else ""
+    return f"server answered {response.status_code}: {detail}{hint}"
 
 
-def _prefix_hint(response: httpx.Response, api_url: str) -> str:
-    """A 404 for a route, not for a job: most often an --api-url without the /api prefix."""
-    if response.status_code != 404 or urlsplit(api_url).path.rstrip("/").endswith("/api"):
+def _prefix_hint(api_url: str) -> str:
+    """A route not found, or a page that is not the API: most often an --api-url without the /api prefix."""
+    if urlsplit(api_url).path.rstrip("/").endswith("/api"):
         return ""
-    base = api_url.rstrip("/")
-    return f" (no such route: the API lives under /api; did you mean --api-url {base}/api?)"
+    return f" (the API lives under /api: did you mean --api-url {api_url.rstrip('/')}/api?)"

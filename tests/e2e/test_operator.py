@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -412,6 +413,33 @@ def test_choices_in_any_case_the_api_prefix_hint_help_width_and_json_errors(serv
         assert set(error) == {"error", "exit_code"}
         assert error["exit_code"] == 2
         assert done.stderr.strip(), "the message still goes to stderr"
+
+
+def test_a_page_that_is_not_the_api_exits_2_with_the_prefix_hint(tmp_path: Path) -> None:
+    """What a web page at the root (a dashboard's /jobs) answers an --api-url without /api: not JSON."""
+    (tmp_path / "jobs").write_text("<html><body>a dashboard</body></html>")
+    port = free_port()
+    pages = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/jobs"), what="the page server")
+        done = Cli(f"http://127.0.0.1:{port}").run("list", "--json")
+    finally:
+        pages.terminate()
+        pages.wait(10)
+    assert done.returncode == 2, done.stderr
+    assert "not the API's JSON" in done.stderr
+    assert f"--api-url http://127.0.0.1:{port}/api" in json.loads(done.stdout)["error"]
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 # -- 11. submission order and the README ----------------------------------------------------------------------
