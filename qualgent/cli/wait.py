@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from rich.markup import escape
 from qualgent.cli import outcomes
 from qualgent.cli.client import ApiClient
 from qualgent.cli.common import api_options, client, json_option
-from qualgent.cli.exit_codes import HELP, INFRA_ERROR, INTERRUPTED
+from qualgent.cli.exit_codes import HELP, INFRA_ERROR, INTERRUPTED, TERMINATED
 from qualgent.cli.output import console, errors, jobs_table, print_json
 from qualgent.cli.waiting import CONNECT_TIMEOUT, Progress, WaitState, no_agent_message, wait_for_jobs
 
@@ -63,7 +65,7 @@ def wait_and_report(
     """Wait, then print and write what CI needs; returns the exit code. Ctrl-C ends the wait, not the jobs:
     what is known is reported (unfinished jobs as such) and the exit code is 130."""
     interrupted = False
-    with Progress(errors, len(state.known)) as progress:
+    with Progress(errors, len(state.known)) as progress, _sigterm_interrupts() as terminated:
         try:
             wait_for_jobs(api, state, timeout, progress, connect_timeout, fail_if_no_agent)
         except KeyboardInterrupt:
@@ -74,7 +76,7 @@ def wait_and_report(
     if state.gave_up:  # its unfinished jobs did not time out: no agent can run them (an infrastructure problem)
         code = max(outcomes.exit_code([job for job in jobs if outcomes.kind(job) != "unfinished"]), INFRA_ERROR)
     if interrupted:
-        code = INTERRUPTED
+        code = TERMINATED if terminated else INTERRUPTED
     notes = []
     if state.gave_up or state.no_agent_for:
         notes.append(f"⚠️ {state.gave_up or no_agent_message(state.no_agent_for)}: the jobs that need it stay queued")
@@ -91,6 +93,27 @@ def wait_and_report(
     if interrupted:
         _say_jobs_keep_running(jobs, junit)
     return code
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[list[bool]]:
+    """While waiting, SIGTERM ends the wait as Ctrl-C does (a CI runner cancelling a step sends SIGINT, then
+    SIGTERM a few seconds later): the report is still written. The list holds True once SIGTERM came."""
+    came: list[bool] = []
+
+    def on_sigterm(_signum: int, _frame: object) -> None:
+        came.append(True)
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        yield came
+        return
+    try:
+        yield came
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _say_jobs_keep_running(jobs: list[outcomes.Job], junit: Path | None) -> None:

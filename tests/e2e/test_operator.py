@@ -39,10 +39,14 @@ def _popen(cli: Cli, *args: str, stderr: Path, env: dict[str, str] | None = None
 # -- 1. Ctrl-C ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["wait", "submit --wait"])
+@pytest.mark.parametrize(
+    ("command", "sent", "code"),
+    [("wait", signal.SIGINT, 130), ("submit --wait", signal.SIGINT, 130), ("wait", signal.SIGTERM, 143)],
+)
 def test_ctrl_c_exits_130_writes_the_junit_and_says_the_jobs_keep_running(
-    cli: Cli, tmp_path: Path, command: str
+    cli: Cli, tmp_path: Path, command: str, sent: signal.Signals, code: int
 ) -> None:
+    """Ctrl-C, or SIGTERM (a CI runner cancelling a step sends SIGINT, then SIGTERM), ends the wait, not the jobs."""
     junit = tmp_path / "junit.xml"
     stderr = tmp_path / "stderr.txt"
     if command == "wait":
@@ -54,13 +58,13 @@ def test_ctrl_c_exits_130_writes_the_junit_and_says_the_jobs_keep_running(
     waiting = _popen(cli, *args, "--junit", str(junit), stderr=stderr)
     try:
         wait_for(lambda: "pending" in stderr.read_text(), what="the first progress line")
-        waiting.send_signal(signal.SIGINT)
+        waiting.send_signal(sent)
         waiting.communicate(timeout=30)
     finally:
         if waiting.poll() is None:
             waiting.kill()
     said = stderr.read_text()
-    assert waiting.returncode == 130, said
+    assert waiting.returncode == code, said
     assert "keep running" in said
     assert "qgjob cancel" in said
     assert "Aborted" not in said
