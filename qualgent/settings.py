@@ -45,6 +45,9 @@ class Settings:
     # Finished jobs, their attempts, done groups and idempotency keys older than this are folded into the
     # reporting rollups and deleted (qualgent/queue/retention.py; every server prunes hourly). 0: keep forever.
     retention_days: float = 90.0
+    # An unknown org id on submit creates the org (standard tier); false refuses it (400 naming it), so a typo
+    # such as `ACME` for `acme` cannot quietly start a new org.
+    auto_create_orgs: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -72,6 +75,8 @@ class Settings:
         updates.update(_rate_limits(get))
         if (days := get("RETENTION_DAYS")) is not None:
             updates["retention_days"] = _non_negative_float("QUALGENT_RETENTION_DAYS", days)
+        if (auto := get("AUTO_CREATE_ORGS")) is not None:
+            updates["auto_create_orgs"] = _boolean("QUALGENT_AUTO_CREATE_ORGS", auto)
         return replace(settings, **updates)  # type: ignore[arg-type]
 
     def with_overrides(self, **overrides: object) -> Settings:
@@ -88,6 +93,15 @@ def _logging(get: Callable[[str], str | None]) -> dict[str, object]:
             raise InvalidInput(f"QUALGENT_LOG_FORMAT must be text or json, got {log_format!r}")
         updates["log_format"] = log_format.lower()
     return updates
+
+
+def _boolean(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise InvalidInput(f"{name} must be true or false, got {raw!r}")
 
 
 def _positive_float(name: str, raw: str) -> float:

@@ -12,6 +12,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from qualgent.agent import orphans
+
 TAIL_BYTES = 16_384
 KILL_GRACE_SECONDS = 5.0
 
@@ -53,6 +55,14 @@ class Run:
             )
         except OSError as err:
             return RunResult(None, 0, "", error=f"cannot start {self.argv[0]!r}: {err.strerror or err}")
+        orphans.track(self._process.pid)  # its own group (start_new_session): killed if the agent dies first
+        try:
+            return await self._finish(started)
+        finally:
+            orphans.forget(self._process.pid)
+
+    async def _finish(self, started: float) -> RunResult:
+        assert self._process is not None
         tail: deque[bytes] = deque()
         reader = asyncio.create_task(_collect(self._process, tail))
         timed_out = False

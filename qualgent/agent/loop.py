@@ -267,6 +267,9 @@ class Agent:
         }
         if result.exit_code is None:
             body["outcome"] = "cancelled" if job["id"] in current.cancelled else "infra_error"
+        if result.exit_code not in (0, 1) and job["id"] not in current.cancelled:  # the cause, where operators look
+            cause = result.error or f"the run exited {result.exit_code}"
+            log.warning("job %s (%s): infrastructure error: %s", job["id"], job["test_path"], cause)
         reporter.result(job["id"], body)
 
     async def _release(self, current: _Current, reason: str) -> None:

@@ -25,6 +25,7 @@ from qualgent.api.controllers.orgs import OrgController
 from qualgent.api.controllers.reports import ReportController
 from qualgent.api.controllers.tokens import TokenController
 from qualgent.api.deps import Services, provide_services
+from qualgent.api.docs import redoc_bundle, redoc_plugin
 from qualgent.api.errors import EXCEPTION_HANDLERS, document_error_responses
 from qualgent.api.schemas import strict_json_body
 from qualgent.db.engine import create_server_engine
@@ -85,7 +86,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
         ],
     )
     app = Litestar(
-        route_handlers=[api, prometheus_metrics, web.router()],
+        route_handlers=[api, prometheus_metrics, redoc_bundle, web.router()],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
             "principal": Provide(auth.provide_principal, sync_to_thread=False),
@@ -99,6 +100,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             version=__version__,
             description="Queue, group and dispatch mobile end-to-end tests to test agents.",
             path="/api/schema",
+            render_plugins=[redoc_plugin()],
         ),
         request_max_body_size=8 * 1024 * 1024,
         logging_config=None,

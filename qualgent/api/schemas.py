@@ -197,6 +197,9 @@ class WaitOut(Struct):
     changed: bool
     jobs: list[JobOut]
     groups_ahead: dict[uuid.UUID, int]
+    # Targets that pending jobs among these need and that no online agent serves: they wait for an agent, not
+    # for their turn (`qgjob wait` says so; `--fail-if-no-agent` gives up on them).
+    no_agent_for: list[Target] = msgspec.field(default_factory=list)
 
 
 class JobStatusIn(Struct, forbid_unknown_fields=True):
@@ -220,6 +223,7 @@ class AgentOut(Struct):
     registered_at: dt.datetime
     last_heartbeat_at: dt.datetime
     group_id: uuid.UUID | None
+    deregistered_at: dt.datetime | None = None  # set once it said goodbye (listed only when asked for)
 
 
 def agent_out(row: Mapping[str, Any] | RowMapping) -> AgentOut:
@@ -447,6 +451,9 @@ class TokenOut(Struct):
 
 class NewTokenOut(TokenOut):
     token: str  # the secret: shown once, never stored
+    # False when the server has no admin token (QUALGENT_ADMIN_TOKEN): it then checks no token at all, so this
+    # one restricts nothing until authentication is turned on (`qgjob token create` says so).
+    enforced: bool = True
 
 
 def token_out(row: Mapping[str, Any] | RowMapping) -> TokenOut:

@@ -8,7 +8,7 @@ import shlex
 
 import rich_click as click
 
-from qualgent.agent import browserstack
+from qualgent.agent import browserstack, orphans
 from qualgent.agent.appwright import AppwrightError, AppwrightSettings
 from qualgent.agent.client import ServerRejected
 from qualgent.agent.executor import watch_children_by_pidfd
@@ -181,10 +181,13 @@ def agent(
     if name:
         config.name = name
     watch_children_by_pidfd()
+    orphans.start()  # a test's process tree dies with this agent, even one killed with SIGKILL
     try:
         asyncio.run(Agent(config).run_forever())
     except ServerRejected as refused:  # e.g. a token that may not do agent work: say so, exit 2
         raise CliError(f"the server refused this agent: {refused}", BAD_INPUT) from None
+    finally:
+        orphans.stop()
 
 
 def _appwright_settings(

@@ -11,16 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import rich_click as click
+from rich.markup import escape
 
 from qualgent.api.schemas import IdempotencyKey, Identifier, TestPath
+from qualgent.cli.client import Submission
 from qualgent.cli.common import api_options, checked, client, json_option
+from qualgent.cli.exit_codes import INTERRUPTED
 from qualgent.cli.output import console, errors, job_detail, jobs_table, print_json
 from qualgent.cli.wait import junit_option, timeout_option, wait_and_report
+from qualgent.cli.waiting import WaitState
 from qualgent.domain import JobStatus, Priority, Target
 
 
 def _choice(enum: type[Priority] | type[Target] | type[JobStatus]) -> click.Choice[str]:
-    return click.Choice([member.value for member in enum])
+    """Any case accepted (`HIGH`, `High`), passed on as the API spells it (`high`)."""
+    return click.Choice([member.value for member in enum], case_sensitive=False)
 
 
 @click.command()
@@ -87,6 +92,8 @@ def submit(
     no_idempotency_key: bool,
     wait_: bool,
     timeout: float | None,
+    connect_timeout: float,
+    fail_if_no_agent: bool,
     junit: Path | None,
     api_url: str,
     token: str | None,
@@ -108,15 +115,32 @@ def submit(
     ]
     key = None if no_idempotency_key else idempotency_key or derived_idempotency_key(body)
     with client(api_url, token) as api:
-        jobs = api.submit(body, key)
+        try:
+            done = api.submit(body, key, retry_for=connect_timeout)
+        except KeyboardInterrupt:
+            errors.print("interrupted while submitting: the jobs may or may not be queued (`qgjob list` tells)")
+            sys.exit(INTERRUPTED)
+        for warning in done.warnings:
+            errors.print(f"[bold yellow]warning:[/bold yellow] {escape(warning)}", soft_wrap=True)
+        what = _queued_line(done, app_version_id)
         if wait_:
             if not as_json:
-                errors.print(f"queued {len(jobs)} job(s) of {app_version_id}; waiting for the results")
-            sys.exit(wait_and_report(api, [job["id"] for job in jobs], timeout, as_json, junit))
+                errors.print(f"{what}; waiting for the results", soft_wrap=True)
+            state = WaitState.of([job["id"] for job in done.jobs], done.jobs)
+            extra = {"replayed": done.replayed}
+            sys.exit(wait_and_report(api, state, timeout, as_json, junit, connect_timeout, fail_if_no_agent, extra))
     if as_json:
-        print_json(jobs)
+        if done.replayed:  # stdout stays the same array; the news goes to stderr
+            errors.print(what, soft_wrap=True)
+        print_json(done.jobs)
         return
-    console.print(jobs_table(jobs, title=f"Queued {len(jobs)} job(s)"))
+    console.print(jobs_table(done.jobs, title=what[0].upper() + what[1:]))
+
+
+def _queued_line(done: Submission, app_version_id: str) -> str:
+    if done.replayed:  # the same submission with the same idempotency key: the jobs it queued the first time
+        return f"already queued: {len(done.jobs)} job(s) of {app_version_id} (same idempotency key), nothing new"
+    return f"queued {len(done.jobs)} job(s) of {app_version_id}"
 
 
 def derived_idempotency_key(body: list[dict[str, Any]]) -> str | None:

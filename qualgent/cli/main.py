@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Sequence
+from typing import Any
 
+import click as plain_click
 import rich_click as click
 
 from qualgent import __version__
@@ -21,12 +25,46 @@ from qualgent.cli.top import top
 from qualgent.cli.wait import wait
 
 click.rich_click.USE_MARKDOWN = False
+HELP_WIDTH = 100  # --help read in a pipe or a log: lines a person can read, not 200 columns
 if not sys.stderr.isatty() and "COLUMNS" not in os.environ:
     # Errors in CI logs and pipes: one long line that grep finds, not a message folded into 80 columns.
-    click.rich_click.WIDTH = click.rich_click.MAX_WIDTH = 200
+    wide = not {"--help", "-h"} & set(sys.argv[1:])
+    click.rich_click.WIDTH = click.rich_click.MAX_WIDTH = 200 if wide else HELP_WIDTH
 
 
-@click.group(epilog=HELP)
+class _Qgjob(click.RichGroup):
+    """Under --json, an error is a JSON object on stdout too (`{"error": ..., "exit_code": ...}`), so a script
+    that parses stdout always gets JSON; the message still goes to stderr as usual."""
+
+    def main(self, args: Sequence[str] | None = None, *rest: Any, **extra: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        if "--json" not in argv or extra.get("standalone_mode") is False:
+            return super().main(argv, *rest, **extra)
+        extra["standalone_mode"] = False
+        try:
+            code = super().main(argv, *rest, **extra)
+        except plain_click.ClickException as err:
+            print(json.dumps({"error": err.format_message(), "exit_code": err.exit_code}))
+            sys.stdout.flush()
+            _show(self, err)
+            sys.exit(err.exit_code)
+        except plain_click.Abort:
+            print(json.dumps({"error": "aborted", "exit_code": 1}))
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _show(command: click.RichGroup, err: plain_click.ClickException) -> None:
+    """The error on stderr, formatted as rich-click formats it without --json."""
+    try:
+        formatter = command._error_formatter()
+        formatter.write_error(err)
+        print(formatter.getvalue(), file=sys.stderr, end="")
+    except Exception:  # an older or newer rich-click: click's plain rendering
+        err.show()
+
+
+@click.group(cls=_Qgjob, epilog=HELP)
 @click.version_option(__version__, prog_name="qgjob")
 def cli() -> None:
     """qualgent: queue, group and dispatch mobile end-to-end tests to test agents.

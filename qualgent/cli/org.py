@@ -22,7 +22,10 @@ def org() -> None:
 @org.command("set-tier")
 @click.option("--org-id", required=True, callback=checked(Identifier), help="The organisation (made if new).")
 @click.option(
-    "--tier", type=click.Choice([t.value for t in Tier]), required=True, help="premium > enterprise > standard"
+    "--tier",
+    type=click.Choice([t.value for t in Tier], case_sensitive=False),
+    required=True,
+    help="premium > enterprise > standard",
 )
 @api_options
 @json_option

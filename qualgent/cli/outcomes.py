@@ -7,6 +7,7 @@ import os
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,17 @@ def _detail(job: Job) -> str:
     return "\n".join(lines)
 
 
-def write_junit(jobs: list[Job], path: Path) -> None:
-    """One testsuite per app version and target, one testcase per job."""
+# How a wait that left jobs unfinished ended, as the JUnit report says it.
+_ENDED = {
+    "timed_out": ("TimedOut", "when the wait timed out"),
+    "interrupted": ("Interrupted", "when the wait was interrupted (Ctrl-C); the job keeps running"),
+    "gave_up": ("NoAgent", "when the wait gave up: no online agent serves its target"),
+}
+
+
+def write_junit(jobs: list[Job], path: Path, ended: str = "timed_out") -> None:
+    """One testsuite per app version and target, one testcase per job. `ended` says why unfinished jobs are:
+    timed_out, interrupted or gave_up."""
     suites: dict[tuple[str, str, str], list[Job]] = defaultdict(list)
     for job in jobs:
         suites[(job["org_id"], job["app_version_id"], job["target"])].append(job)
@@ -111,7 +121,7 @@ def write_junit(jobs: list[Job], path: Path) -> None:
         for job in members:
             case = ET.SubElement(suite, "testcase", classname=f"{org}.{version}.{target}", name=job["test_path"],
                                  file=job["test_path"], time=_seconds(job))  # fmt: skip
-            _outcome_element(case, job, counts)
+            _outcome_element(case, job, counts, ended)
             ET.SubElement(case, "system-out").text = _detail(job)
         suite.set("tests", str(len(members)))
         for name in ("failures", "errors", "skipped"):
@@ -125,7 +135,7 @@ def write_junit(jobs: list[Job], path: Path) -> None:
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 
 
-def _outcome_element(case: ET.Element, job: Job, counts: Counter[str]) -> None:
+def _outcome_element(case: ET.Element, job: Job, counts: Counter[str], ended: str = "timed_out") -> None:
     what = kind(job)
     result = job.get("result") or {}
     if what == "failed":
@@ -143,7 +153,8 @@ def _outcome_element(case: ET.Element, job: Job, counts: Counter[str]) -> None:
         element.text = result.get("output_tail") or ""
     elif what == "unfinished":
         counts["errors"] += 1
-        ET.SubElement(case, "error", message=f"still {job['status']} when the wait timed out", type="TimedOut")
+        error_type, when = _ENDED[ended]
+        ET.SubElement(case, "error", message=f"still {job['status']} {when}", type=error_type)
     elif what == "cancelled":
         counts["skipped"] += 1
         ET.SubElement(case, "skipped", message="cancelled")
@@ -168,9 +179,12 @@ def github_annotations(jobs: list[Job]) -> list[str]:
     for job in bad[:MAX_ANNOTATIONS]:
         what = {"failed": "failed", "infra_error": "infrastructure error", "cancelled": "cancelled",
                 "unfinished": "did not finish in time"}[kind(job)]  # fmt: skip
-        tail = ((job.get("result") or {}).get("output_tail") or "").strip().splitlines()[-5:]
+        result = job.get("result") or {}
+        tail = (result.get("output_tail") or "").strip().splitlines()[-5:]
         message = f"{job['test_path']} {what} on {job['app_version_id']} ({job['target']}), job {job['id']}"
-        error = ((job.get("result") or {}).get("error") or "").strip()
+        error = (result.get("error") or "").strip()
+        if kind(job) == "infra_error" and error:
+            message += f": {error}"
         if (location := error_location(job)) and error:
             message += f"\nat {location}: {error}"
         elif tail:
@@ -185,12 +199,14 @@ def github_annotations(jobs: list[Job]) -> list[str]:
     return lines
 
 
-def github_step_summary(jobs: list[Job]) -> str:
+def github_step_summary(jobs: list[Job], notes: Sequence[str] = ()) -> str:
     summary = Summary.of(jobs)
     icon = {"passed": "✅", "failed": "❌", "infra_error": "⚠️", "cancelled": "🚫", "unfinished": "⏳"}
     ordered = sorted(jobs, key=lambda job: (kind(job) == "passed", job["test_path"]))
     lines = [f"### qualgent: {summary.line()}", "", "| | test | app version | target | attempts | time | job |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    if notes:
+        lines[2:2] = [*notes, ""]
     for job in ordered[:_SUMMARY_ROWS]:
         test_path = job["test_path"].replace("|", "\\|")
         lines.append(f"| {icon[kind(job)]} | `{test_path}` | {job['app_version_id']} | {job['target']} | "
@@ -200,14 +216,14 @@ def github_step_summary(jobs: list[Job]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def publish_to_github(jobs: list[Job], annotations_to_stdout: bool) -> None:
+def publish_to_github(jobs: list[Job], annotations_to_stdout: bool, notes: Sequence[str] = ()) -> None:
     """Inside GitHub Actions: append the step summary and print the annotations."""
     if not in_github_actions():
         return
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary_path:
         with open(summary_path, "a", encoding="utf-8") as out:
-            out.write(github_step_summary(jobs))
+            out.write(github_step_summary(jobs, notes))
     stream = sys.stdout if annotations_to_stdout else sys.stderr
     for line in github_annotations(jobs):
         print(line, file=stream)

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -38,21 +39,42 @@ def status_text(status: str) -> str:
     return f"[{style}]{status}[/{style}]"
 
 
+_FINAL = ("completed", "failed", "cancelled")
+
+
+def attempts_text(job: dict[str, Any]) -> str:
+    """`2/3`; a finished job's count says `final` when attempts were left (a test failure is not retried)."""
+    text = f"{job['attempts']}/{job['max_attempts']}"
+    if job["status"] in ("failed", "cancelled") and job["attempts"] < job["max_attempts"]:
+        text += " (final)"
+    return text
+
+
+def exit_code_text(job: dict[str, Any]) -> str:
+    """The run's exit code; `-` when there is none (not run yet, or killed, timed out or never started)."""
+    code = (job.get("result") or {}).get("exit_code")
+    return "-" if code is None else str(code)
+
+
 def jobs_table(jobs: list[dict[str, Any]], title: str | None = None) -> Table:
+    """One row per job. `group` is the first 8 characters of the group id: the jobs of one app build and target
+    that one agent runs after one install share it."""
     table = Table(title=title, header_style="bold")
     table.add_column("job id", no_wrap=True)
-    for column in ("org", "app version", "test", "priority", "target", "status", "attempts"):
+    for column in ("org", "app version", "group", "test", "priority", "target", "status", "exit", "attempts"):
         table.add_column(column, overflow="fold")
     for job in jobs:
         table.add_row(
             job["id"],
-            job["org_id"],
-            job["app_version_id"],
-            job["test_path"],
+            escape(job["org_id"]),
+            escape(job["app_version_id"]),
+            str(job.get("group_id") or "-")[:8],
+            escape(job["test_path"]),
             job["priority"],
             job["target"],
             status_text(job["status"]),
-            f"{job['attempts']}/{job['max_attempts']}",
+            exit_code_text(job),
+            attempts_text(job),
         )
     return table
 
@@ -64,12 +86,12 @@ def job_detail(job: dict[str, Any]) -> Table:
     for key in ("id", "org_id", "app_version_id", "test_path", "priority", "target"):
         table.add_row(key, str(job[key]))
     table.add_row("status", status_text(job["status"]))
-    table.add_row("attempts", f"{job['attempts']}/{job['max_attempts']}")
+    table.add_row("attempts", attempts_text(job))
     for key in ("group_id", "agent_id", "created_at", "started_at", "finished_at"):
         table.add_row(key, str(job.get(key) or "-"))
     result = job.get("result")
     if result:
-        table.add_row("exit code", str(result.get("exit_code")))
+        table.add_row("exit code", exit_code_text(job))
         if result.get("duration_ms") is not None:
             table.add_row("duration", f"{result['duration_ms'] / 1000:.1f}s")
         if result.get("error"):

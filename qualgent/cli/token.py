@@ -37,6 +37,13 @@ def create(role: str, org_id: str | None, name: str | None, api_url: str, token:
     body = {"role": role, "org_id": org_id, "name": name}
     with client(api_url, token) as api:
         made = api.post("/tokens", {k: v for k, v in body.items() if v is not None})
+    if not made.get("enforced", True):
+        errors.print(
+            "[bold yellow]warning:[/bold yellow] this server has no admin token (QUALGENT_ADMIN_TOKEN is unset), so it "
+            "checks no token: this one restricts nothing, and anyone who can reach the server may do anything. "
+            "Start the server with QUALGENT_ADMIN_TOKEN set for tokens to take effect.",
+            soft_wrap=True,
+        )
     if as_json:
         print_json(made)
         return

@@ -101,6 +101,8 @@ class Agent(Base):
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default=AgentStatus.IDLE.value)
     registered_at: Mapped[dt.datetime] = _now()
     last_heartbeat_at: Mapped[dt.datetime] = _now()
+    # Set when the agent deregisters: it then leaves the live views (kept for the attempts that name it).
+    deregistered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class JobGroup(Base):
@@ -246,7 +248,7 @@ class Attempt(Base):
 
 
 class BrowserstackApp(Base):
-    """A build uploaded to BrowserStack App Automate, shared by every agent (migration 0013_i17): its bs:// id,
+    """A build uploaded to BrowserStack App Automate, shared by every agent (migration 0013): its bs:// id,
     when it was uploaded (BrowserStack deletes it 30 days later), and who is uploading it now (a lease)."""
 
     __tablename__ = "browserstack_apps"

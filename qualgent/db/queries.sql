@@ -2,10 +2,17 @@
 -- Bind parameters are :name; casts are written CAST(... AS ...) so they never collide with them.
 
 -- name: upsert_orgs
--- An unknown org is created as standard on first submit.
+-- An unknown org is created as standard on first submit; the ids returned are those created now.
 INSERT INTO orgs (id)
 SELECT DISTINCT unnest(CAST(:org_ids AS text[]))
-ON CONFLICT (id) DO NOTHING;
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
+
+-- name: orgs_like
+-- Orgs whose id equals one of these but for case and surrounding whitespace (a typo's likely intent).
+SELECT id, lower(btrim(id)) AS normalized FROM orgs
+WHERE lower(btrim(id)) = ANY(CAST(:normalized AS text[])) AND id <> ALL(CAST(:org_ids AS text[]))
+ORDER BY id;
 
 -- name: upsert_pending_groups
 -- One row per (org, app version, target) key, in a fixed order so concurrent submits cannot deadlock.

@@ -47,13 +47,22 @@ async def wait_for_change(
 
 
 async def claim_or_wait(
-    hub: Hub, targets: Sequence[str], timeout: float, claim: Callable[[], Awaitable[T | None]], recheck: float = 5.0
+    hub: Hub,
+    targets: Sequence[str],
+    timeout: float,
+    claim: Callable[[], Awaitable[T | None]],
+    recheck: float = 5.0,
+    gone: asyncio.Event | None = None,
 ) -> T | None:
     """Try `claim`; while there is nothing, sleep until work is announced for one of `targets` and try
-    again, up to `timeout`. `recheck` bounds each sleep: jobs leaving retry backoff are not announced."""
+    again, up to `timeout`. `recheck` bounds each sleep: jobs leaving retry backoff are not announced.
+    `gone` set: the agent hung up (or died): no more tries, for a claim is its sign of life, and one made
+    for a dead agent would keep it shown alive and hold a group until its lease lapsed."""
     deadline = asyncio.get_running_loop().time() + timeout
     with hub.watch_work(targets) as waiter:
         while True:
+            if gone is not None and gone.is_set():
+                return None
             got = await claim()
             remaining = deadline - asyncio.get_running_loop().time()
             if got is not None or remaining <= 0 or hub.closing:

@@ -13,11 +13,13 @@ from qualgent.domain import NotFound
 from qualgent.domain.types import AgentStatus
 from qualgent.queue import claims
 
-# An agent silent for this many leases is shown offline, whatever it last said.
-OFFLINE_AFTER_LEASES = 3
+# An agent silent for a whole lease is shown offline, whatever it last said: a live agent beats every third of a
+# lease, so one lease of silence is two missed beats (a kill -9, a frozen host, a cut network). Its claim lapses at
+# the same moment, so an agent shown idle or busy is one whose lease would still hold.
+OFFLINE_AFTER_LEASES = 1
 
 _SELECT = """
-SELECT a.id, a.name, a.targets, a.registered_at, a.last_heartbeat_at,
+SELECT a.id, a.name, a.targets, a.registered_at, a.last_heartbeat_at, a.deregistered_at,
        CASE WHEN a.status <> 'offline'
                  AND a.last_heartbeat_at < now() - make_interval(secs => :offline_after)
             THEN 'offline' ELSE a.status END AS status,
@@ -39,6 +41,23 @@ async def targets(
         known.clear()
     known[agent_id] = list(agent["targets"])
     return known[agent_id]
+
+
+async def targets_without_online_agent(engine: AsyncEngine, wanted: set[str], lease_seconds: float) -> list[str]:
+    """Of the targets `wanted`, those that no online agent serves (none registered, or all of them offline,
+    deregistered or silent for a lease), sorted."""
+    if not wanted:
+        return []
+    query = text(
+        "SELECT DISTINCT t.target FROM agents a, unnest(a.targets) AS t(target) "
+        "WHERE a.deregistered_at IS NULL AND a.status <> 'offline' "
+        "AND a.last_heartbeat_at >= now() - make_interval(secs => :offline_after) "
+        "AND t.target = ANY(CAST(:wanted AS text[]))"
+    )
+    params = {"wanted": sorted(wanted), "offline_after": lease_seconds * OFFLINE_AFTER_LEASES}
+    async with engine.connect() as conn:
+        served = {row.target for row in await conn.execute(query, params)}
+    return sorted(wanted - served)
 
 
 async def register(engine: AsyncEngine, name: str, targets: list[str]) -> RowMapping:
@@ -70,12 +89,19 @@ async def get(engine: AsyncEngine, agent_id: uuid.UUID, lease_seconds: float) ->
 
 
 async def list_agents(
-    engine: AsyncEngine, lease_seconds: float, status: AgentStatus | None = None, limit: int = 500
+    engine: AsyncEngine,
+    lease_seconds: float,
+    status: AgentStatus | None = None,
+    limit: int = 500,
+    include_deregistered: bool = False,
 ) -> list[RowMapping]:
-    query = f"SELECT * FROM ({_SELECT}) s"  # noqa: S608 - constant text
+    """Agents, newest first. Those that deregistered are history, left out unless asked for."""
+    query = f"SELECT * FROM ({_SELECT}) s WHERE true"  # noqa: S608 - constant text
     params: dict[str, Any] = {"offline_after": lease_seconds * OFFLINE_AFTER_LEASES, "limit": limit}
+    if not include_deregistered:
+        query += " AND s.deregistered_at IS NULL"
     if status is not None:
-        query += " WHERE s.status = :status"
+        query += " AND s.status = :status"
         params["status"] = status.value
     query += " ORDER BY s.registered_at DESC LIMIT :limit"
     async with engine.connect() as conn:
@@ -94,10 +120,12 @@ async def set_status(engine: AsyncEngine, agent_id: uuid.UUID, status: AgentStat
 
 
 async def deregister(engine: AsyncEngine, agent_id: uuid.UUID, lease_seconds: float) -> RowMapping:
-    """The agent leaves: whatever it holds goes back to the queue, and it is kept, offline, for history."""
+    """The agent leaves: whatever it holds goes back to the queue, and it is kept, offline and marked
+    deregistered, for history (the live views leave it out)."""
     async with engine.begin() as conn:
         result = await conn.execute(
-            text("UPDATE agents SET status = 'offline' WHERE id = :agent_id RETURNING id"), {"agent_id": agent_id}
+            text("UPDATE agents SET status = 'offline', deregistered_at = now() WHERE id = :agent_id RETURNING id"),
+            {"agent_id": agent_id},
         )
         if result.first() is None:
             raise NotFound(f"no agent {agent_id}", agent_id=str(agent_id))

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from qualgent.db.raw import Raw
 from qualgent.db.sql import Q
-from qualgent.domain import FINAL_STATUSES, Conflict, JobStatus, NotFound, Priority, Target
+from qualgent.domain import FINAL_STATUSES, Conflict, InvalidInput, JobStatus, NotFound, Priority, Target
 from qualgent.observability import metrics
 from qualgent.queue._common import (
     GroupAggregate,
@@ -63,20 +63,59 @@ class NewJob(NamedTuple):
 class Submitted:
     jobs: list[NewJob] | list[RowMapping]  # rows read back only for a replay
     replayed: bool = False  # the idempotency key was seen before: these are the jobs it made then
+    warnings: tuple[str, ...] = ()  # e.g. a new org whose id differs from an existing one only by case
 
 
-async def submit(engine: AsyncEngine, specs: Sequence[JobSpec], idempotency_key: str | None = None) -> Submitted:
+async def submit(
+    engine: AsyncEngine,
+    specs: Sequence[JobSpec],
+    idempotency_key: str | None = None,
+    auto_create_orgs: bool = True,
+) -> Submitted:
     """Queue jobs in one transaction: all of them or none. Returns them in the order given. With an
     idempotency key, the same submission sent again returns the jobs of the first one; the same key
-    with a different submission is a Conflict."""
-    ids = new_ids(len(specs))
+    with a different submission is a Conflict. An unknown org is created (standard tier) unless
+    `auto_create_orgs` is false, when it is refused (InvalidInput naming it).
+
+    The jobs' ids ascend in the order given, so a group's jobs of one submission, which share created_at (the
+    transaction's time), run in submission order: the claim orders a group's jobs by priority, created_at, id."""
+    ids = sorted_ids(len(specs))
     async with engine.begin() as conn:
         if idempotency_key is not None:
             request_hash = _request_hash(specs)
             params = {"key": idempotency_key, "request_hash": request_hash, "job_ids": ids}
             if (await conn.execute(Q.claim_idempotency_key, params)).first() is None:
                 return await _replay(conn, idempotency_key, request_hash)
-        return Submitted(await submit_in(conn, specs, ids))
+        created = await _create_orgs(conn, sorted({s.org_id for s in specs}), auto_create_orgs)
+        return Submitted(await submit_in(conn, specs, ids, orgs_known=True), warnings=created)
+
+
+async def _create_orgs(conn: AsyncConnection, org_ids: list[str], auto_create: bool) -> tuple[str, ...]:
+    """Create the orgs not seen before; warnings for those whose id looks like a typo of an existing one
+    (another case, surrounding whitespace). With auto_create off, a new org is refused, naming it."""
+    created = [row.id for row in await conn.execute(Q.upsert_orgs, {"org_ids": org_ids})]
+    if not created:
+        return ()
+    normalized = {org: org.strip().lower() for org in created}
+    rows = await conn.execute(Q.orgs_like, {"normalized": sorted(set(normalized.values())), "org_ids": created})
+    like: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        like[row.normalized].append(row.id)
+    hints = {org: like[normalized[org]] for org in created if like.get(normalized[org])}
+    if not auto_create:
+        org = created[0]
+        hint = f"; did you mean {', '.join(map(repr, hints[org]))}?" if org in hints else ""
+        raise InvalidInput(
+            f"unknown org {org!r}: this server does not create orgs on submit (QUALGENT_AUTO_CREATE_ORGS=false); "
+            f"an admin creates one with `qgjob org set-tier --org-id ... --tier ...`{hint}",
+            field="org_id",
+            org_id=org,
+        )
+    return tuple(
+        f"org {org!r} was created, but differs from the existing org {', '.join(map(repr, existing))} only by case "
+        "or whitespace: a typo?"
+        for org, existing in hints.items()
+    )
 
 
 async def _replay(conn: AsyncConnection, key: str, request_hash: str) -> Submitted:
@@ -100,21 +139,32 @@ Q_COPY_JOBS = (
 )
 
 
+def sorted_ids(count: int) -> list[uuid.UUID]:
+    """`new_ids`, ascending. Sorted as 16-byte strings (compared in C; sorting the UUIDs compares them in Python,
+    3x the cost), which is the order of both Python's UUID and PostgreSQL's uuid."""
+    return [uuid.UUID(bytes=chunk) for chunk in sorted(_random_uuid_bytes(count))]
+
+
 def new_ids(count: int) -> list[uuid.UUID]:
     """Random (version 4) UUIDs from one read of the system's random source rather than one per id."""
+    return [uuid.UUID(bytes=chunk) for chunk in _random_uuid_bytes(count)]
+
+
+def _random_uuid_bytes(count: int) -> list[bytes]:
     raw = bytearray(os.urandom(16 * count))
     raw[6::16] = bytes((b & 0x0F) | 0x40 for b in raw[6::16])  # version 4
     raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])  # RFC 4122 variant
-    return [uuid.UUID(bytes=bytes(raw[i : i + 16])) for i in range(0, 16 * count, 16)]
+    return [bytes(raw[i : i + 16]) for i in range(0, 16 * count, 16)]
 
 
 async def submit_in(
-    conn: AsyncConnection, specs: Sequence[JobSpec], ids: Sequence[uuid.UUID] | None = None
+    conn: AsyncConnection, specs: Sequence[JobSpec], ids: Sequence[uuid.UUID] | None = None, orgs_known: bool = False
 ) -> list[NewJob]:
     if not specs:
         return []
     now = (await conn.execute(text("SELECT now()"))).scalar_one()
-    await conn.execute(Q.upsert_orgs, {"org_ids": sorted({s.org_id for s in specs})})
+    if not orgs_known:
+        await conn.execute(Q.upsert_orgs, {"org_ids": sorted({s.org_id for s in specs})})
     keys = [s.key for s in specs]
     groups = await upsert_pending_groups(conn, _aggregate(specs, keys, now))
     ids = list(ids) if ids is not None else new_ids(len(specs))

@@ -39,13 +39,14 @@ FROM jobs WHERE status = 'pending' AND run_after <= now()
 GROUP BY target
 """
 
-# An agent whose heartbeat is older than a few leases is offline whatever its row says.
+# An agent whose heartbeat is older than a lease is offline whatever its row says; deregistered ones are gone.
 _AGENTS = """
 SELECT t.target,
        CASE WHEN a.status <> 'offline' AND a.last_heartbeat_at < now() - make_interval(secs => :offline_after)
             THEN 'offline' ELSE a.status END AS status,
        count(*) AS agents
 FROM agents a, unnest(a.targets) AS t(target)
+WHERE a.deregistered_at IS NULL
 GROUP BY 1, 2
 """
 
@@ -54,6 +55,7 @@ SELECT CASE WHEN status <> 'offline' AND last_heartbeat_at < now() - make_interv
             THEN 'offline' ELSE status END AS status,
        count(*) AS agents
 FROM agents
+WHERE deregistered_at IS NULL
 GROUP BY 1
 """
 

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, Response, delete, get, post, put
+from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from qualgent.api.deps import ServicesDep
@@ -40,9 +41,16 @@ class AgentController(Controller):
     async def register(self, services: ServicesDep, data: JSONBody[AgentIn]) -> AgentOut:
         return agent_out(await agents.register(services.engine, data.name, [t.value for t in data.targets]))
 
-    @get("", summary="List agents")
-    async def list_agents(self, services: ServicesDep, status: FromQuery[AgentStatus | None] = None) -> list[AgentOut]:
-        rows = await agents.list_agents(services.engine, services.settings.lease_seconds, status)
+    @get("", summary="List agents (those that deregistered only with include_deregistered=true)")
+    async def list_agents(
+        self,
+        services: ServicesDep,
+        status: FromQuery[AgentStatus | None] = None,
+        include_deregistered: FromQuery[bool] = False,
+    ) -> list[AgentOut]:
+        rows = await agents.list_agents(
+            services.engine, services.settings.lease_seconds, status, include_deregistered=include_deregistered
+        )
         return [agent_out(r) for r in rows]
 
     @get("/{agent_id:uuid}")
@@ -71,7 +79,11 @@ class AgentController(Controller):
 
     @post("/{agent_id:uuid}/claim", summary="Claim the best waiting group: 200 with it, or 204 when none")
     async def claim(
-        self, services: ServicesDep, agent_id: FromPath[uuid.UUID], data: JSONBody[ClaimIn | None] = None
+        self,
+        services: ServicesDep,
+        request: Request[Any, Any, Any],
+        agent_id: FromPath[uuid.UUID],
+        data: JSONBody[ClaimIn | None] = None,
     ) -> Response[ClaimOut | None]:
         lease = services.settings.lease_seconds
         served = set(await agents.targets(services.engine, agent_id, lease, services.agent_targets))
@@ -79,9 +91,19 @@ class AgentController(Controller):
         if not set(wanted) <= served:
             raise InvalidInput(f"agent {agent_id} does not serve {sorted(set(wanted) - served)}", field="targets")
         wait = data.wait if data else 0.0
-        got = await claim_or_wait(
-            services.hub, wanted, wait, lambda: claims.claim(services.engine, services.direct, agent_id, wanted, lease)
-        )
+        gone = asyncio.Event()
+        watch = asyncio.create_task(_until_disconnected(request, gone)) if wait > 0 else None
+        try:
+            got = await claim_or_wait(
+                services.hub,
+                wanted,
+                wait,
+                lambda: claims.claim(services.engine, services.direct, agent_id, wanted, lease),
+                gone=gone,
+            )
+        finally:
+            if watch is not None:
+                watch.cancel()
         if got is None:
             return Response(None, status_code=204)
         return Response(claim_out(got, lease), status_code=200)
@@ -166,3 +188,10 @@ class AgentController(Controller):
     ) -> dict[str, str]:
         await claims.release(services.engine, agent_id, group_id, data.token, data.reason)
         return {"group_id": str(group_id), "status": "released"}
+
+
+async def _until_disconnected(request: Request[Any, Any, Any], gone: asyncio.Event) -> None:
+    """Set `gone` when the client hangs up: after the body, the next ASGI message is the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    gone.set()

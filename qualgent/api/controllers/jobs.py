@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated
 
@@ -24,8 +25,10 @@ from qualgent.api.schemas import (
 from qualgent.domain import InvalidInput, JobStatus, NotFound, Target
 from qualgent.domain.roles import Role
 from qualgent.notify import waiting
-from qualgent.queue import jobs, stats
+from qualgent.queue import agents, jobs, stats
 from qualgent.queue.jobs import JobFilter, JobSpec
+
+log = logging.getLogger(__name__)
 
 
 def _spec(job: JobIn) -> JobSpec:
@@ -88,12 +91,19 @@ class JobController(Controller):
         else:
             principal.require_org(data.org_id)
         specs = [_spec(j) for j in data] if isinstance(data, list) else [_spec(data)]
-        submitted = await jobs.submit(services.engine, specs, idempotency_key)
+        submitted = await jobs.submit(
+            services.engine, specs, idempotency_key, auto_create_orgs=services.settings.auto_create_orgs
+        )
         created = [new_job_out(j) if isinstance(j, jobs.NewJob) else job_out(j) for j in submitted.jobs]
         body = created if isinstance(data, list) else created[0]
+        headers = {}
+        for warning in submitted.warnings:
+            log.warning("submit: %s", warning)
+        if submitted.warnings:  # a header, so the answer's body keeps its shape; ASCII, as headers must be
+            headers["Qualgent-Warning"] = " | ".join(submitted.warnings).encode("ascii", "backslashreplace").decode()
         if submitted.replayed:
             return Response(body, status_code=200, headers={"Idempotent-Replayed": "true"})
-        return Response(body, status_code=201)
+        return Response(body, status_code=201, headers=headers)
 
     @get("", summary="List jobs, newest first")
     async def list_jobs(
@@ -134,12 +144,16 @@ class JobController(Controller):
         await _require_visible(services, principal, list(data.jobs))
         known = {job_id: (status.value if status else None) for job_id, status in data.jobs.items()}
         current, changed = await waiting.wait_for_change(services.engine, services.hub, known, data.timeout)
-        pending_groups = [job["group_id"] for job in current if job["status"] == JobStatus.PENDING]
-        ahead = await jobs.groups_ahead(services.engine, pending_groups)
+        pending = [job for job in current if job["status"] == JobStatus.PENDING]
+        ahead = await jobs.groups_ahead(services.engine, [job["group_id"] for job in pending])
+        unserved = await agents.targets_without_online_agent(
+            services.engine, {job["target"] for job in pending}, services.settings.lease_seconds
+        )
         return WaitOut(
             changed=changed,
             jobs=[job_out(job) for job in current],
             groups_ahead={job["id"]: ahead[job["group_id"]] for job in current if job["group_id"] in ahead},
+            no_agent_for=[Target(t) for t in unserved],
         )
 
     @get("/{job_id:uuid}", summary="A job, with its attempts")

@@ -25,7 +25,8 @@ class TokenController(Controller):
     )
     async def create(self, services: ServicesDep, data: JSONBody[TokenIn]) -> NewTokenOut:
         made = await tokens.create(services.engine, Role(data.role.value), data.org_id, data.name)
-        return NewTokenOut(token=made.secret, **msgspec.structs.asdict(token_out(made.row)))
+        enforced = services.settings.admin_token is not None
+        return NewTokenOut(token=made.secret, enforced=enforced, **msgspec.structs.asdict(token_out(made.row)))
 
     @get("", summary="List tokens (never their secrets)")
     async def list_tokens(

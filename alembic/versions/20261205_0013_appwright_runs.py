@@ -6,7 +6,7 @@
   when it was uploaded (BrowserStack deletes apps 30 days later: agents renew before), and a short upload lease
   so two agents do not upload the same build at once.
 
-Revision ID: 0013_i17
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-05 00:40:00.000000
 """
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from alembic import op
 
-revision: str = "0013_i17"
+revision: str = "0013"
 down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
