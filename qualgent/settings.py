@@ -45,6 +45,9 @@ class Settings:
     # Finished jobs, their attempts, done groups and idempotency keys older than this are folded into the
     # reporting rollups and deleted (qualgent/queue/retention.py; every server prunes hourly). 0: keep forever.
     retention_days: float = 90.0
+    # A group waiting this long outranks every group that waited less, whatever their tier and priority
+    # (bounded starvation; docs/design.md, "3. The claim").
+    aging_seconds: float = 600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -72,6 +75,8 @@ class Settings:
         updates.update(_rate_limits(get))
         if (days := get("RETENTION_DAYS")) is not None:
             updates["retention_days"] = _non_negative_float("QUALGENT_RETENTION_DAYS", days)
+        if (aging := get("AGING_SECONDS")) is not None:
+            updates["aging_seconds"] = _positive_float("QUALGENT_AGING_SECONDS", aging)
         return replace(settings, **updates)  # type: ignore[arg-type]
 
     def with_overrides(self, **overrides: object) -> Settings:

@@ -21,6 +21,7 @@ from qualgent.api.controllers.jobs import JobController
 from qualgent.api.controllers.monitoring import MonitoringController, prometheus_metrics
 from qualgent.api.controllers.orgs import OrgController
 from qualgent.api.controllers.reports import ReportController
+from qualgent.api.controllers.targets import TargetController
 from qualgent.api.controllers.tokens import TokenController
 from qualgent.api.deps import Services, provide_services
 from qualgent.api.errors import EXCEPTION_HANDLERS, document_error_responses
@@ -74,6 +75,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             EventController,
             AgentController,
             OrgController,
+            TargetController,
             HealthController,
             MonitoringController,
             ReportController,

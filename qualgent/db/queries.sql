@@ -259,8 +259,9 @@ SELECT finished.*, (SELECT count(*) FROM notified) AS notifications, (SELECT cou
 FROM finished;
 
 -- name: claim
--- The agent's claim, whole (migration 0009): its sign of life, the best pending group it can run, the group's jobs.
-SELECT qualgent_claim(:agent_id, CAST(:targets AS text[]), :lease_seconds);
+-- The agent's claim, whole (migrations 0009, 0013_i19): its sign of life, the best pending group it can run (aged
+-- first; caps; the builds it holds; fair share), the group's jobs. :held is a JSON array of the builds it holds.
+SELECT qualgent_claim(:agent_id, CAST(:targets AS text[]), :lease_seconds, :aging_seconds, CAST(:held AS jsonb));
 
 -- name: report_runs
 -- A report made only of runs that ended their jobs, all or nothing (SQLSTATE QGRUN otherwise; migration 0009).
@@ -270,7 +271,8 @@ SELECT qualgent_report_runs(:agent_id, :group_id, :token, :lease_seconds, CAST(:
 -- The same, and when it closed the group, the agent's next claim: one statement, one commit.
 SELECT report,
        CASE WHEN (report ->> 'group_done')::boolean
-            THEN qualgent_claim(:agent_id, CAST(:targets AS text[]), :lease_seconds) END
+            THEN qualgent_claim(:agent_id, CAST(:targets AS text[]), :lease_seconds, :aging_seconds,
+                                CAST(:held AS jsonb)) END
 FROM qualgent_report_runs(:agent_id, :group_id, :token, :lease_seconds, CAST(:runs AS jsonb)) AS report;
 
 -- name: hold_claim

@@ -46,13 +46,41 @@ class Result:
     outcome: Outcome | None = None  # given when the agent knows better than the exit code (timeout, install)
 
 
+@dataclass(frozen=True, slots=True)
+class HeldBuild:
+    """A build an agent holds installed on its device for a target: among groups of equal tier and priority, the
+    claim gives it that build's group first."""
+
+    target: str
+    org_id: str
+    app_version_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """What the claim ranks by besides tier, priority and age (docs/design.md, "3. The claim")."""
+
+    aging_seconds: float = 600.0  # QUALGENT_AGING_SECONDS
+    held: Sequence[HeldBuild] = ()
+
+    def params(self) -> dict[str, Any]:
+        held = [{"target": b.target, "org_id": b.org_id, "app_version_id": b.app_version_id} for b in self.held]
+        return {"aging_seconds": self.aging_seconds, "held": msgspec.json.encode(held).decode()}
+
+
 @metrics.timed_claim
 async def claim(
-    engine: AsyncEngine, direct: Direct, agent_id: uuid.UUID, targets: list[str], lease_seconds: float
+    engine: AsyncEngine,
+    direct: Direct,
+    agent_id: uuid.UUID,
+    targets: list[str],
+    lease_seconds: float,
+    ranking: Ranking = Ranking(),
 ) -> Claim | None:
     """Take the best pending group this agent can run, whole: one statement (qualgent_claim, in autocommit)."""
+    params = {"agent_id": agent_id, "targets": targets, "lease_seconds": lease_seconds, **ranking.params()}
     for _ in range(3):  # a group emptied by cancels or backoff is retired and the next one tried
-        got = await direct.value(P.claim, {"agent_id": agent_id, "targets": targets, "lease_seconds": lease_seconds})
+        got = await direct.value(P.claim, params)
         taken, again = await _take(engine, agent_id, got)
         if not again:
             return taken
@@ -131,6 +159,7 @@ async def report_progress(
     results: Sequence[tuple[uuid.UUID, Result]],
     lease_seconds: float,
     claim_next: list[str] | None = None,
+    ranking: Ranking = Ranking(),
 ) -> Progress:
     """Starts, then results, of a claimed group's jobs in one transaction: the agent's batched path (River's
     batch completer, on the agent's side). A fast test suite reports many jobs per request and per commit;
@@ -142,12 +171,14 @@ async def report_progress(
     (qualgent_report_runs, and qualgent_claim in the same statement and commit when asked); anything else, or any
     surprise in it, takes the general path below."""
     if starts and {s.job_id for s in starts} == {job_id for job_id, _ in results} and len(starts) == len(results):
-        fast = await _report_runs(direct, agent_id, group_id, token, starts, results, lease_seconds, claim_next)
+        fast = await _report_runs(
+            direct, agent_id, group_id, token, starts, results, lease_seconds, claim_next, ranking
+        )
         if fast is not None:
             progress, claimed = fast
             _count(progress)
             if claimed is not None:
-                progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds, claimed)
+                progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds, ranking, claimed)
             return progress
     progress = Progress()
     async with engine.begin() as conn:
@@ -166,7 +197,7 @@ async def report_progress(
         progress.group_done = (await raw.rows(P.close_group_and_free_agent, closing))[0]["closed"]
     _count(progress)
     if claim_next is not None and progress.group_done:
-        progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds)
+        progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds, ranking)
     return progress
 
 
@@ -176,6 +207,7 @@ async def _next(
     agent_id: uuid.UUID,
     targets: list[str] | None,
     lease_seconds: float,
+    ranking: Ranking,
     claimed: dict[str, Any] | None = None,
 ) -> Claim | None:
     """The next group for an agent whose report closed its last one: what the report's statement claimed, or a
@@ -185,7 +217,7 @@ async def _next(
             taken, again = await _take(engine, agent_id, claimed)
             if not again:
                 return taken
-        return await claim(engine, direct, agent_id, targets or [], lease_seconds)
+        return await claim(engine, direct, agent_id, targets or [], lease_seconds, ranking)
     except NotFound:
         return None
 
@@ -222,6 +254,7 @@ async def _report_runs(
     results: Sequence[tuple[uuid.UUID, Result]],
     lease_seconds: float,
     claim_next: list[str] | None,
+    ranking: Ranking,
 ) -> tuple[Progress, dict[str, Any] | None] | None:
     """The one-statement report, with what qualgent_claim answered when a claim was asked for and the group
     closed; None when the general path must decide (the claim is not held, or a run does not end its job: a
@@ -233,6 +266,7 @@ async def _report_runs(
         "lease_seconds": lease_seconds,
         "runs": _runs({s.job_id: s for s in starts}, results),
         "targets": claim_next,
+        **ranking.params(),
     }
     try:
         answer, claimed = await direct.row(P.report_runs if claim_next is None else P.report_runs_then_claim, params)

@@ -6,7 +6,7 @@ from typing import Annotated
 from litestar import Controller, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from qualgent.api.deps import ServicesDep
+from qualgent.api.deps import Services, ServicesDep
 from qualgent.api.schemas import (
     AgentIn,
     AgentOut,
@@ -15,6 +15,7 @@ from qualgent.api.schemas import (
     ClaimOut,
     HeartbeatIn,
     HeartbeatOut,
+    HeldBuildIn,
     JobOut,
     JobStatusOut,
     ProgressIn,
@@ -79,8 +80,12 @@ class AgentController(Controller):
         if not set(wanted) <= served:
             raise InvalidInput(f"agent {agent_id} does not serve {sorted(set(wanted) - served)}", field="targets")
         wait = data.wait if data else 0.0
+        ranking = _ranking(services, data.held_builds if data else [])
         got = await claim_or_wait(
-            services.hub, wanted, wait, lambda: claims.claim(services.engine, services.direct, agent_id, wanted, lease)
+            services.hub,
+            wanted,
+            wait,
+            lambda: claims.claim(services.engine, services.direct, agent_id, wanted, lease, ranking),
         )
         if got is None:
             return Response(None, status_code=204)
@@ -148,7 +153,16 @@ class AgentController(Controller):
             await agents.targets(services.engine, agent_id, lease, services.agent_targets) if data.then_claim else None
         )
         done = await claims.report_progress(
-            services.engine, services.direct, agent_id, group_id, data.token, starts, results, lease, then
+            services.engine,
+            services.direct,
+            agent_id,
+            group_id,
+            data.token,
+            starts,
+            results,
+            lease,
+            then,
+            _ranking(services, data.held_builds),
         )
         return progress_out(done, None if done.next_claim is None else claim_out(done.next_claim, lease))
 
@@ -166,3 +180,8 @@ class AgentController(Controller):
     ) -> dict[str, str]:
         await claims.release(services.engine, agent_id, group_id, data.token, data.reason)
         return {"group_id": str(group_id), "status": "released"}
+
+
+def _ranking(services: Services, held: list[HeldBuildIn]) -> claims.Ranking:
+    builds = tuple(claims.HeldBuild(b.target.value, b.org_id, b.app_version_id) for b in held)
+    return claims.Ranking(aging_seconds=services.settings.aging_seconds, held=builds)

@@ -1,0 +1,247 @@
+"""scheduling that uses what it knows: capacity caps, bounded starvation, fair share, build affinity
+
+    targets (target, max_running)        a cap on the groups running at once on a target (no row, or NULL: none)
+    orgs.max_running                     the same per org
+    orgs.last_claimed_at                 when a group of the org was last claimed: fair share
+    ix_job_groups_running_target/_org    running groups by target / org: the caps' counts read a few index entries
+    ix_job_groups_aging                  pending groups by age: the groups past the aging bound, oldest first
+
+qualgent_claim gains two arguments (with defaults, so a three-argument call keeps working): the aging bound in
+seconds and the builds the agent holds (a JSON array of {target, org_id, app_version_id}). docs/design.md
+("3. The claim, line by line") gives the ranking as a formula. Caps are counted under a transaction-level advisory
+lock per target and per org, taken only when the candidate's target or org has a cap, inside the claim's own
+transaction: two claims (on any servers) for a capped key take turns for the rest of their transactions, and the
+second one counts the first one's group. Advisory locks, not the orgs or targets rows, so that a cap's lock never
+meets a foreign-key check, a tier change or a submission.
+
+Revision ID: 0013_i19
+Revises: 0012
+Create Date: 2026-12-05 00:40:00.000000
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from qualgent.db.migrate import revision_module
+
+revision: str = "0013_i19"
+down_revision: str | None = "0012"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# The advisory lock class of the caps (the first key of pg_advisory_xact_lock(int, int)): 'qgcp'.
+CAP_LOCK_CLASS = 0x71676370
+
+# enable_sort stays off (migration 0009): every statement walks an index in the order it wants; the only sort
+# left is the fair-share pick over at most 32 rows. That sort costs the planner's penalty for a disabled node
+# (1e10), which is far past jit_above_cost: without jit = off, PostgreSQL compiled the statement on every claim
+# (~0.45 s each, seen through auto_explain).
+CLAIM = """
+CREATE FUNCTION qualgent_claim(p_agent_id uuid, p_targets text[], p_lease_seconds double precision,
+                               p_aging_seconds double precision DEFAULT 600, p_held jsonb DEFAULT '[]')
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET enable_sort = off
+SET jit = off
+AS $$
+DECLARE
+    agent_status text;
+    chosen uuid;
+    chosen_target text;
+    chosen_org text;
+    claimed record;
+    pick uuid;
+    cap integer;
+    full_targets text[] := '{}';   -- capped and at their cap: skipped for the rest of this claim
+    full_orgs text[] := '{}';
+    tries integer := 0;
+    job_list jsonb;
+    deferred jsonb;
+BEGIN
+    SELECT status INTO agent_status FROM agents WHERE id = p_agent_id;
+    IF agent_status IS NULL THEN
+        RETURN jsonb_build_object('agent_status', NULL);  -- unknown
+    END IF;
+    IF agent_status = 'offline' THEN  -- set offline by an operator, or deregistered: a sign of life, no work
+        UPDATE agents SET last_heartbeat_at = now() WHERE id = p_agent_id;
+        RETURN jsonb_build_object('agent_status', agent_status);
+    END IF;
+    -- Each turn locks one candidate (FOR NO KEY UPDATE SKIP LOCKED: claims run side by side) and keeps it when no
+    -- cap stops it; a cap that stops it adds its key to the skipped ones, so the turns are bounded by the caps met.
+    LOOP
+        tries := tries + 1;
+        EXIT WHEN tries > 16;
+        chosen := NULL;
+        pick := NULL;
+        -- 1. Bounded starvation: a group waiting longer than the bound goes first, the oldest first.
+        WITH aged AS (
+            SELECT id, target, org_id
+            FROM job_groups
+            WHERE status = 'pending' AND oldest_job_at <= now() - make_interval(secs => p_aging_seconds)
+              AND target = ANY(p_targets) AND available_at <= now()
+              AND target <> ALL(full_targets) AND org_id <> ALL(full_orgs)
+            ORDER BY oldest_job_at, id
+            LIMIT 1
+            FOR NO KEY UPDATE SKIP LOCKED
+        )
+        SELECT id, target, org_id INTO chosen, chosen_target, chosen_org FROM aged;
+        IF chosen IS NULL THEN
+            -- 2. The best (tier, priority) among the first groups in scheduling order; within it a build the agent
+            -- holds, else the org served least recently, else the oldest (the index order).
+            WITH head AS MATERIALIZED (
+                SELECT id, org_id, app_version_id, target, tier, best_priority, oldest_job_at
+                FROM job_groups
+                WHERE status = 'pending' AND target = ANY(p_targets) AND available_at <= now()
+                  AND target <> ALL(full_targets) AND org_id <> ALL(full_orgs)
+                ORDER BY tier, best_priority, oldest_job_at, id
+                LIMIT 32
+            ), best_tier AS (
+                SELECT min(tier) AS tier FROM head
+            ), bracket AS (
+                SELECT t.tier, min(h.best_priority) AS best_priority
+                FROM best_tier t JOIN head h ON h.tier = t.tier
+                GROUP BY t.tier
+            ), held AS (
+                SELECT g.id
+                FROM jsonb_to_recordset(p_held) AS b (target text, org_id text, app_version_id text)
+                JOIN job_groups g
+                  ON g.org_id = b.org_id AND g.app_version_id = b.app_version_id AND g.target = b.target
+                 AND g.status = 'pending'
+                JOIN bracket k ON g.tier = k.tier AND g.best_priority = k.best_priority
+                WHERE g.target = ANY(p_targets) AND g.available_at <= now()
+                  AND g.target <> ALL(full_targets) AND g.org_id <> ALL(full_orgs)
+                LIMIT 1
+            ), fair AS (
+                SELECT h.id
+                FROM head h
+                JOIN bracket k ON h.tier = k.tier AND h.best_priority = k.best_priority
+                JOIN orgs o ON o.id = h.org_id
+                ORDER BY o.last_claimed_at NULLS FIRST, h.oldest_job_at, h.id
+                LIMIT 1
+            )
+            SELECT COALESCE((SELECT id FROM held), (SELECT id FROM fair)) INTO pick;
+            IF pick IS NULL THEN
+                EXIT;  -- nothing this agent may run
+            END IF;
+            SELECT id, target, org_id INTO chosen, chosen_target, chosen_org
+            FROM job_groups
+            WHERE id = pick AND status = 'pending'
+            FOR NO KEY UPDATE SKIP LOCKED;
+            IF chosen IS NULL THEN
+                -- Another claim took the pick first: the next group no one else is taking, in scheduling order.
+                -- The CTE is a fence: LIMIT 1 cannot become "every match".
+                WITH candidate AS (
+                    SELECT id, target, org_id
+                    FROM job_groups
+                    WHERE status = 'pending' AND target = ANY(p_targets) AND available_at <= now()
+                      AND target <> ALL(full_targets) AND org_id <> ALL(full_orgs)
+                    ORDER BY tier, best_priority, oldest_job_at, id
+                    LIMIT 1
+                    FOR NO KEY UPDATE SKIP LOCKED
+                )
+                SELECT id, target, org_id INTO chosen, chosen_target, chosen_org FROM candidate;
+                EXIT WHEN chosen IS NULL;
+            END IF;
+        END IF;
+        -- 3. Caps, counted under the key's advisory lock (held to the end of this transaction): a claim that waited
+        -- for it counts, in its next statement's snapshot, the group the one before it committed.
+        SELECT max_running INTO cap FROM targets WHERE target = chosen_target;
+        IF cap IS NOT NULL THEN
+            PERFORM pg_advisory_xact_lock(%(lock_class)s, hashtext('target:' || chosen_target));
+            IF (SELECT count(*) FROM job_groups WHERE status = 'running' AND target = chosen_target) >= cap THEN
+                full_targets := full_targets || chosen_target;
+                chosen := NULL;
+                CONTINUE;
+            END IF;
+        END IF;
+        SELECT max_running INTO cap FROM orgs WHERE id = chosen_org;
+        IF cap IS NOT NULL THEN
+            PERFORM pg_advisory_xact_lock(%(lock_class)s, hashtext('org:' || chosen_org));
+            IF (SELECT count(*) FROM job_groups WHERE status = 'running' AND org_id = chosen_org) >= cap THEN
+                full_orgs := full_orgs || chosen_org;
+                chosen := NULL;
+                CONTINUE;
+            END IF;
+        END IF;
+        EXIT;
+    END LOOP;
+    IF chosen IS NOT NULL THEN
+        UPDATE job_groups g
+        SET status = 'running', agent_id = p_agent_id, lease_token = gen_random_uuid(),
+            lease_expires_at = now() + make_interval(secs => p_lease_seconds), claimed_at = now()
+        WHERE g.id = chosen
+        RETURNING g.id, g.org_id, g.app_version_id, g.target, g.lease_token, g.lease_expires_at INTO claimed;
+    END IF;
+    IF chosen IS NULL THEN
+        UPDATE agents SET last_heartbeat_at = now() WHERE id = p_agent_id;
+        RETURN jsonb_build_object('agent_status', agent_status);
+    END IF;
+    -- Fair share's clock. Written last but two statements before the commit: an org's concurrent claims queue on
+    -- its row only for that long.
+    UPDATE orgs SET last_claimed_at = now() WHERE id = claimed.org_id;
+    -- Runnable by the database's clock, the clock the claim chose the group by; in run order.
+    SELECT jsonb_agg(jsonb_build_object(
+               'id', j.id, 'test_path', j.test_path, 'priority', j.priority, 'attempts', j.attempts,
+               'max_attempts', j.max_attempts, 'timeout_seconds', j.timeout_seconds)
+               ORDER BY j.priority, j.created_at, j.id) FILTER (WHERE j.run_after <= now()),
+           jsonb_agg(j.id) FILTER (WHERE j.run_after > now())
+    INTO job_list, deferred
+    FROM jobs j
+    WHERE j.group_id = claimed.id AND j.status = 'pending';
+    -- The agent's sign of life, and busy when it has jobs to run: one row version per claim.
+    UPDATE agents
+    SET last_heartbeat_at = now(), status = CASE WHEN job_list IS NULL THEN status ELSE 'busy' END
+    WHERE id = p_agent_id;
+    RETURN jsonb_build_object(
+        'agent_status', agent_status,
+        'group', jsonb_build_object(
+            'id', claimed.id, 'org_id', claimed.org_id, 'app_version_id', claimed.app_version_id,
+            'target', claimed.target, 'token', claimed.lease_token, 'lease_expires_at', claimed.lease_expires_at),
+        'jobs', COALESCE(job_list, '[]'::jsonb),
+        'deferred', COALESCE(deferred, '[]'::jsonb));
+END
+$$
+""" % {"lock_class": CAP_LOCK_CLASS}  # noqa: UP031 - the SQL holds no other % sign
+
+OLD_SIGNATURE = "qualgent_claim(uuid, text[], double precision)"
+NEW_SIGNATURE = "qualgent_claim(uuid, text[], double precision, double precision, jsonb)"
+
+
+def upgrade() -> None:
+    op.create_table(
+        "targets",
+        sa.Column("target", sa.Text(), nullable=False),
+        sa.Column("max_running", sa.Integer(), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.CheckConstraint("target IN ('emulator', 'device', 'browserstack')", name=op.f("ck_targets_target")),
+        sa.CheckConstraint("max_running >= 0", name=op.f("ck_targets_max_running")),
+        sa.PrimaryKeyConstraint("target", name=op.f("pk_targets")),
+    )
+    op.add_column("orgs", sa.Column("max_running", sa.Integer(), nullable=True))
+    op.add_column("orgs", sa.Column("last_claimed_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_check_constraint(op.f("ck_orgs_max_running"), "orgs", "max_running >= 0")
+    op.create_index(
+        "ix_job_groups_running_target", "job_groups", ["target"], postgresql_where=sa.text("status = 'running'")
+    )
+    op.create_index(
+        "ix_job_groups_running_org", "job_groups", ["org_id"], postgresql_where=sa.text("status = 'running'")
+    )
+    op.create_index(
+        "ix_job_groups_aging", "job_groups", ["oldest_job_at", "id"], postgresql_where=sa.text("status = 'pending'")
+    )
+    op.execute(f"DROP FUNCTION {OLD_SIGNATURE}")
+    op.execute(CLAIM)
+
+
+def downgrade() -> None:
+    before = revision_module("20261129_0009_hot_path_functions.py")
+    op.execute(f"DROP FUNCTION {NEW_SIGNATURE}")
+    op.execute(before.CLAIM)
+    op.drop_index("ix_job_groups_aging", table_name="job_groups")
+    op.drop_index("ix_job_groups_running_org", table_name="job_groups")
+    op.drop_index("ix_job_groups_running_target", table_name="job_groups")
+    op.drop_constraint(op.f("ck_orgs_max_running"), "orgs", type_="check")
+    op.drop_column("orgs", "last_claimed_at")
+    op.drop_column("orgs", "max_running")
+    op.drop_table("targets")
