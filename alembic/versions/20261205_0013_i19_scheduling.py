@@ -5,6 +5,11 @@
     orgs.last_claimed_at                 when a group of the org was last claimed: fair share
     ix_job_groups_running_target/_org    running groups by target / org: the caps' counts read a few index entries
     ix_job_groups_aging                  pending groups by age: the groups past the aging bound, oldest first
+    test_durations                       per (org, target, test path): finished runs, a moving mean of their
+                                         duration (the last ~10 weigh most), when it last failed; upserted once
+                                         per finished group (qualgent.queue.history), never per job row
+    build_installs                       per (org, app version, target): how long its first group took from claim
+                                         to first start (the install), for estimates
 
 qualgent_claim gains two arguments (with defaults, so a three-argument call keeps working): the aging bound in
 seconds and the builds the agent holds (a JSON array of {target, org_id, app_version_id}). docs/design.md
@@ -218,6 +223,26 @@ def upgrade() -> None:
         sa.CheckConstraint("max_running >= 0", name=op.f("ck_targets_max_running")),
         sa.PrimaryKeyConstraint("target", name=op.f("pk_targets")),
     )
+    op.create_table(
+        "test_durations",
+        sa.Column("org_id", sa.Text(), nullable=False),
+        sa.Column("target", sa.Text(), nullable=False),
+        sa.Column("test_path", sa.Text(), nullable=False),
+        sa.Column("runs", sa.Integer(), nullable=False),
+        sa.Column("mean_ms", sa.Float(), nullable=False),
+        sa.Column("last_failed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.PrimaryKeyConstraint("org_id", "target", "test_path", name=op.f("pk_test_durations")),
+    )
+    op.create_table(
+        "build_installs",
+        sa.Column("org_id", sa.Text(), nullable=False),
+        sa.Column("app_version_id", sa.Text(), nullable=False),
+        sa.Column("target", sa.Text(), nullable=False),
+        sa.Column("install_ms", sa.Float(), nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.PrimaryKeyConstraint("org_id", "app_version_id", "target", name=op.f("pk_build_installs")),
+    )
     op.add_column("orgs", sa.Column("max_running", sa.Integer(), nullable=True))
     op.add_column("orgs", sa.Column("last_claimed_at", sa.DateTime(timezone=True), nullable=True))
     op.create_check_constraint(op.f("ck_orgs_max_running"), "orgs", "max_running >= 0")
@@ -245,3 +270,5 @@ def downgrade() -> None:
     op.drop_column("orgs", "last_claimed_at")
     op.drop_column("orgs", "max_running")
     op.drop_table("targets")
+    op.drop_table("build_installs")
+    op.drop_table("test_durations")

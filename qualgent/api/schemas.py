@@ -101,6 +101,14 @@ class AttemptOut(Struct):
     error: str | None
 
 
+class QueueOut(Struct):
+    """Where a pending job stands: the groups its agents take before its own, and when it should start."""
+
+    groups_ahead: int
+    eta_seconds: float | None  # null: no online agent serves its target (or the target's cap is 0)
+    agents_online: int  # agents online that serve the job's target
+
+
 class JobOut(Struct):
     id: uuid.UUID
     org_id: str
@@ -123,6 +131,7 @@ class JobOut(Struct):
     timeout_seconds: int | None = None
     flaky: bool = False
     attempt_history: list[AttemptOut] | None = None
+    queue: QueueOut | None = None  # pending jobs, where the route knows it
 
 
 def job_out(row: Mapping[str, Any] | RowMapping) -> JobOut:

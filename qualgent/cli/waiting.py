@@ -34,6 +34,7 @@ class Progress:
         self.total = total
         self.live: Live | None = None
         self._last_line = 0.0
+        self._unserved: list[str] = []
 
     def __enter__(self) -> Progress:
         if self.console.is_terminal:
@@ -56,15 +57,49 @@ class Progress:
         pending = sum(1 for job in jobs if job["status"] == "pending")
         line = f"{summary.total - summary.unfinished}/{summary.total} finished · {summary.passed} passed · "
         line += f"{summary.failed + summary.infra_errors} failed · {running} running · {pending} pending"
-        if groups_ahead:
-            line += f" (next group: {min(groups_ahead.values())} group(s) ahead in the queue)"
+        line += _queue_note(jobs, groups_ahead)
+        unserved = _unserved_targets(jobs)
+        if unserved:
+            line += f" · no online agent serves {', '.join(unserved)}: its jobs wait until one does"
         if reconnecting:
             line += f" · server unreachable, retrying: {reconnecting}"
         if self.live is not None:
             self.live.update(Text(line))
-        elif time.monotonic() - self._last_line > 30 or reconnecting:
+        elif time.monotonic() - self._last_line > 30 or reconnecting or (unserved and unserved != self._unserved):
             self._last_line = time.monotonic()
             self.console.print(line)
+        self._unserved = unserved
+
+
+def _queue_note(jobs: list[Job], groups_ahead: dict[str, int]) -> str:
+    """The place and ETA of the pending job that should start first (`queue` on pending jobs)."""
+    queues = [job["queue"] for job in jobs if job["status"] == "pending" and job.get("queue")]
+    if not queues:
+        return f" (next group: {min(groups_ahead.values())} group(s) ahead in the queue)" if groups_ahead else ""
+    first = min(queues, key=lambda q: (q["eta_seconds"] is None, q["eta_seconds"] or 0, q["groups_ahead"]))
+    note = f" (next group: {first['groups_ahead']} group(s) ahead in the queue"
+    if first["eta_seconds"] is not None:
+        note += f", starts in ~{_duration(first['eta_seconds'])}"
+    return note + ")"
+
+
+def _unserved_targets(jobs: list[Job]) -> list[str]:
+    """Targets of pending jobs that no online agent serves."""
+    return sorted(
+        {
+            job["target"]
+            for job in jobs
+            if job["status"] == "pending" and (job.get("queue") or {}).get("agents_online") == 0
+        }
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def wait_for_jobs(api: ApiClient, job_ids: Sequence[str], timeout: float | None, progress: Progress) -> list[Job]:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -108,6 +109,32 @@ class TargetCap(Base):
     target: Mapped[str] = mapped_column(Text, primary_key=True)
     max_running: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[dt.datetime] = _now()
+
+
+class DurationHistory(Base):
+    """How long a test runs (a moving mean over its recent runs) and when it last failed: estimates and ETAs."""
+
+    __tablename__ = "test_durations"
+
+    org_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    target: Mapped[str] = mapped_column(Text, primary_key=True)
+    test_path: Mapped[str] = mapped_column(Text, primary_key=True)
+    runs: Mapped[int] = mapped_column(Integer, nullable=False)
+    mean_ms: Mapped[float] = mapped_column(Float, nullable=False)
+    last_failed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class BuildInstall(Base):
+    """How long a build took to install (claim to first start of its first group)."""
+
+    __tablename__ = "build_installs"
+
+    org_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    app_version_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    target: Mapped[str] = mapped_column(Text, primary_key=True)
+    install_ms: Mapped[float] = mapped_column(Float, nullable=False)
+    recorded_at: Mapped[dt.datetime] = _now()
 
 
 class Agent(Base):

@@ -177,17 +177,6 @@ WHERE id = :job_id;
 -- name: get_jobs
 SELECT * FROM jobs WHERE id = ANY(CAST(:job_ids AS uuid[]));
 
--- name: groups_ahead
--- For each pending group: how many pending groups of its target an agent would take before it.
-SELECT g.id,
-       (SELECT count(*)
-        FROM job_groups o
-        WHERE o.status = 'pending' AND o.target = g.target
-          AND (o.tier, o.best_priority, o.oldest_job_at, o.id) < (g.tier, g.best_priority, g.oldest_job_at, g.id)
-       )::int AS ahead
-FROM job_groups g
-WHERE g.id = ANY(CAST(:group_ids AS uuid[])) AND g.status = 'pending';
-
 -- name: claim_idempotency_key
 -- The first submission with a key inserts it; a concurrent second one waits here for the first to
 -- commit, then finds it taken.
@@ -288,3 +277,71 @@ SELECT * FROM qualgent_run_jobs(:agent_id, :group_id, CAST(:runs AS jsonb));
 -- Every batched agent write ends here: the group is done once none of its jobs is left (its agent idle unless it
 -- holds another), else its lease is extended (migration 0011).
 SELECT qualgent_close_group(:group_id, :lease_seconds) AS closed;
+
+-- name: record_group_history
+-- Once per finished group (qualgent.queue.history), not per job: each test's moving mean duration (the last ~10
+-- runs weigh most) and when it last failed; the build's install time the first time it is seen (claim to first
+-- start). Keys upserted in a fixed order, so concurrent groups of one org cannot deadlock.
+WITH finished AS (
+    SELECT org_id, target, test_path, avg(duration_ms)::float8 AS ms, count(*)::int AS n,
+           max(finished_at) FILTER (WHERE status = 'failed') AS failed_at
+    FROM jobs
+    WHERE group_id = :group_id AND status IN ('completed', 'failed') AND duration_ms IS NOT NULL
+    GROUP BY org_id, target, test_path
+), durations AS (
+    INSERT INTO test_durations AS d (org_id, target, test_path, runs, mean_ms, last_failed_at)
+    SELECT org_id, target, test_path, n, ms, failed_at FROM finished
+    ORDER BY org_id, target, test_path
+    ON CONFLICT (org_id, target, test_path) DO UPDATE SET
+        runs = d.runs + EXCLUDED.runs,
+        mean_ms = d.mean_ms + (EXCLUDED.mean_ms - d.mean_ms) / LEAST(d.runs + 1, 10),
+        last_failed_at = COALESCE(EXCLUDED.last_failed_at, d.last_failed_at),
+        updated_at = now()
+    RETURNING 1
+), install AS (
+    INSERT INTO build_installs (org_id, app_version_id, target, install_ms)
+    SELECT g.org_id, g.app_version_id, g.target, 1000 * extract(epoch FROM min(j.started_at) - g.claimed_at)
+    FROM job_groups g
+    JOIN jobs j ON j.group_id = g.id
+    WHERE g.id = :group_id AND j.started_at IS NOT NULL
+    GROUP BY g.org_id, g.app_version_id, g.target, g.claimed_at
+    HAVING min(j.started_at) >= g.claimed_at
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM durations)::int AS tests, (SELECT count(*) FROM install)::int AS installs;
+
+-- name: queue_estimates
+-- For pending groups: the groups of their target ahead of them (in tier, priority, age order), the expected work
+-- of those and of what runs on the target now (jobs x the org's median test duration on the target, 30 s when it
+-- has none, plus each build's install time when known), the agents online for the target and its cap.
+WITH g AS (
+    SELECT id, target, tier, best_priority, oldest_job_at
+    FROM job_groups
+    WHERE id = ANY(CAST(:group_ids AS uuid[])) AND status = 'pending'
+), per_org AS (
+    SELECT org_id, target, percentile_cont(0.5) WITHIN GROUP (ORDER BY mean_ms) AS ms
+    FROM test_durations
+    WHERE target IN (SELECT target FROM g)
+    GROUP BY org_id, target
+)
+SELECT g.id, g.target, a.ahead, a.work_ms,
+       (SELECT COALESCE(sum(
+            (SELECT count(*) FROM jobs j WHERE j.group_id = r.id AND j.status IN ('pending', 'running'))
+            * COALESCE((SELECT ms FROM per_org p WHERE p.org_id = r.org_id AND p.target = r.target), 30000)), 0)
+        FROM job_groups r WHERE r.status = 'running' AND r.target = g.target)::float8 AS running_ms,
+       (SELECT count(*) FROM agents ag
+        WHERE g.target = ANY(ag.targets) AND ag.status <> 'offline'
+          AND ag.last_heartbeat_at >= now() - make_interval(secs => :offline_after))::int AS agents_online,
+       (SELECT max_running FROM targets t WHERE t.target = g.target) AS max_running
+FROM g
+CROSS JOIN LATERAL (
+    SELECT count(*)::int AS ahead,
+           COALESCE(sum(o.job_count * COALESCE(p.ms, 30000) + COALESCE(b.install_ms, 0)), 0)::float8 AS work_ms
+    FROM job_groups o
+    LEFT JOIN per_org p ON p.org_id = o.org_id AND p.target = o.target
+    LEFT JOIN build_installs b
+      ON b.org_id = o.org_id AND b.app_version_id = o.app_version_id AND b.target = o.target
+    WHERE o.status = 'pending' AND o.target = g.target
+      AND (o.tier, o.best_priority, o.oldest_job_at, o.id) < (g.tier, g.best_priority, g.oldest_job_at, g.id)
+) a;

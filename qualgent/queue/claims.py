@@ -18,6 +18,7 @@ from qualgent.db.sql import P, Q
 from qualgent.domain import Conflict, JobStatus, NotFound, Outcome, StaleClaim, classify_exit_code
 from qualgent.domain.types import GroupStatus, retry_delay_seconds
 from qualgent.observability import metrics
+from qualgent.queue import history
 from qualgent.queue._common import notify_jobs, requeue
 
 OUTPUT_TAIL_LIMIT = 16_384
@@ -179,6 +180,8 @@ async def report_progress(
             _count(progress)
             if claimed is not None:
                 progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds, ranking, claimed)
+            if progress.group_done:
+                await history.record_group(direct, group_id)
             return progress
     progress = Progress()
     async with engine.begin() as conn:
@@ -196,6 +199,8 @@ async def report_progress(
         closing = {"group_id": group_id, "lease_seconds": lease_seconds}
         progress.group_done = (await raw.rows(P.close_group_and_free_agent, closing))[0]["closed"]
     _count(progress)
+    if progress.group_done:
+        await history.record_group(direct, group_id)
     if claim_next is not None and progress.group_done:
         progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds, ranking)
     return progress

@@ -273,7 +273,12 @@ def test_rescue_reads_only_the_running_groups(loaded: str) -> None:
         ),
         ("get_jobs", {"job_ids": FINISHED_JOBS}, ["pk_jobs"]),
         ("lock_jobs", {"job_ids": FINISHED_JOBS[:10]}, ["pk_jobs"]),
-        ("groups_ahead", {"group_ids": PENDING}, ["pk_job_groups", "ix_job_groups_claimable"]),
+        (
+            "queue_estimates",  # the wait route's place and ETA of pending groups
+            {"group_ids": PENDING, "offline_after": 90.0},
+            ["pk_job_groups", "ix_job_groups_claimable", "ix_job_groups_running_target"],
+        ),
+        ("record_group_history", {"group_id": RUNNING}, ["ix_jobs_group_id|ix_jobs_active_by_group", "pk_job_groups"]),
         (
             "start_jobs",
             {"job_ids": FINISHED_JOBS[:20], "elapsed_ms": [0] * 20, "agent_id": AGENT, "group_id": RUNNING},

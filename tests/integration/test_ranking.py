@@ -124,14 +124,14 @@ async def test_a_group_past_the_aging_bound_outranks_every_younger_one(api: Api,
         await api.submit(org_id="gold", app_version_id=f"gold-{n}", priority="high")
     _age(db_url, "old-low", 601)  # past the bound of 600 s
     _age(db_url, "older-low", 900)
-    _age(db_url, "gold-2", 599)  # not yet
+    _age(db_url, "gold-2", 599)  # not yet: first of its tier and priority (the oldest), no more
     agent = await api.register()
     order = []
     while (claim := await api.claim(agent, expect=200 if len(order) < 5 else 204)) is not None:
         order.append(claim["app_version_id"])
         await _finish(api, agent, claim)
     # Past the bound: the oldest first, whatever tier and priority; then the usual order.
-    assert order == ["older-low", "old-low", "gold-0", "gold-1", "gold-2"]
+    assert order == ["older-low", "old-low", "gold-2", "gold-0", "gold-1"]
 
 
 async def test_orgs_of_one_tier_take_turns(api: Api) -> None:
@@ -161,3 +161,59 @@ async def test_a_held_build_goes_first_among_equals(api: Api) -> None:
     assert second["app_version_id"] == "v2"  # before the older v1: no install
     bad = [{"target": "emulator", "org_id": "acme"}]
     await api.call("POST", f"/agents/{agent}/claim", {"held_builds": bad}, expect=400)
+
+
+async def test_finished_groups_leave_durations_and_install_times(api: Api, db_url: str) -> None:
+    await api.submit(test_path="a.spec.ts")
+    await api.submit(test_path="b-fail.spec.ts")
+    agent = await api.register()
+    claim = await api.claim(agent)
+    assert claim is not None
+    a, b = claim["jobs"]
+    await api.run(agent, claim, a["id"], 0, duration_ms=4000)
+    await api.run(agent, claim, b["id"], 1, duration_ms=8000)
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        rows = conn.execute(
+            "SELECT test_path, runs, mean_ms, last_failed_at IS NOT NULL FROM test_durations ORDER BY test_path"
+        ).fetchall()
+        assert rows == [("a.spec.ts", 1, 4000.0, False), ("b-fail.spec.ts", 1, 8000.0, True)]
+        installs = conn.execute("SELECT org_id, app_version_id, target, install_ms >= 0 FROM build_installs").fetchall()
+        assert installs == [("acme", "v1", "emulator", True)]
+    # A second run moves the mean toward the new duration (the last ~10 weigh most).
+    await api.submit(test_path="a.spec.ts")
+    claim = await api.claim(agent)
+    assert claim is not None
+    await api.run(agent, claim, claim["jobs"][0]["id"], 0, duration_ms=2000)
+    with psycopg.connect(libpq_url(db_url)) as conn:
+        assert conn.execute("SELECT runs, mean_ms FROM test_durations WHERE test_path = 'a.spec.ts'").fetchone() == (
+            2,
+            3000.0,
+        )
+
+
+async def test_pending_jobs_carry_their_place_and_eta(api: Api) -> None:
+    first = await api.submit(app_version_id="v1")
+    second = await api.submit(app_version_id="v2")
+    third = await api.submit(app_version_id="v3")
+    on_device = await api.submit(app_version_id="v4", target="device")
+    assert (await api.call("GET", f"/jobs/{first['id']}"))["queue"] == {
+        "groups_ahead": 0,
+        "eta_seconds": None,  # no agent online for the target
+        "agents_online": 0,
+    }
+    await api.register("one", ["emulator"])
+    await api.register("two", ["emulator"])
+    queues = [(await api.call("GET", f"/jobs/{job['id']}"))["queue"] for job in (first, second, third)]
+    # Unknown tests count 30 s each; two agents share the work ahead.
+    assert queues == [
+        {"groups_ahead": 0, "eta_seconds": 0.0, "agents_online": 2},
+        {"groups_ahead": 1, "eta_seconds": 15.0, "agents_online": 2},
+        {"groups_ahead": 2, "eta_seconds": 30.0, "agents_online": 2},
+    ]
+    waited = await api.call("POST", "/jobs/wait", {"jobs": {third["id"]: None, on_device["id"]: None}})
+    shown = {job["id"]: job["queue"] for job in waited["jobs"]}
+    assert shown[on_device["id"]] == {"groups_ahead": 0, "eta_seconds": None, "agents_online": 0}
+    assert shown[third["id"]]["groups_ahead"] == 2
+    assert waited["groups_ahead"] == {third["id"]: 2, on_device["id"]: 0}
+    await api.call("PUT", "/targets/emulator", {"max_running": 1})  # one slot: the work ahead takes twice as long
+    assert (await api.call("GET", f"/jobs/{third['id']}"))["queue"]["eta_seconds"] == 60.0

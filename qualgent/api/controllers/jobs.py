@@ -15,6 +15,7 @@ from qualgent.api.schemas import (
     JobOut,
     JobsIn,
     JobStatusIn,
+    QueueOut,
     WaitIn,
     WaitOut,
     check_bulk,
@@ -24,7 +25,7 @@ from qualgent.api.schemas import (
 from qualgent.domain import InvalidInput, JobStatus, NotFound, Target
 from qualgent.domain.roles import Role
 from qualgent.notify import waiting
-from qualgent.queue import jobs, stats
+from qualgent.queue import history, jobs, stats
 from qualgent.queue.jobs import JobFilter, JobSpec
 
 
@@ -127,25 +128,28 @@ class JobController(Controller):
         timeout: Annotated[float, QueryParameter(ge=0, le=300, description="seconds")] = 30.0,
     ) -> JobOut:
         await _require_visible(services, principal, [job_id])
-        return job_out(await waiting.wait_for_job(services.engine, services.hub, job_id, timeout))
+        return (
+            await _with_queue(
+                services, [job_out(await waiting.wait_for_job(services.engine, services.hub, job_id, timeout))]
+            )
+        )[0]
 
     @post("/wait", status_code=200, summary="Long-poll many jobs: answer when any status differs from the one given")
     async def wait_many(self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[WaitIn]) -> WaitOut:
         await _require_visible(services, principal, list(data.jobs))
         known = {job_id: (status.value if status else None) for job_id, status in data.jobs.items()}
         current, changed = await waiting.wait_for_change(services.engine, services.hub, known, data.timeout)
-        pending_groups = [job["group_id"] for job in current if job["status"] == JobStatus.PENDING]
-        ahead = await jobs.groups_ahead(services.engine, pending_groups)
+        shown = await _with_queue(services, [job_out(job) for job in current])
         return WaitOut(
             changed=changed,
-            jobs=[job_out(job) for job in current],
-            groups_ahead={job["id"]: ahead[job["group_id"]] for job in current if job["group_id"] in ahead},
+            jobs=shown,
+            groups_ahead={job.id: job.queue.groups_ahead for job in shown if job.queue is not None},
         )
 
     @get("/{job_id:uuid}", summary="A job, with its attempts")
     async def get_job(self, services: ServicesDep, principal: PrincipalDep, job_id: FromPath[uuid.UUID]) -> JobOut:
         await _require_visible(services, principal, [job_id])
-        return job_out(await jobs.get(services.engine, job_id, with_attempts=True))
+        return (await _with_queue(services, [job_out(await jobs.get(services.engine, job_id, with_attempts=True))]))[0]
 
     @put("/{job_id:uuid}/status", summary="Cancel (`cancelled`) or re-queue a finished job (`pending`)")
     async def set_status(
@@ -166,3 +170,13 @@ class JobController(Controller):
     async def cancel(self, services: ServicesDep, principal: PrincipalDep, job_id: FromPath[uuid.UUID]) -> JobOut:
         await _require_visible(services, principal, [job_id])
         return job_out(await jobs.cancel(services.engine, job_id))
+
+
+async def _with_queue(services: Services, shown: list[JobOut]) -> list[JobOut]:
+    """Pending jobs with their place in the queue and ETA (qualgent.queue.history)."""
+    pending = [job.group_id for job in shown if job.status == JobStatus.PENDING]
+    found = await history.estimates(services.engine, pending, services.settings.lease_seconds)
+    for job in shown:
+        if (estimate := found.get(job.group_id)) is not None:
+            job.queue = QueueOut(estimate.groups_ahead, estimate.eta_seconds, estimate.agents_online)
+    return shown
