@@ -48,6 +48,8 @@ class Settings:
     # A group waiting this long outranks every group that waited less, whatever their tier and priority
     # (bounded starvation; docs/design.md, "3. The claim").
     aging_seconds: float = 600.0
+    # A pending group is split for idle agents into chunks of at least this much expected work (history).
+    min_chunk_seconds: float = 120.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -77,6 +79,8 @@ class Settings:
             updates["retention_days"] = _non_negative_float("QUALGENT_RETENTION_DAYS", days)
         if (aging := get("AGING_SECONDS")) is not None:
             updates["aging_seconds"] = _positive_float("QUALGENT_AGING_SECONDS", aging)
+        if (chunk := get("MIN_CHUNK_SECONDS")) is not None:
+            updates["min_chunk_seconds"] = _positive_float("QUALGENT_MIN_CHUNK_SECONDS", chunk)
         return replace(settings, **updates)  # type: ignore[arg-type]
 
     def with_overrides(self, **overrides: object) -> Settings:

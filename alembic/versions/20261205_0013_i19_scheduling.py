@@ -11,8 +11,11 @@
     build_installs                       per (org, app version, target): how long its first group took from claim
                                          to first start (the install), for estimates
 
-qualgent_claim gains two arguments (with defaults, so a three-argument call keeps working): the aging bound in
-seconds and the builds the agent holds (a JSON array of {target, org_id, app_version_id}). docs/design.md
+qualgent_claim gains three arguments (with defaults, so a three-argument call keeps working): the aging bound in
+seconds, the builds the agent holds (a JSON array of {target, org_id, app_version_id}) and the smallest chunk of
+expected work a group is split into when agents of its target are idle (the jobs split off are answered as `split`
+and moved back to the key's pending group by the caller, as jobs in backoff are). The group's jobs come in a new run
+order: priority, then tests failed in the last day, then the longest expected. docs/design.md
 ("3. The claim, line by line") gives the ranking as a formula. Caps are counted under a transaction-level advisory
 lock per target and per org, taken only when the candidate's target or org has a cap, inside the claim's own
 transaction: two claims (on any servers) for a capped key take turns for the rest of their transactions, and the
@@ -44,7 +47,8 @@ CAP_LOCK_CLASS = 0x71676370
 # (~0.45 s each, seen through auto_explain).
 CLAIM = """
 CREATE FUNCTION qualgent_claim(p_agent_id uuid, p_targets text[], p_lease_seconds double precision,
-                               p_aging_seconds double precision DEFAULT 600, p_held jsonb DEFAULT '[]')
+                               p_aging_seconds double precision DEFAULT 600, p_held jsonb DEFAULT '[]',
+                               p_min_chunk_seconds double precision DEFAULT 120)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET enable_sort = off
@@ -63,6 +67,11 @@ DECLARE
     tries integer := 0;
     job_list jsonb;
     deferred jsonb;
+    split jsonb;
+    median_ms double precision;
+    total_ms double precision;
+    idle integer := 0;
+    share_ms double precision := 'Infinity';
 BEGIN
     SELECT status INTO agent_status FROM agents WHERE id = p_agent_id;
     IF agent_status IS NULL THEN
@@ -185,15 +194,63 @@ BEGIN
     -- Fair share's clock. Written last but two statements before the commit: an org's concurrent claims queue on
     -- its row only for that long.
     UPDATE orgs SET last_claimed_at = now() WHERE id = claimed.org_id;
-    -- Runnable by the database's clock, the clock the claim chose the group by; in run order.
-    SELECT jsonb_agg(jsonb_build_object(
-               'id', j.id, 'test_path', j.test_path, 'priority', j.priority, 'attempts', j.attempts,
-               'max_attempts', j.max_attempts, 'timeout_seconds', j.timeout_seconds)
-               ORDER BY j.priority, j.created_at, j.id) FILTER (WHERE j.run_after <= now()),
-           jsonb_agg(j.id) FILTER (WHERE j.run_after > now())
-    INTO job_list, deferred
+    -- Expected work of the runnable jobs (history; a test without any counts the org's median, 30 s without one).
+    IF EXISTS (
+        SELECT 1 FROM jobs j
+        WHERE j.group_id = claimed.id AND j.status = 'pending'
+          AND NOT EXISTS (SELECT 1 FROM test_durations d
+                          WHERE d.org_id = claimed.org_id AND d.target = claimed.target AND d.test_path = j.test_path)
+    ) THEN
+        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d.mean_ms) INTO median_ms
+        FROM test_durations d WHERE d.org_id = claimed.org_id AND d.target = claimed.target;
+    END IF;
+    median_ms := COALESCE(median_ms, 30000);
+    SELECT sum(COALESCE(d.mean_ms, median_ms)) INTO total_ms
     FROM jobs j
-    WHERE j.group_id = claimed.id AND j.status = 'pending';
+    LEFT JOIN test_durations d
+      ON d.org_id = claimed.org_id AND d.target = claimed.target AND d.test_path = j.test_path
+    WHERE j.group_id = claimed.id AND j.status = 'pending' AND j.run_after <= now();
+    -- Splitting: with other agents of the target idle and at least two chunks of work, keep a fair share (never
+    -- less than a chunk); the rest goes back to the key's pending group for them (the caller moves it, as it
+    -- moves jobs still in backoff).
+    IF total_ms >= 2 * p_min_chunk_seconds * 1000 THEN
+        SELECT count(*) INTO idle
+        FROM agents a
+        WHERE a.status = 'idle' AND a.id <> p_agent_id AND claimed.target = ANY(a.targets)
+          AND a.last_heartbeat_at > now() - make_interval(secs => 3 * p_lease_seconds);
+        IF idle > 0 THEN
+            share_ms := greatest(p_min_chunk_seconds * 1000, total_ms / (idle + 1));
+        END IF;
+    END IF;
+    -- Run order: priority, then tests that failed in the last day, then the longest expected, then age; runnable by
+    -- the database's clock, the clock the claim chose the group by. A job is kept while the work before it in
+    -- that order is under the share (so the first always is).
+    WITH est AS (
+        SELECT j.id, j.test_path, j.priority, j.attempts, j.max_attempts, j.timeout_seconds, j.created_at,
+               j.run_after, COALESCE(d.mean_ms, median_ms) AS est_ms,
+               COALESCE(d.last_failed_at > now() - interval '1 day', false) AS failed_recently
+        FROM jobs j
+        LEFT JOIN test_durations d
+          ON d.org_id = claimed.org_id AND d.target = claimed.target AND d.test_path = j.test_path
+        WHERE j.group_id = claimed.id AND j.status = 'pending'
+    ), ordered AS (
+        SELECT est.*,
+               sum(est_ms) OVER (ORDER BY priority, failed_recently DESC, est_ms DESC, created_at, id
+                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_ms,
+               row_number() OVER (ORDER BY priority, failed_recently DESC, est_ms DESC, created_at, id) AS n
+        FROM est
+        WHERE run_after <= now()
+    )
+    SELECT jsonb_agg(jsonb_build_object(
+               'id', o.id, 'test_path', o.test_path, 'priority', o.priority, 'attempts', o.attempts,
+               'max_attempts', o.max_attempts, 'timeout_seconds', o.timeout_seconds)
+               ORDER BY o.n) FILTER (WHERE COALESCE(o.before_ms, 0) < share_ms),
+           jsonb_agg(o.id) FILTER (WHERE COALESCE(o.before_ms, 0) >= share_ms)
+    INTO job_list, split
+    FROM ordered o;
+    SELECT jsonb_agg(j.id) INTO deferred
+    FROM jobs j
+    WHERE j.group_id = claimed.id AND j.status = 'pending' AND j.run_after > now();
     -- The agent's sign of life, and busy when it has jobs to run: one row version per claim.
     UPDATE agents
     SET last_heartbeat_at = now(), status = CASE WHEN job_list IS NULL THEN status ELSE 'busy' END
@@ -204,13 +261,14 @@ BEGIN
             'id', claimed.id, 'org_id', claimed.org_id, 'app_version_id', claimed.app_version_id,
             'target', claimed.target, 'token', claimed.lease_token, 'lease_expires_at', claimed.lease_expires_at),
         'jobs', COALESCE(job_list, '[]'::jsonb),
-        'deferred', COALESCE(deferred, '[]'::jsonb));
+        'deferred', COALESCE(deferred, '[]'::jsonb),
+        'split', COALESCE(split, '[]'::jsonb));
 END
 $$
 """ % {"lock_class": CAP_LOCK_CLASS}  # noqa: UP031 - the SQL holds no other % sign
 
 OLD_SIGNATURE = "qualgent_claim(uuid, text[], double precision)"
-NEW_SIGNATURE = "qualgent_claim(uuid, text[], double precision, double precision, jsonb)"
+NEW_SIGNATURE = "qualgent_claim(uuid, text[], double precision, double precision, jsonb, double precision)"
 
 
 def upgrade() -> None:

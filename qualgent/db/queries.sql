@@ -250,7 +250,8 @@ FROM finished;
 -- name: claim
 -- The agent's claim, whole (migrations 0009, 0013_i19): its sign of life, the best pending group it can run (aged
 -- first; caps; the builds it holds; fair share), the group's jobs. :held is a JSON array of the builds it holds.
-SELECT qualgent_claim(:agent_id, CAST(:targets AS text[]), :lease_seconds, :aging_seconds, CAST(:held AS jsonb));
+SELECT qualgent_claim(:agent_id, CAST(:targets AS text[]), :lease_seconds, :aging_seconds, CAST(:held AS jsonb),
+                      :min_chunk_seconds);
 
 -- name: report_runs
 -- A report made only of runs that ended their jobs, all or nothing (SQLSTATE QGRUN otherwise; migration 0009).
@@ -261,7 +262,7 @@ SELECT qualgent_report_runs(:agent_id, :group_id, :token, :lease_seconds, CAST(:
 SELECT report,
        CASE WHEN (report ->> 'group_done')::boolean
             THEN qualgent_claim(:agent_id, CAST(:targets AS text[]), :lease_seconds, :aging_seconds,
-                                CAST(:held AS jsonb)) END
+                                CAST(:held AS jsonb), :min_chunk_seconds) END
 FROM qualgent_report_runs(:agent_id, :group_id, :token, :lease_seconds, CAST(:runs AS jsonb)) AS report;
 
 -- name: hold_claim

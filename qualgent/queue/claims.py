@@ -63,10 +63,15 @@ class Ranking:
 
     aging_seconds: float = 600.0  # QUALGENT_AGING_SECONDS
     held: Sequence[HeldBuild] = ()
+    min_chunk_seconds: float = 120.0  # QUALGENT_MIN_CHUNK_SECONDS
 
     def params(self) -> dict[str, Any]:
         held = [{"target": b.target, "org_id": b.org_id, "app_version_id": b.app_version_id} for b in self.held]
-        return {"aging_seconds": self.aging_seconds, "held": msgspec.json.encode(held).decode()}
+        return {
+            "aging_seconds": self.aging_seconds,
+            "held": msgspec.json.encode(held).decode(),
+            "min_chunk_seconds": self.min_chunk_seconds,
+        }
 
 
 @metrics.timed_claim
@@ -96,10 +101,12 @@ async def _take(engine: AsyncEngine, agent_id: uuid.UUID, got: dict[str, Any]) -
     if group is None:
         return None, False  # nothing to do, or the agent was set offline (by an operator, or deregistered)
     group_id = uuid.UUID(group["id"])
-    if got["deferred"] or not got["jobs"]:
-        # Rare: jobs still in backoff go back to the queue, and a group left with nothing to run (its jobs in
-        # backoff, or cancelled meanwhile) is retired, in a transaction of their own.
-        await _defer(engine, group_id, [uuid.UUID(j) for j in got["deferred"]], retire=not got["jobs"])
+    split = got.get("split") or []
+    if got["deferred"] or split or not got["jobs"]:
+        # Rare: jobs still in backoff, and jobs split off for idle agents, go back to the queue, and a group left
+        # with nothing to run (its jobs in backoff, or cancelled meanwhile) is retired, in a transaction of their own.
+        back = [uuid.UUID(j) for j in [*got["deferred"], *split]]
+        await _defer(engine, group_id, back, retire=not got["jobs"])
     if not got["jobs"]:
         return None, True
     taken = Claim(

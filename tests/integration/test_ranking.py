@@ -217,3 +217,43 @@ async def test_pending_jobs_carry_their_place_and_eta(api: Api) -> None:
     assert waited["groups_ahead"] == {third["id"]: 2, on_device["id"]: 0}
     await api.call("PUT", "/targets/emulator", {"max_running": 1})  # one slot: the work ahead takes twice as long
     assert (await api.call("GET", f"/jobs/{third['id']}"))["queue"]["eta_seconds"] == 60.0
+
+
+async def test_a_big_group_is_split_for_idle_agents_in_chunks_of_at_least_the_minimum(api: Api) -> None:
+    await api.call(
+        "POST",
+        "/jobs",
+        [{"org_id": "acme", "app_version_id": "v1", "test_path": f"t{i}.spec.ts"} for i in range(8)],
+        expect=201,
+    )
+    agents = [await api.register(f"a{i}") for i in range(3)]
+    # 8 unknown tests count 30 s each: 240 s, two agents idle beside the claimer, a share of max(120, 80) s.
+    first = await api.claim(agents[0])
+    assert first is not None
+    assert len(first["jobs"]) == 4
+    second = await api.claim(agents[1])
+    assert second is not None
+    assert second["app_version_id"] == "v1" and second["group_id"] != first["group_id"]
+    assert len(second["jobs"]) == 4  # 120 s left: less than two chunks, not split again
+    assert await api.claim(agents[2], expect=204) is None
+    paths = {j["test_path"] for j in first["jobs"]} | {j["test_path"] for j in second["jobs"]}
+    assert paths == {f"t{i}.spec.ts" for i in range(8)}
+
+
+async def test_a_group_runs_recent_failures_first_then_the_longest(api: Api, db_url: str) -> None:
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO test_durations (org_id, target, test_path, runs, mean_ms, last_failed_at) VALUES "
+            "('acme', 'emulator', 'quick.spec.ts', 5, 1000, NULL), "
+            "('acme', 'emulator', 'slow.spec.ts', 5, 90000, NULL), "
+            "('acme', 'emulator', 'broke.spec.ts', 5, 2500, now() - interval '1 hour'), "
+            "('acme', 'emulator', 'mid.spec.ts', 5, 2000, now() - interval '3 days')"
+        )
+    for path in ("quick.spec.ts", "new.spec.ts", "mid.spec.ts", "slow.spec.ts", "broke.spec.ts"):
+        await api.submit(test_path=path)
+    claim = await api.claim(await api.register())
+    assert claim is not None
+    # new.spec.ts has no history: the org's median (2,250 ms) puts it after slow, before mid (2,000 ms).
+    assert [j["test_path"] for j in claim["jobs"]] == [
+        "broke.spec.ts", "slow.spec.ts", "new.spec.ts", "mid.spec.ts", "quick.spec.ts"
+    ]  # fmt: skip

@@ -71,6 +71,7 @@ def claim_params(agent_id: object, targets: list[str], aging_seconds: float = 1e
         "lease_seconds": 30.0,
         "aging_seconds": aging_seconds,
         "held": "[]",
+        "min_chunk_seconds": 120.0,
     }
 
 

@@ -184,4 +184,5 @@ class AgentController(Controller):
 
 def _ranking(services: Services, held: list[HeldBuildIn]) -> claims.Ranking:
     builds = tuple(claims.HeldBuild(b.target.value, b.org_id, b.app_version_id) for b in held)
-    return claims.Ranking(aging_seconds=services.settings.aging_seconds, held=builds)
+    settings = services.settings
+    return claims.Ranking(settings.aging_seconds, builds, settings.min_chunk_seconds)
