@@ -77,10 +77,7 @@ class Settings:
         updates.update(_rate_limits(get))
         if (days := get("RETENTION_DAYS")) is not None:
             updates["retention_days"] = _non_negative_float("QUALGENT_RETENTION_DAYS", days)
-        if (aging := get("AGING_SECONDS")) is not None:
-            updates["aging_seconds"] = _positive_float("QUALGENT_AGING_SECONDS", aging)
-        if (chunk := get("MIN_CHUNK_SECONDS")) is not None:
-            updates["min_chunk_seconds"] = _positive_float("QUALGENT_MIN_CHUNK_SECONDS", chunk)
+        updates.update(_scheduling(get))
         return replace(settings, **updates)  # type: ignore[arg-type]
 
     def with_overrides(self, **overrides: object) -> Settings:
@@ -117,6 +114,15 @@ def _non_negative_float(name: str, raw: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise InvalidInput(f"{name} must be 0 (keep forever) or a positive number of days, got {raw!r}")
     return value
+
+
+def _scheduling(get: Callable[[str], str | None]) -> dict[str, object]:
+    updates: dict[str, object] = {}
+    if (aging := get("AGING_SECONDS")) is not None:
+        updates["aging_seconds"] = _positive_float("QUALGENT_AGING_SECONDS", aging)
+    if (chunk := get("MIN_CHUNK_SECONDS")) is not None:
+        updates["min_chunk_seconds"] = _positive_float("QUALGENT_MIN_CHUNK_SECONDS", chunk)
+    return updates
 
 
 def _rate_limits(get: Callable[[str], str | None]) -> dict[str, object]:

@@ -6,8 +6,8 @@ simulated time, against the plain tier/priority/age order on the same workload.
 Each policy runs in a scratch database (made beside the one given, migrated, dropped). Submissions, claims and
 reports go through qualgent's own code and SQL (qualgent.queue.jobs.submit, the claim function, report_progress);
 only time is simulated: tests and installs take no real time, and before each step the database's pending groups
-and orgs' fair-share clocks are moved back by the simulated time that passed, so `now() - oldest_job_at` is the
-simulated wait (the aging bound is read against it).
+and orgs' fair-share clocks are moved back by the simulated time that passed (less the real time the step took), so
+`now() - oldest_job_at` is the simulated wait (the aging bound is read against it).
 
     qualgent       qualgent_claim as it is (aging, held builds, fair share); the agent skips --install for the
                    build its device holds
@@ -25,6 +25,7 @@ import asyncio
 import json
 import random
 import statistics
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -145,6 +146,7 @@ class Simulation:
         self.outcome = Outcome()
         self.submitted: dict[uuid.UUID, tuple[float, str]] = {}  # job -> (submitted at, tier)
         self.durations: dict[uuid.UUID, float] = {}
+        self._real = time.monotonic()
 
     async def run(self) -> Outcome:
         async with self.engine.begin() as conn:
@@ -154,7 +156,7 @@ class Simulation:
             )
             rows = await conn.exec_driver_sql(
                 "INSERT INTO agents (name, targets) SELECT 'sim-' || i, ARRAY['emulator'] "
-                "FROM generate_series(1, %(n)s) i RETURNING id",
+                "FROM generate_series(1, %(n)s) i ORDER BY i RETURNING id",
                 {"n": self.workload.agents},
             )
             agents = [SimAgent(row[0]) for row in rows]
@@ -170,8 +172,9 @@ class Simulation:
             for agent in agents:
                 if agent.claim is not None and agent.free_at <= self.now:
                     await self._report(agent)
-            for agent in sorted((a for a in agents if a.claim is None), key=lambda a: str(a.id)):
-                await self._claim(agent)
+            for agent in agents:  # in a fixed order, so that runs of one workload agree
+                if agent.claim is None:
+                    await self._claim(agent)
         self.outcome.makespan = self.now
         return self.outcome
 
@@ -186,6 +189,9 @@ class Simulation:
         self.now = to
         if delta <= 0:
             return
+        # The real time the simulation itself took since the last shift has aged the rows already.
+        real = time.monotonic()
+        delta, self._real = delta - (real - self._real), real
         async with self.engine.begin() as conn:
             shift = {"secs": delta}
             await conn.exec_driver_sql(

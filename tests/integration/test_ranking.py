@@ -233,7 +233,8 @@ async def test_a_big_group_is_split_for_idle_agents_in_chunks_of_at_least_the_mi
     assert len(first["jobs"]) == 4
     second = await api.claim(agents[1])
     assert second is not None
-    assert second["app_version_id"] == "v1" and second["group_id"] != first["group_id"]
+    assert second["app_version_id"] == "v1"
+    assert second["group_id"] != first["group_id"]
     assert len(second["jobs"]) == 4  # 120 s left: less than two chunks, not split again
     assert await api.claim(agents[2], expect=204) is None
     paths = {j["test_path"] for j in first["jobs"]} | {j["test_path"] for j in second["jobs"]}
