@@ -30,7 +30,7 @@ from qualgent.db.engine import create_server_engine
 from qualgent.db.raw import Direct
 from qualgent.notify import Hub
 from qualgent.observability import metrics
-from qualgent.queue import claims, retention, tokens
+from qualgent.queue import claims, history, retention, tokens
 from qualgent.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await hub.stop()
+            await history.recorded()  # the last groups' history, before the pool it writes through closes
             await direct.close()
             if own_engine:
                 await active.dispose()

@@ -281,23 +281,41 @@ SELECT qualgent_close_group(:group_id, :lease_seconds) AS closed;
 
 -- name: record_group_history
 -- Once per finished group (qualgent.queue.history), not per job: each test's moving mean duration (the last ~10
--- runs weigh most) and when it last failed; the build's install time the first time it is seen (claim to first
--- start). Keys upserted in a fixed order, so concurrent groups of one org cannot deadlock.
+-- samples weigh most) and when it last failed; the build's install time the first time it is seen (claim to first
+-- start). The agents of one org report the same tests over and over: a row another report is writing (locked), or
+-- one written in the last second without a new failure, is left as it is rather than waited for or rewritten, so
+-- a quick suite's reports never queue on its rows and write them about once a second.
 WITH finished AS (
     SELECT org_id, target, test_path, avg(duration_ms)::float8 AS ms, count(*)::int AS n,
            max(finished_at) FILTER (WHERE status = 'failed') AS failed_at
     FROM jobs
     WHERE group_id = :group_id AND status IN ('completed', 'failed') AND duration_ms IS NOT NULL
     GROUP BY org_id, target, test_path
-), durations AS (
-    INSERT INTO test_durations AS d (org_id, target, test_path, runs, mean_ms, last_failed_at)
-    SELECT org_id, target, test_path, n, ms, failed_at FROM finished
-    ORDER BY org_id, target, test_path
-    ON CONFLICT (org_id, target, test_path) DO UPDATE SET
-        runs = d.runs + EXCLUDED.runs,
-        mean_ms = d.mean_ms + (EXCLUDED.mean_ms - d.mean_ms) / LEAST(d.runs + 1, 10),
-        last_failed_at = COALESCE(EXCLUDED.last_failed_at, d.last_failed_at),
+), free AS (
+    SELECT d.org_id, d.target, d.test_path
+    FROM test_durations d
+    JOIN finished f ON f.org_id = d.org_id AND f.target = d.target AND f.test_path = d.test_path
+    WHERE d.updated_at < now() - interval '1 second' OR f.failed_at IS NOT NULL
+    ORDER BY d.org_id, d.target, d.test_path
+    FOR NO KEY UPDATE OF d SKIP LOCKED
+), updated AS (
+    UPDATE test_durations d
+    SET runs = d.runs + f.n,
+        mean_ms = d.mean_ms + (f.ms - d.mean_ms) / LEAST(d.runs + 1, 10),
+        last_failed_at = COALESCE(f.failed_at, d.last_failed_at),
         updated_at = now()
+    FROM finished f, free
+    WHERE free.org_id = d.org_id AND free.target = d.target AND free.test_path = d.test_path
+      AND f.org_id = d.org_id AND f.target = d.target AND f.test_path = d.test_path
+    RETURNING 1
+), inserted AS (
+    INSERT INTO test_durations (org_id, target, test_path, runs, mean_ms, last_failed_at)
+    SELECT f.org_id, f.target, f.test_path, f.n, f.ms, f.failed_at
+    FROM finished f
+    WHERE NOT EXISTS (SELECT 1 FROM test_durations d
+                      WHERE d.org_id = f.org_id AND d.target = f.target AND d.test_path = f.test_path)
+    ORDER BY f.org_id, f.target, f.test_path
+    ON CONFLICT DO NOTHING
     RETURNING 1
 ), install AS (
     INSERT INTO build_installs (org_id, app_version_id, target, install_ms)
@@ -305,12 +323,15 @@ WITH finished AS (
     FROM job_groups g
     JOIN jobs j ON j.group_id = g.id
     WHERE g.id = :group_id AND j.started_at IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM build_installs b
+                      WHERE b.org_id = g.org_id AND b.app_version_id = g.app_version_id AND b.target = g.target)
     GROUP BY g.org_id, g.app_version_id, g.target, g.claimed_at
     HAVING min(j.started_at) >= g.claimed_at
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM durations)::int AS tests, (SELECT count(*) FROM install)::int AS installs;
+SELECT (SELECT count(*) FROM updated)::int + (SELECT count(*) FROM inserted)::int AS tests,
+       (SELECT count(*) FROM install)::int AS installs;
 
 -- name: queue_estimates
 -- For pending groups: the groups of their target ahead of them (in tier, priority, age order), the expected work

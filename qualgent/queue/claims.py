@@ -188,7 +188,7 @@ async def report_progress(
             if claimed is not None:
                 progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds, ranking, claimed)
             if progress.group_done:
-                await history.record_group(direct, group_id)
+                history.record_group_soon(direct, group_id)
             return progress
     progress = Progress()
     async with engine.begin() as conn:
@@ -207,7 +207,7 @@ async def report_progress(
         progress.group_done = (await raw.rows(P.close_group_and_free_agent, closing))[0]["closed"]
     _count(progress)
     if progress.group_done:
-        await history.record_group(direct, group_id)
+        history.record_group_soon(direct, group_id)
     if claim_next is not None and progress.group_done:
         progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds, ranking)
     return progress

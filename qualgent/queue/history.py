@@ -9,6 +9,8 @@ shared by the agents online for the target (at most its cap)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,10 +21,36 @@ from qualgent.db.raw import Direct
 from qualgent.db.sql import P, Q
 from qualgent.queue.agents import OFFLINE_AFTER_LEASES
 
+log = logging.getLogger(__name__)
+
 
 async def record_group(direct: Direct, group_id: uuid.UUID) -> None:
     """Fold a finished group's runs into the history (after the report that closed it committed)."""
     await direct.row(P.record_group_history, {"group_id": group_id})
+
+
+_recording: set[asyncio.Task[None]] = set()
+
+
+def record_group_soon(direct: Direct, group_id: uuid.UUID) -> None:
+    """record_group beside the answer to the agent rather than before it: history is for estimates, and a quick
+    suite's agent waits for its report's answer (its next claim) once a group. A failure is logged, not raised."""
+    task = asyncio.get_running_loop().create_task(_record_logged(direct, group_id))
+    _recording.add(task)
+    task.add_done_callback(_recording.discard)
+
+
+async def _record_logged(direct: Direct, group_id: uuid.UUID) -> None:
+    try:
+        await record_group(direct, group_id)
+    except Exception:  # the queue goes on without this sample
+        log.warning("history of group %s not recorded", group_id, exc_info=True)
+
+
+async def recorded() -> None:
+    """Wait for the history writes in flight (tests; a server's shutdown)."""
+    while _recording:
+        await asyncio.gather(*list(_recording), return_exceptions=True)
 
 
 @dataclass(frozen=True, slots=True)
