@@ -188,7 +188,7 @@ async def report_progress(
             if claimed is not None:
                 progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds, ranking, claimed)
             if progress.group_done:
-                history.record_group_soon(direct, group_id)
+                history.record_group_soon(direct, group_id, _failed(progress))
             return progress
     progress = Progress()
     async with engine.begin() as conn:
@@ -207,7 +207,7 @@ async def report_progress(
         progress.group_done = (await raw.rows(P.close_group_and_free_agent, closing))[0]["closed"]
     _count(progress)
     if progress.group_done:
-        history.record_group_soon(direct, group_id)
+        history.record_group_soon(direct, group_id, _failed(progress))
     if claim_next is not None and progress.group_done:
         progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds, ranking)
     return progress
@@ -232,6 +232,10 @@ async def _next(
         return await claim(engine, direct, agent_id, targets or [], lease_seconds, ranking)
     except NotFound:
         return None
+
+
+def _failed(progress: Progress) -> bool:
+    return any(job["status"] == JobStatus.FAILED for job in progress.reported)
 
 
 def _count(progress: Progress) -> None:

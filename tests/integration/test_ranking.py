@@ -164,7 +164,9 @@ async def test_a_held_build_goes_first_among_equals(api: Api) -> None:
     await api.call("POST", f"/agents/{agent}/claim", {"held_builds": bad}, expect=400)
 
 
-async def test_finished_groups_leave_durations_and_install_times(api: Api, db_url: str) -> None:
+async def test_finished_groups_leave_durations_and_install_times(
+    api: Api, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await api.submit(test_path="a.spec.ts")
     await api.submit(test_path="b-fail.spec.ts")
     agent = await api.register()
@@ -184,7 +186,9 @@ async def test_finished_groups_leave_durations_and_install_times(api: Api, db_ur
         # A second passing run within a second of the first is not written (a quick suite writes each test's row
         # about once a second): as if that second had passed.
         conn.execute("UPDATE test_durations SET updated_at = updated_at - interval '2 seconds'")
-    # A second run moves the mean toward the new duration (the last ~10 weigh most).
+    # A second run moves the mean toward the new duration (the last ~10 weigh most). A group that passed is one
+    # sample among at most ten a second (the server runs in this process): as if a tenth of a second had passed.
+    monkeypatch.setattr(history, "_last_started", float("-inf"))
     await api.submit(test_path="a.spec.ts")
     claim = await api.claim(agent)
     assert claim is not None
