@@ -42,7 +42,7 @@ depends_on: str | Sequence[str] | None = None
 CAP_LOCK_CLASS = 0x71676370
 
 # enable_sort stays off (migration 0009): every statement walks an index in the order it wants; the only sort
-# left is the fair-share pick over at most 32 rows. That sort costs the planner's penalty for a disabled node
+# left is the fair-share pick over at most 16 rows. That sort costs the planner's penalty for a disabled node
 # (1e10), which is far past jit_above_cost: without jit = off, PostgreSQL compiled the statement on every claim
 # (~0.45 s each, seen through auto_explain). Generic plans, always: the disabled sort's cost also kept PL/pgSQL from
 # ever preferring its cached generic plans, so each call planned its dozen statements anew (a claim took 5.5-6.8 ms
@@ -72,6 +72,7 @@ DECLARE
     job_list jsonb;
     deferred jsonb;
     split jsonb;
+    unknown bigint;
     median_ms double precision;
     total_ms double precision;
     idle integer := 0;
@@ -113,7 +114,7 @@ BEGIN
                 WHERE status = 'pending' AND target = ANY(p_targets) AND available_at <= now()
                   AND target <> ALL(full_targets) AND org_id <> ALL(full_orgs)
                 ORDER BY tier, best_priority, oldest_job_at, id
-                LIMIT 32
+                LIMIT 16
             ), best_tier AS (
                 SELECT min(tier) AS tier FROM head
             ), bracket AS (
@@ -200,21 +201,17 @@ BEGIN
     UPDATE orgs SET last_claimed_at = now()
     WHERE id = (SELECT id FROM orgs WHERE id = claimed.org_id FOR NO KEY UPDATE SKIP LOCKED);
     -- Expected work of the runnable jobs (history; a test without any counts the org's median, 30 s without one).
-    IF EXISTS (
-        SELECT 1 FROM jobs j
-        WHERE j.group_id = claimed.id AND j.status = 'pending'
-          AND NOT EXISTS (SELECT 1 FROM test_durations d
-                          WHERE d.org_id = claimed.org_id AND d.target = claimed.target AND d.test_path = j.test_path)
-    ) THEN
-        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d.mean_ms) INTO median_ms
-        FROM test_durations d WHERE d.org_id = claimed.org_id AND d.target = claimed.target;
-    END IF;
-    median_ms := COALESCE(median_ms, 30000);
-    SELECT sum(COALESCE(d.mean_ms, median_ms)) INTO total_ms
+    SELECT count(*) FILTER (WHERE d.test_path IS NULL), sum(d.mean_ms) INTO unknown, total_ms
     FROM jobs j
     LEFT JOIN test_durations d
       ON d.org_id = claimed.org_id AND d.target = claimed.target AND d.test_path = j.test_path
     WHERE j.group_id = claimed.id AND j.status = 'pending' AND j.run_after <= now();
+    IF unknown > 0 THEN
+        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d.mean_ms) INTO median_ms
+        FROM test_durations d WHERE d.org_id = claimed.org_id AND d.target = claimed.target;
+    END IF;
+    median_ms := COALESCE(median_ms, 30000);
+    total_ms := COALESCE(total_ms, 0) + unknown * median_ms;
     -- Splitting: with other agents of the target idle and at least two chunks of work, keep a fair share (never
     -- less than a chunk); the rest goes back to the key's pending group for them (the caller moves it, as it
     -- moves jobs still in backoff).
@@ -232,7 +229,7 @@ BEGIN
     -- that order is under the share (so the first always is).
     WITH est AS (
         SELECT j.id, j.test_path, j.priority, j.attempts, j.max_attempts, j.timeout_seconds, j.created_at,
-               j.run_after, COALESCE(d.mean_ms, median_ms) AS est_ms,
+               j.run_after <= now() AS runnable, COALESCE(d.mean_ms, median_ms) AS est_ms,
                COALESCE(d.last_failed_at > now() - interval '1 day', false) AS failed_recently
         FROM jobs j
         LEFT JOIN test_durations d
@@ -240,22 +237,20 @@ BEGIN
         WHERE j.group_id = claimed.id AND j.status = 'pending'
     ), ordered AS (
         SELECT est.*,
-               sum(est_ms) OVER (ORDER BY priority, failed_recently DESC, est_ms DESC, created_at, id
-                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_ms,
-               row_number() OVER (ORDER BY priority, failed_recently DESC, est_ms DESC, created_at, id) AS n
+               sum(est_ms) OVER (PARTITION BY runnable ORDER BY priority, failed_recently DESC, est_ms DESC,
+                                 created_at, id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_ms,
+               row_number() OVER (PARTITION BY runnable ORDER BY priority, failed_recently DESC, est_ms DESC,
+                                  created_at, id) AS n
         FROM est
-        WHERE run_after <= now()
     )
     SELECT jsonb_agg(jsonb_build_object(
                'id', o.id, 'test_path', o.test_path, 'priority', o.priority, 'attempts', o.attempts,
                'max_attempts', o.max_attempts, 'timeout_seconds', o.timeout_seconds)
-               ORDER BY o.n) FILTER (WHERE COALESCE(o.before_ms, 0) < share_ms),
-           jsonb_agg(o.id) FILTER (WHERE COALESCE(o.before_ms, 0) >= share_ms)
-    INTO job_list, split
+               ORDER BY o.n) FILTER (WHERE o.runnable AND COALESCE(o.before_ms, 0) < share_ms),
+           jsonb_agg(o.id) FILTER (WHERE o.runnable AND COALESCE(o.before_ms, 0) >= share_ms),
+           jsonb_agg(o.id) FILTER (WHERE NOT o.runnable)
+    INTO job_list, split, deferred
     FROM ordered o;
-    SELECT jsonb_agg(j.id) INTO deferred
-    FROM jobs j
-    WHERE j.group_id = claimed.id AND j.status = 'pending' AND j.run_after > now();
     -- The agent's sign of life, and busy when it has jobs to run: one row version per claim.
     UPDATE agents
     SET last_heartbeat_at = now(), status = CASE WHEN job_list IS NULL THEN status ELSE 'busy' END

@@ -60,7 +60,7 @@ def _index_names(plan: dict[str, object]) -> set[str]:
     return names
 
 
-HEAD = 32  # qualgent_claim's fair-share pick sorts at most this many groups (migration 0013_i19)
+HEAD = 16  # qualgent_claim's fair-share pick sorts at most this many groups (migration 0013_i19)
 
 
 def claim_params(agent_id: object, targets: list[str], aging_seconds: float = 1e9) -> dict[str, Any]:
