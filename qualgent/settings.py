@@ -48,6 +48,11 @@ class Settings:
     # An unknown org id on submit creates the org (standard tier); false refuses it (400 naming it), so a typo
     # such as `ACME` for `acme` cannot quietly start a new org.
     auto_create_orgs: bool = True
+    # A group waiting this long outranks every group that waited less, whatever their tier and priority
+    # (bounded starvation; docs/design.md, "3. The claim").
+    aging_seconds: float = 600.0
+    # A pending group is split for idle agents into chunks of at least this much expected work (history).
+    min_chunk_seconds: float = 120.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -77,6 +82,7 @@ class Settings:
             updates["retention_days"] = _non_negative_float("QUALGENT_RETENTION_DAYS", days)
         if (auto := get("AUTO_CREATE_ORGS")) is not None:
             updates["auto_create_orgs"] = _boolean("QUALGENT_AUTO_CREATE_ORGS", auto)
+        updates.update(_scheduling(get))
         return replace(settings, **updates)  # type: ignore[arg-type]
 
     def with_overrides(self, **overrides: object) -> Settings:
@@ -122,6 +128,15 @@ def _non_negative_float(name: str, raw: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise InvalidInput(f"{name} must be 0 (keep forever) or a positive number of days, got {raw!r}")
     return value
+
+
+def _scheduling(get: Callable[[str], str | None]) -> dict[str, object]:
+    updates: dict[str, object] = {}
+    if (aging := get("AGING_SECONDS")) is not None:
+        updates["aging_seconds"] = _positive_float("QUALGENT_AGING_SECONDS", aging)
+    if (chunk := get("MIN_CHUNK_SECONDS")) is not None:
+        updates["min_chunk_seconds"] = _positive_float("QUALGENT_MIN_CHUNK_SECONDS", chunk)
+    return updates
 
 
 def _rate_limits(get: Callable[[str], str | None]) -> dict[str, object]:

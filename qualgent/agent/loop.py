@@ -53,6 +53,7 @@ class AgentConfig:
     name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     test_timeout: float = 900.0
     install_timeout: float = 600.0
+    always_install: bool = False  # install every group's build, even the one the device holds already
     idle_poll_max: float = 2.0
     max_groups: int | None = None  # stop after this many groups (for scripted runs)
     runner: Callable[[list[str], float, dict[str, str]], Runner] = Run
@@ -78,6 +79,9 @@ class Agent:
         self.lease_seconds = 30.0
         self._current: _Current | None = None
         self._next: dict[str, Any] | None = None  # a group claimed by the last report of the one before
+        # The build installed last per target, (org, app version): the server prefers its groups among equals and
+        # this agent skips installing it again (docs/design.md, "Build affinity").
+        self._held: dict[str, tuple[str, str]] = {}
         self._stopping = asyncio.Event()
         self._rearm = asyncio.Event()  # a new claim: beat a third of its lease from now, at the server's cadence
         self._base_env = _base_env()
@@ -144,7 +148,11 @@ class Agent:
         signal abandons the request: a group the server claimed for us meanwhile goes back to the
         queue when we deregister."""
         request = asyncio.create_task(
-            self.client.call("POST", f"/agents/{self.agent_id}/claim", {"wait": CLAIM_WAIT_SECONDS})
+            self.client.call(
+                "POST",
+                f"/agents/{self.agent_id}/claim",
+                {"wait": CLAIM_WAIT_SECONDS, "held_builds": self._held_builds()},
+            )
         )
         stop = asyncio.create_task(self._stopping.wait())
         try:
@@ -198,8 +206,11 @@ class Agent:
 
     async def _finish_reports(self, reporter: Reporter, then_claim: bool) -> dict[str, Any] | None:
         """Send the group's last reports; the next group, when the last one claimed it."""
-        await reporter.close(then_claim)
+        await reporter.close(then_claim, self._held_builds())
         return reporter.next_claim
+
+    def _held_builds(self) -> list[dict[str, str]]:
+        return [{"target": t, "org_id": org, "app_version_id": version} for t, (org, version) in self._held.items()]
 
     def _lose(self, current: _Current) -> None:
         """The server says the claim is no longer ours: stop the running test, drop the group."""
@@ -212,6 +223,11 @@ class Agent:
     async def _install(self, claim: dict[str, Any]) -> str | None:
         if self.config.install is None:
             return None
+        build = (claim["org_id"], claim["app_version_id"])
+        if not self.config.always_install and self._held.get(claim["target"]) == build:
+            log.info("%s is installed already on %s: no install", claim["app_version_id"], claim["target"])
+            return None
+        self._held.pop(claim["target"], None)  # whatever the device held is being replaced
         argv = self.config.install.render(**_fields(claim, claim["jobs"][0]))
         log.info("installing %s: %s", claim["app_version_id"], argv)
         current = self._current
@@ -223,6 +239,7 @@ class Agent:
         if current is not None:
             current.run = None
         if result.exit_code == 0:
+            self._held[claim["target"]] = build
             return None
         reason = result.error or f"install exited {result.exit_code}"
         log.warning("install failed for %s: %s", claim["app_version_id"], reason)

@@ -59,6 +59,7 @@ class Reporter:
         self._full = asyncio.Event()  # a full batch or the group's end: no more lingering
         self._closing = False
         self._then_claim = False
+        self._held_builds: list[dict[str, str]] = []
         self.lost = False
         self.reported = 0  # results the server recorded
         self.next_claim: dict[str, Any] | None = None  # the agent's next group, claimed by the last report
@@ -84,10 +85,12 @@ class Reporter:
         if len(self._starts) + len(self._results) >= FULL_BATCH:
             self._full.set()
 
-    async def close(self, then_claim: bool = False) -> None:
+    async def close(self, then_claim: bool = False, held_builds: list[dict[str, str]] | None = None) -> None:
         """Send what is left and stop. `then_claim`: the last report also claims the agent's next group (if it
-        closes this one and work is waiting): `next_claim`, one request where there were two."""
+        closes this one and work is waiting): `next_claim`, one request where there were two; `held_builds` go
+        with that claim (the builds the agent holds installed)."""
         self._then_claim = then_claim
+        self._held_builds = held_builds or []
         self._closing = True
         self._wake.set()
         self._full.set()
@@ -123,6 +126,12 @@ class Reporter:
         ended = {result["job_id"] for result, _ in self._results}
         return {job_id for job_id, at in self._starts if job_id not in ended and now - at < LINGER_SECONDS}
 
+    def _then_claim_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"then_claim": True}
+        if self._held_builds:
+            fields["held_builds"] = self._held_builds
+        return fields
+
     async def _send_one(self) -> None:
         young = self._young_starts()
         now = time.monotonic()
@@ -137,7 +146,7 @@ class Reporter:
             "results": results,
         }
         if self._closing and self._then_claim and not (self._starts or self._results):
-            body["then_claim"] = True  # the group's last report
+            body.update(self._then_claim_fields())  # the group's last report
         try:
             answer = await self._client.call("POST", self._path, body, retry_for=self._retry_for)
         except ServerConflict as conflict:

@@ -23,6 +23,7 @@ from qualgent.api.controllers.jobs import JobController
 from qualgent.api.controllers.monitoring import MonitoringController, prometheus_metrics
 from qualgent.api.controllers.orgs import OrgController
 from qualgent.api.controllers.reports import ReportController
+from qualgent.api.controllers.targets import TargetController
 from qualgent.api.controllers.tokens import TokenController
 from qualgent.api.deps import Services, provide_services
 from qualgent.api.docs import redoc_bundle, redoc_plugin
@@ -32,7 +33,7 @@ from qualgent.db.engine import create_server_engine
 from qualgent.db.raw import Direct
 from qualgent.notify import Hub
 from qualgent.observability import metrics
-from qualgent.queue import claims, retention, tokens
+from qualgent.queue import claims, history, retention, tokens
 from qualgent.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await hub.stop()
+            await history.recorded()  # the last groups' history, before the pool it writes through closes
             await direct.close()
             if own_engine:
                 await active.dispose()
@@ -79,6 +81,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             AgentController,
             AppwrightController,
             OrgController,
+            TargetController,
             HealthController,
             MonitoringController,
             ReportController,

@@ -91,6 +91,8 @@ POLICY: dict[tuple[str, str], Roles | None] = {
     ("GET", "/api/agents"): _ADMIN,
     ("GET", "/api/orgs"): _ADMIN,
     ("PUT", "/api/orgs/{org_id}"): _ADMIN,
+    ("GET", "/api/targets"): _ADMIN,
+    ("PUT", "/api/targets/{target}"): _ADMIN,
     ("POST", "/api/tokens"): _ADMIN,
     ("GET", "/api/tokens"): _ADMIN,
     ("DELETE", "/api/tokens/{token_id}"): _ADMIN,

@@ -13,7 +13,7 @@ import msgspec
 from litestar import Request
 from litestar.exceptions import ValidationException
 from litestar.params import Parameter
-from msgspec import Meta, Struct
+from msgspec import UNSET, Meta, Struct, UnsetType
 from sqlalchemy import RowMapping
 
 from qualgent.db.raw import Row
@@ -103,6 +103,14 @@ class AttemptOut(Struct):
     error_location: str | None = None
 
 
+class QueueOut(Struct):
+    """Where a pending job stands: the groups its agents take before its own, and when it should start."""
+
+    groups_ahead: int
+    eta_seconds: float | None  # null: no online agent serves its target (or the target's cap is 0)
+    agents_online: int  # agents online that serve the job's target
+
+
 class JobOut(Struct):
     id: uuid.UUID
     org_id: str
@@ -125,6 +133,7 @@ class JobOut(Struct):
     timeout_seconds: int | None = None
     flaky: bool = False
     attempt_history: list[AttemptOut] | None = None
+    queue: QueueOut | None = None  # pending jobs, where the route knows it
 
 
 def job_out(row: Mapping[str, Any] | RowMapping) -> JobOut:
@@ -256,9 +265,28 @@ class JobStatusOut(Struct):
     status: JobStatus
 
 
+class HeldBuildIn(Struct, forbid_unknown_fields=True):
+    """A build the agent holds installed for a target (the last it installed there)."""
+
+    target: Target
+    org_id: Identifier
+    app_version_id: Identifier
+
+
+HeldBuilds = Annotated[
+    list[HeldBuildIn],
+    Meta(
+        max_length=3,
+        description="the build the agent holds per target: among groups of equal tier and priority, that build's "
+        "group goes first (and needs no install)",
+    ),
+]
+
+
 class ClaimIn(Struct, forbid_unknown_fields=True):
     targets: Annotated[list[Target], Meta(max_length=3)] | None = None
     wait: Annotated[float, Meta(ge=0, le=60, description="seconds to wait for work when there is none")] = 0.0
+    held_builds: HeldBuilds = []
 
 
 class ClaimedJob(Struct):
@@ -347,6 +375,7 @@ class ProgressIn(Struct, forbid_unknown_fields=True):
             "group at once (no waiting) and answer it as `next`, saving the agent a claim request"
         ),
     ] = False
+    held_builds: HeldBuilds = []  # for the claim asked for with then_claim
 
 
 class JobProgressOut(Struct):
@@ -409,8 +438,17 @@ class ReleaseIn(Struct, forbid_unknown_fields=True):
         self.reason = without_nul(self.reason) or ""
 
 
+MaxRunning = (
+    Annotated[int, Meta(ge=0, le=1_000_000, description="groups running at once, at most (null: no cap; 0: none)")]
+    | None
+)
+
+
 class OrgIn(Struct, forbid_unknown_fields=True):
-    tier: Tier
+    """An org's tier, its cap on running groups, or both (a field left out stays as it is)."""
+
+    tier: Tier | UnsetType = UNSET
+    max_running: MaxRunning | UnsetType = UNSET
 
 
 class OrgOut(Struct):
@@ -418,6 +456,19 @@ class OrgOut(Struct):
     tier: Tier
     created_at: dt.datetime
     updated_at: dt.datetime
+    max_running: int | None = None
+
+
+class TargetIn(Struct, forbid_unknown_fields=True):
+    max_running: MaxRunning
+
+
+class TargetOut(Struct):
+    target: Target
+    max_running: int | None
+    running: int  # groups running now
+    pending: int  # groups waiting
+    agents_online: int
 
 
 def org_out(row: Mapping[str, Any] | RowMapping) -> OrgOut:

@@ -465,8 +465,14 @@ class _Claimers:
         figures and buffers, rolled back."""
         agent_id, targets = self.agents[0]
         params = {"agent_id": uuid.UUID(agent_id), "targets": targets, "lease_seconds": LEASE_SECONDS}
+        # The walk in tier, priority, age order: an aging bound no filled group reaches (the aged walk is another
+        # index, ix_job_groups_aging, read in the same way).
+        params.update(claims.Ranking(aging_seconds=1e9).params())
         plans = await asyncio.to_thread(_plans_inside, self.target.database_url, P.claim, params)
-        (top,) = [p["Plan"] for p in plans if "WITH candidate AS" in p["Query Text"]]
+        # The statement that chose the group: one past the aging bound, else the head of the queue.
+        (top, *_) = [p["Plan"] for p in plans if p["Query Text"].lstrip().startswith(("WITH aged AS", "WITH head AS"))][
+            ::-1
+        ]
         return {
             "indexes": sorted(_index_names(top)),
             "buffers": int(top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0)),

@@ -105,6 +105,12 @@ def _template(_: click.Context, param: click.Parameter, value: str | None) -> Co
 )
 @click.option("--install-timeout", type=click.FloatRange(min=1), default=600, show_default=True)
 @click.option(
+    "--always-install",
+    is_flag=True,
+    help="Run --install for every group, even when the device holds its build already (by default a group of the "
+    "build this agent installed last on its target runs without installing again).",
+)
+@click.option(
     "--idle-poll-max",
     type=click.FloatRange(min=0.05),
     default=2.0,
@@ -137,6 +143,7 @@ def agent(
     name: str | None,
     test_timeout: float,
     install_timeout: float,
+    always_install: bool,
     idle_poll_max: float,
     max_groups: int | None,
     log_level: str,
@@ -174,6 +181,7 @@ def agent(
         run=run_,
         test_timeout=test_timeout,
         install_timeout=install_timeout,
+        always_install=always_install,
         idle_poll_max=idle_poll_max,
         max_groups=max_groups,
         appwright=settings,

@@ -20,6 +20,7 @@ from qualgent.cli.org import org
 from qualgent.cli.prune import prune
 from qualgent.cli.report import report
 from qualgent.cli.server import db, server
+from qualgent.cli.target import target
 from qualgent.cli.token import token
 from qualgent.cli.top import top
 from qualgent.cli.wait import wait
@@ -88,6 +89,7 @@ for command in (
     db,
     token,
     org,
+    target,
     prune,
     bench,
 ):

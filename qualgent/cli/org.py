@@ -11,12 +11,13 @@ from rich.table import Table
 from qualgent.api.schemas import Identifier
 from qualgent.cli.common import api_options, checked, client, json_option
 from qualgent.cli.output import console, print_json
+from qualgent.cli.target import max_running_option
 from qualgent.domain import Tier
 
 
 @click.group()
 def org() -> None:
-    """Organisations and their tiers. A tier orders whose groups agents claim first. Admin only."""
+    """Organisations, their tiers and caps. A tier orders whose groups agents claim first. Admin only."""
 
 
 @org.command("set-tier")
@@ -24,19 +25,28 @@ def org() -> None:
 @click.option(
     "--tier",
     type=click.Choice([t.value for t in Tier], case_sensitive=False),
-    required=True,
     help="premium > enterprise > standard",
 )
+@max_running_option
 @api_options
 @json_option
-def set_tier(org_id: str, tier: str, api_url: str, token: str | None, as_json: bool) -> None:
-    """Set an org's tier; its waiting groups are re-ranked at once."""
+def set_tier(
+    org_id: str, tier: str | None, max_running: int | str | None, api_url: str, token: str | None, as_json: bool
+) -> None:
+    """Set an org's tier (its waiting groups are re-ranked at once) and/or its cap on groups running at once."""
+    body: dict[str, object] = {} if tier is None else {"tier": tier}
+    if max_running != "unset":
+        body["max_running"] = max_running
+    if not body:
+        raise click.UsageError("give --tier, --max-running or both")
     with client(api_url, token) as api:
-        changed = api.put(f"/orgs/{_path(org_id)}", {"tier": tier})
+        changed = api.put(f"/orgs/{_path(org_id)}", body)
     if as_json:
         print_json(changed)
     else:
-        console.print(f"org {escape(changed['id'])} is {changed['tier']}")
+        cap = changed.get("max_running")
+        capped = "no cap" if cap is None else f"at most {cap} running"
+        console.print(f"org {escape(changed['id'])} is {changed['tier']}, {capped}")
 
 
 @org.command("list")
@@ -50,10 +60,11 @@ def list_orgs(api_url: str, token: str | None, as_json: bool) -> None:
         print_json(found)
         return
     table = Table(header_style="bold")
-    for column in ("org", "tier", "created", "updated"):
+    for column in ("org", "tier", "cap", "created", "updated"):
         table.add_column(column, overflow="fold")
     for row in found:
-        table.add_row(escape(row["id"]), row["tier"], row["created_at"], row["updated_at"])
+        cap = "-" if row.get("max_running") is None else str(row["max_running"])
+        table.add_row(escape(row["id"]), row["tier"], cap, row["created_at"], row["updated_at"])
     console.print(table)
 
 

@@ -92,10 +92,9 @@ class Progress:
         pending = sum(1 for job in jobs if job["status"] == "pending")
         line = f"{summary.total - summary.unfinished}/{summary.total} finished · {summary.passed} passed · "
         line += f"{summary.failed + summary.infra_errors} failed · {running} running · {pending} pending"
+        line += _queue_note(jobs, groups_ahead)
         if no_agent_for:
             line += f" · {no_agent_message(no_agent_for)}: waiting for one"
-        elif groups_ahead:
-            line += f" (next group: {min(groups_ahead.values())} group(s) ahead in the queue)"
         if reconnecting:
             line += f" · server unreachable, retrying: {reconnecting}"
         news = list(no_agent_for) != self._no_agent_for
@@ -105,6 +104,26 @@ class Progress:
         elif time.monotonic() - self._last_line > 30 or reconnecting or news:
             self._last_line = time.monotonic()
             self.console.print(line, soft_wrap=True)
+
+
+def _queue_note(jobs: list[Job], groups_ahead: dict[str, int]) -> str:
+    """The place and ETA of the pending job that should start first (`queue` on pending jobs)."""
+    queues = [job["queue"] for job in jobs if job["status"] == "pending" and job.get("queue")]
+    if not queues:
+        return f" (next group: {min(groups_ahead.values())} group(s) ahead in the queue)" if groups_ahead else ""
+    first = min(queues, key=lambda q: (q["eta_seconds"] is None, q["eta_seconds"] or 0, q["groups_ahead"]))
+    note = f" (next group: {first['groups_ahead']} group(s) ahead in the queue"
+    if first["eta_seconds"] is not None:
+        note += f", starts in ~{_duration(first['eta_seconds'])}"
+    return note + ")"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def no_agent_message(targets: Sequence[str]) -> str:

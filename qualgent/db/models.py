@@ -20,6 +20,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -84,11 +85,56 @@ class Base(DeclarativeBase):
 
 class Org(Base):
     __tablename__ = "orgs"
+    __table_args__ = (CheckConstraint("max_running >= 0", name="max_running"),)
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)
     tier: Mapped[Tier] = mapped_column(TIER, nullable=False, server_default=Tier.STANDARD.value)
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
+    # At most this many of the org's groups run at once (NULL: no cap); the claim counts under a lock (0015).
+    max_running: Mapped[int | None] = mapped_column(Integer)
+    # When a group of the org was last claimed: fair share among orgs of one tier.
+    last_claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TargetCap(Base):
+    """A cap on the groups running at once on a target (a device farm's sessions); no row: no cap."""
+
+    __tablename__ = "targets"
+    __table_args__ = (
+        CheckConstraint(_in("target", Target), name="target"),
+        CheckConstraint("max_running >= 0", name="max_running"),
+    )
+
+    target: Mapped[str] = mapped_column(Text, primary_key=True)
+    max_running: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class DurationHistory(Base):
+    """How long a test runs (a moving mean over its recent runs) and when it last failed: estimates and ETAs."""
+
+    __tablename__ = "test_durations"
+
+    org_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    target: Mapped[str] = mapped_column(Text, primary_key=True)
+    test_path: Mapped[str] = mapped_column(Text, primary_key=True)
+    runs: Mapped[int] = mapped_column(Integer, nullable=False)
+    mean_ms: Mapped[float] = mapped_column(Float, nullable=False)
+    last_failed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class BuildInstall(Base):
+    """How long a build took to install (claim to first start of its first group)."""
+
+    __tablename__ = "build_installs"
+
+    org_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    app_version_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    target: Mapped[str] = mapped_column(Text, primary_key=True)
+    install_ms: Mapped[float] = mapped_column(Float, nullable=False)
+    recorded_at: Mapped[dt.datetime] = _now()
 
 
 class Agent(Base):
@@ -131,6 +177,11 @@ class JobGroup(Base):
         # Running groups by agent: rescue reads them all (one per busy agent) and filters on the lease, and
         # heartbeats find an agent's groups. lease_expires_at is in no index, so extending a lease is HOT.
         Index("ix_job_groups_running", "agent_id", postgresql_where=text("status = 'running'")),
+        # Running groups per target and per org: what a capacity cap counts (0015).
+        Index("ix_job_groups_running_target", "target", postgresql_where=text("status = 'running'")),
+        Index("ix_job_groups_running_org", "org_id", postgresql_where=text("status = 'running'")),
+        # Pending groups by age: the claim finds those past the aging bound here, oldest first.
+        Index("ix_job_groups_aging", "oldest_job_at", "id", postgresql_where=text("status = 'pending'")),
         # Retention: done groups by age.
         Index("ix_job_groups_finished_at", "finished_at", postgresql_where=text("status = 'done'")),
         GROUPS_STORAGE,

@@ -184,17 +184,6 @@ WHERE id = :job_id;
 -- name: get_jobs
 SELECT * FROM jobs WHERE id = ANY(CAST(:job_ids AS uuid[]));
 
--- name: groups_ahead
--- For each pending group: how many pending groups of its target an agent would take before it.
-SELECT g.id,
-       (SELECT count(*)
-        FROM job_groups o
-        WHERE o.status = 'pending' AND o.target = g.target
-          AND (o.tier, o.best_priority, o.oldest_job_at, o.id) < (g.tier, g.best_priority, g.oldest_job_at, g.id)
-       )::int AS ahead
-FROM job_groups g
-WHERE g.id = ANY(CAST(:group_ids AS uuid[])) AND g.status = 'pending';
-
 -- name: claim_idempotency_key
 -- The first submission with a key inserts it; a concurrent second one waits here for the first to
 -- commit, then finds it taken.
@@ -267,8 +256,10 @@ SELECT finished.*, (SELECT count(*) FROM notified) AS notifications, (SELECT cou
 FROM finished;
 
 -- name: claim
--- The agent's claim, whole (migration 0009): its sign of life, the best pending group it can run, the group's jobs.
-SELECT qualgent_claim(:agent_id, CAST(:targets AS text[]), :lease_seconds);
+-- The agent's claim, whole (migrations 0009, 0015): its sign of life, the best pending group it can run (aged
+-- first; caps; the builds it holds; fair share), the group's jobs. :held is a JSON array of the builds it holds.
+SELECT qualgent_claim(:agent_id, CAST(:targets AS text[]), :lease_seconds, :aging_seconds, CAST(:held AS jsonb),
+                      :min_chunk_seconds);
 
 -- name: report_runs
 -- A report made only of runs that ended their jobs, all or nothing (SQLSTATE QGRUN otherwise; migration 0009).
@@ -278,7 +269,8 @@ SELECT qualgent_report_runs(:agent_id, :group_id, :token, :lease_seconds, CAST(:
 -- The same, and when it closed the group, the agent's next claim: one statement, one commit.
 SELECT report,
        CASE WHEN (report ->> 'group_done')::boolean
-            THEN qualgent_claim(:agent_id, CAST(:targets AS text[]), :lease_seconds) END
+            THEN qualgent_claim(:agent_id, CAST(:targets AS text[]), :lease_seconds, :aging_seconds,
+                                CAST(:held AS jsonb), :min_chunk_seconds) END
 FROM qualgent_report_runs(:agent_id, :group_id, :token, :lease_seconds, CAST(:runs AS jsonb)) AS report;
 
 -- name: hold_claim
@@ -323,3 +315,92 @@ WITH r AS (
     SELECT id, attempts, try_agent_id, try_group_id, now() FROM again
 )
 SELECT * FROM again;
+
+-- name: record_group_history
+-- Once per finished group (qualgent.queue.history), not per job: each test's moving mean duration (the last ~10
+-- samples weigh most) and when it last failed; the build's install time the first time it is seen (claim to first
+-- start). The agents of one org report the same tests over and over: a row another report is writing (locked), or
+-- one written in the last second without a new failure, is left as it is rather than waited for or rewritten, so
+-- a quick suite's reports never queue on its rows and write them about once a second.
+WITH finished AS (
+    SELECT org_id, target, test_path, avg(duration_ms)::float8 AS ms, count(*)::int AS n,
+           max(finished_at) FILTER (WHERE status = 'failed') AS failed_at
+    FROM jobs
+    WHERE group_id = :group_id AND status IN ('completed', 'failed') AND duration_ms IS NOT NULL
+    GROUP BY org_id, target, test_path
+), free AS (
+    SELECT d.org_id, d.target, d.test_path
+    FROM test_durations d
+    JOIN finished f ON f.org_id = d.org_id AND f.target = d.target AND f.test_path = d.test_path
+    WHERE d.updated_at < now() - interval '1 second' OR f.failed_at IS NOT NULL
+    ORDER BY d.org_id, d.target, d.test_path
+    FOR NO KEY UPDATE OF d SKIP LOCKED
+), updated AS (
+    UPDATE test_durations d
+    SET runs = d.runs + f.n,
+        mean_ms = d.mean_ms + (f.ms - d.mean_ms) / LEAST(d.runs + 1, 10),
+        last_failed_at = COALESCE(f.failed_at, d.last_failed_at),
+        updated_at = now()
+    FROM finished f, free
+    WHERE free.org_id = d.org_id AND free.target = d.target AND free.test_path = d.test_path
+      AND f.org_id = d.org_id AND f.target = d.target AND f.test_path = d.test_path
+    RETURNING 1
+), inserted AS (
+    INSERT INTO test_durations (org_id, target, test_path, runs, mean_ms, last_failed_at)
+    SELECT f.org_id, f.target, f.test_path, f.n, f.ms, f.failed_at
+    FROM finished f
+    WHERE NOT EXISTS (SELECT 1 FROM test_durations d
+                      WHERE d.org_id = f.org_id AND d.target = f.target AND d.test_path = f.test_path)
+    ORDER BY f.org_id, f.target, f.test_path
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), install AS (
+    INSERT INTO build_installs (org_id, app_version_id, target, install_ms)
+    SELECT g.org_id, g.app_version_id, g.target, 1000 * extract(epoch FROM min(j.started_at) - g.claimed_at)
+    FROM job_groups g
+    JOIN jobs j ON j.group_id = g.id
+    WHERE g.id = :group_id AND j.started_at IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM build_installs b
+                      WHERE b.org_id = g.org_id AND b.app_version_id = g.app_version_id AND b.target = g.target)
+    GROUP BY g.org_id, g.app_version_id, g.target, g.claimed_at
+    HAVING min(j.started_at) >= g.claimed_at
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM updated)::int + (SELECT count(*) FROM inserted)::int AS tests,
+       (SELECT count(*) FROM install)::int AS installs;
+
+-- name: queue_estimates
+-- For pending groups: the groups of their target ahead of them (in tier, priority, age order), the expected work
+-- of those and of what runs on the target now (jobs x the org's median test duration on the target, 30 s when it
+-- has none, plus each build's install time when known), the agents online for the target and its cap.
+WITH g AS (
+    SELECT id, target, tier, best_priority, oldest_job_at
+    FROM job_groups
+    WHERE id = ANY(CAST(:group_ids AS uuid[])) AND status = 'pending'
+), per_org AS (
+    SELECT org_id, target, percentile_cont(0.5) WITHIN GROUP (ORDER BY mean_ms) AS ms
+    FROM test_durations
+    WHERE target IN (SELECT target FROM g)
+    GROUP BY org_id, target
+)
+SELECT g.id, g.target, a.ahead, a.work_ms,
+       (SELECT COALESCE(sum(
+            (SELECT count(*) FROM jobs j WHERE j.group_id = r.id AND j.status IN ('pending', 'running'))
+            * COALESCE((SELECT ms FROM per_org p WHERE p.org_id = r.org_id AND p.target = r.target), 30000)), 0)
+        FROM job_groups r WHERE r.status = 'running' AND r.target = g.target)::float8 AS running_ms,
+       (SELECT count(*) FROM agents ag
+        WHERE g.target = ANY(ag.targets) AND ag.status <> 'offline'
+          AND ag.last_heartbeat_at >= now() - make_interval(secs => :offline_after))::int AS agents_online,
+       (SELECT max_running FROM targets t WHERE t.target = g.target) AS max_running
+FROM g
+CROSS JOIN LATERAL (
+    SELECT count(*)::int AS ahead,
+           COALESCE(sum(o.job_count * COALESCE(p.ms, 30000) + COALESCE(b.install_ms, 0)), 0)::float8 AS work_ms
+    FROM job_groups o
+    LEFT JOIN per_org p ON p.org_id = o.org_id AND p.target = o.target
+    LEFT JOIN build_installs b
+      ON b.org_id = o.org_id AND b.app_version_id = o.app_version_id AND b.target = o.target
+    WHERE o.status = 'pending' AND o.target = g.target
+      AND (o.tier, o.best_priority, o.oldest_job_at, o.id) < (g.tier, g.best_priority, g.oldest_job_at, g.id)
+) a;

@@ -19,6 +19,7 @@ from qualgent.db.sql import P, Q
 from qualgent.domain import Conflict, JobStatus, NotFound, Outcome, StaleClaim, classify_exit_code
 from qualgent.domain.types import GroupStatus, retry_delay_seconds
 from qualgent.observability import metrics
+from qualgent.queue import history
 from qualgent.queue._common import notify_jobs, requeue
 
 OUTPUT_TAIL_LIMIT = 16_384
@@ -55,13 +56,46 @@ class Result:
         return self.error_location is None and not self.retrying
 
 
+@dataclass(frozen=True, slots=True)
+class HeldBuild:
+    """A build an agent holds installed on its device for a target: among groups of equal tier and priority, the
+    claim gives it that build's group first."""
+
+    target: str
+    org_id: str
+    app_version_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """What the claim ranks by besides tier, priority and age (docs/design.md, "3. The claim")."""
+
+    aging_seconds: float = 600.0  # QUALGENT_AGING_SECONDS
+    held: Sequence[HeldBuild] = ()
+    min_chunk_seconds: float = 120.0  # QUALGENT_MIN_CHUNK_SECONDS
+
+    def params(self) -> dict[str, Any]:
+        held = [{"target": b.target, "org_id": b.org_id, "app_version_id": b.app_version_id} for b in self.held]
+        return {
+            "aging_seconds": self.aging_seconds,
+            "held": msgspec.json.encode(held).decode(),
+            "min_chunk_seconds": self.min_chunk_seconds,
+        }
+
+
 @metrics.timed_claim
 async def claim(
-    engine: AsyncEngine, direct: Direct, agent_id: uuid.UUID, targets: list[str], lease_seconds: float
+    engine: AsyncEngine,
+    direct: Direct,
+    agent_id: uuid.UUID,
+    targets: list[str],
+    lease_seconds: float,
+    ranking: Ranking = Ranking(),
 ) -> Claim | None:
     """Take the best pending group this agent can run, whole: one statement (qualgent_claim, in autocommit)."""
+    params = {"agent_id": agent_id, "targets": targets, "lease_seconds": lease_seconds, **ranking.params()}
     for _ in range(3):  # a group emptied by cancels or backoff is retired and the next one tried
-        got = await direct.value(P.claim, {"agent_id": agent_id, "targets": targets, "lease_seconds": lease_seconds})
+        got = await direct.value(P.claim, params)
         taken, again = await _take(engine, agent_id, got)
         if not again:
             return taken
@@ -76,10 +110,12 @@ async def _take(engine: AsyncEngine, agent_id: uuid.UUID, got: dict[str, Any]) -
     if group is None:
         return None, False  # nothing to do, or the agent was set offline (by an operator, or deregistered)
     group_id = uuid.UUID(group["id"])
-    if got["deferred"] or not got["jobs"]:
-        # Rare: jobs still in backoff go back to the queue, and a group left with nothing to run (its jobs in
-        # backoff, or cancelled meanwhile) is retired, in a transaction of their own.
-        await _defer(engine, group_id, [uuid.UUID(j) for j in got["deferred"]], retire=not got["jobs"])
+    split = got.get("split") or []
+    if got["deferred"] or split or not got["jobs"]:
+        # Rare: jobs still in backoff, and jobs split off for idle agents, go back to the queue, and a group left
+        # with nothing to run (its jobs in backoff, or cancelled meanwhile) is retired, in a transaction of their own.
+        back = [uuid.UUID(j) for j in [*got["deferred"], *split]]
+        await _defer(engine, group_id, back, retire=not got["jobs"])
     if not got["jobs"]:
         return None, True
     taken = Claim(
@@ -140,6 +176,7 @@ async def report_progress(
     results: Sequence[tuple[uuid.UUID, Result]],
     lease_seconds: float,
     claim_next: list[str] | None = None,
+    ranking: Ranking = Ranking(),
 ) -> Progress:
     """Starts, then results, of a claimed group's jobs in one transaction: the agent's batched path (River's
     batch completer, on the agent's side). A fast test suite reports many jobs per request and per commit;
@@ -156,12 +193,16 @@ async def report_progress(
         and len(starts) == len(results)
         and all(result.plain for _, result in results)
     ):
-        fast = await _report_runs(direct, agent_id, group_id, token, starts, results, lease_seconds, claim_next)
+        fast = await _report_runs(
+            direct, agent_id, group_id, token, starts, results, lease_seconds, claim_next, ranking
+        )
         if fast is not None:
             progress, claimed = fast
             _count(progress)
             if claimed is not None:
-                progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds, claimed)
+                progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds, ranking, claimed)
+            if progress.group_done:
+                history.record_group_soon(direct, group_id, _failed(progress))
             return progress
     progress = Progress()
     async with engine.begin() as conn:
@@ -179,8 +220,10 @@ async def report_progress(
         closing = {"group_id": group_id, "lease_seconds": lease_seconds}
         progress.group_done = (await raw.rows(P.close_group_and_free_agent, closing))[0]["closed"]
     _count(progress)
+    if progress.group_done:
+        history.record_group_soon(direct, group_id, _failed(progress))
     if claim_next is not None and progress.group_done:
-        progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds)
+        progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds, ranking)
     return progress
 
 
@@ -190,6 +233,7 @@ async def _next(
     agent_id: uuid.UUID,
     targets: list[str] | None,
     lease_seconds: float,
+    ranking: Ranking,
     claimed: dict[str, Any] | None = None,
 ) -> Claim | None:
     """The next group for an agent whose report closed its last one: what the report's statement claimed, or a
@@ -199,9 +243,13 @@ async def _next(
             taken, again = await _take(engine, agent_id, claimed)
             if not again:
                 return taken
-        return await claim(engine, direct, agent_id, targets or [], lease_seconds)
+        return await claim(engine, direct, agent_id, targets or [], lease_seconds, ranking)
     except NotFound:
         return None
+
+
+def _failed(progress: Progress) -> bool:
+    return any(job["status"] == JobStatus.FAILED for job in progress.reported)
 
 
 def _count(progress: Progress) -> None:
@@ -236,6 +284,7 @@ async def _report_runs(
     results: Sequence[tuple[uuid.UUID, Result]],
     lease_seconds: float,
     claim_next: list[str] | None,
+    ranking: Ranking,
 ) -> tuple[Progress, dict[str, Any] | None] | None:
     """The one-statement report, with what qualgent_claim answered when a claim was asked for and the group
     closed; None when the general path must decide (the claim is not held, or a run does not end its job: a
@@ -247,6 +296,7 @@ async def _report_runs(
         "lease_seconds": lease_seconds,
         "runs": _runs({s.job_id: s for s in starts}, results),
         "targets": claim_next,
+        **ranking.params(),
     }
     try:
         answer, claimed = await direct.row(P.report_runs if claim_next is None else P.report_runs_then_claim, params)

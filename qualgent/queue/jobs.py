@@ -264,15 +264,6 @@ async def get_many(engine: AsyncEngine, job_ids: Sequence[uuid.UUID]) -> list[di
     return [rows[job_id] for job_id in job_ids]
 
 
-async def groups_ahead(engine: AsyncEngine, group_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """Queue position of pending groups: how many groups of the same target go first."""
-    if not group_ids:
-        return {}
-    async with engine.connect() as conn:
-        rows = await conn.execute(Q.groups_ahead, {"group_ids": list(set(group_ids))})
-        return {r.id: r.ahead for r in rows}
-
-
 @dataclass(frozen=True, slots=True)
 class JobFilter:
     org_id: str | None = None

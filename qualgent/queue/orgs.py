@@ -1,4 +1,4 @@
-"""Orgs and their tiers. A tier change re-ranks the org's waiting groups at once."""
+"""Orgs, their tiers and their caps on running groups. A tier change re-ranks the org's waiting groups at once."""
 
 from __future__ import annotations
 
@@ -7,31 +7,39 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qualgent.domain import NotFound, Tier
 
+_UPSERT = """
+INSERT INTO orgs (id, tier, max_running)
+VALUES (:org_id, COALESCE(CAST(:tier AS org_tier), 'standard'), :max_running)
+ON CONFLICT (id) DO UPDATE SET
+    tier = COALESCE(CAST(:tier AS org_tier), orgs.tier),
+    max_running = CASE WHEN :set_cap THEN EXCLUDED.max_running ELSE orgs.max_running END,
+    updated_at = now()
+RETURNING id, tier, max_running, created_at, updated_at
+"""
 
-async def set_tier(engine: AsyncEngine, org_id: str, tier: Tier) -> RowMapping:
+
+async def set_tier(
+    engine: AsyncEngine, org_id: str, tier: Tier | None, max_running: int | None = None, set_cap: bool = False
+) -> RowMapping:
+    """Set an org's tier and/or its cap on running groups (`set_cap`: `max_running` is given, None for no cap);
+    an org not known yet is made. The pending groups are re-ranked first, the org's row written last: a claim
+    holds a group's lock when it writes the org's row (fair share), so the other order could deadlock with it."""
     async with engine.begin() as conn:
-        row = (
-            (
-                await conn.execute(
-                    text(
-                        "INSERT INTO orgs (id, tier) VALUES (:org_id, CAST(:tier AS org_tier)) "
-                        "ON CONFLICT (id) DO UPDATE SET tier = EXCLUDED.tier, updated_at = now() "
-                        "RETURNING id, tier, created_at, updated_at"
-                    ),
-                    {"org_id": org_id, "tier": tier.value},
-                )
+        if tier is not None:
+            await conn.execute(
+                text(
+                    "UPDATE job_groups SET tier = CAST(:tier AS org_tier) "
+                    "WHERE org_id = :org_id AND status = 'pending' AND tier <> CAST(:tier AS org_tier)"
+                ),
+                {"org_id": org_id, "tier": tier.value},
             )
-            .mappings()
-            .one()
-        )
-        await conn.execute(
-            text(
-                "UPDATE job_groups SET tier = CAST(:tier AS org_tier) "
-                "WHERE org_id = :org_id AND status = 'pending' AND tier <> CAST(:tier AS org_tier)"
-            ),
-            {"org_id": org_id, "tier": tier.value},
-        )
-        return row
+        params = {
+            "org_id": org_id,
+            "tier": None if tier is None else tier.value,
+            "max_running": max_running,
+            "set_cap": set_cap,
+        }
+        return (await conn.execute(text(_UPSERT), params)).mappings().one()
 
 
 async def get(engine: AsyncEngine, org_id: str) -> RowMapping:
@@ -39,7 +47,8 @@ async def get(engine: AsyncEngine, org_id: str) -> RowMapping:
         row = (
             (
                 await conn.execute(
-                    text("SELECT id, tier, created_at, updated_at FROM orgs WHERE id = :org_id"), {"org_id": org_id}
+                    text("SELECT id, tier, max_running, created_at, updated_at FROM orgs WHERE id = :org_id"),
+                    {"org_id": org_id},
                 )
             )
             .mappings()
@@ -52,5 +61,5 @@ async def get(engine: AsyncEngine, org_id: str) -> RowMapping:
 
 async def list_orgs(engine: AsyncEngine) -> list[RowMapping]:
     async with engine.connect() as conn:
-        rows = await conn.execute(text("SELECT id, tier, created_at, updated_at FROM orgs ORDER BY id"))
+        rows = await conn.execute(text("SELECT id, tier, max_running, created_at, updated_at FROM orgs ORDER BY id"))
         return list(rows.mappings())

@@ -19,7 +19,7 @@ from qualgent.api.auth import Principal
 from qualgent.api.deps import Services, ServicesDep
 from qualgent.domain import FINAL_STATUSES, InvalidInput, JobStatus, NotFound, Target, Tier
 from qualgent.domain.roles import Role
-from qualgent.queue import agents, jobs, orgs, overview, selection, tokens
+from qualgent.queue import agents, history, jobs, orgs, overview, selection, tokens
 from qualgent.queue.selection import Selection
 from qualgent.reporting import queries as reporting
 from qualgent.web import access, charts
@@ -185,15 +185,16 @@ class DashboardController(Controller):
         if isinstance(viewer, Redirect):
             return viewer
         row = await _visible_job(services, viewer, job_id)
-        ahead = None
+        queue = None
         if row["status"] == JobStatus.PENDING.value:
-            ahead = (await jobs.groups_ahead(services.engine, [row["group_id"]])).get(row["group_id"])
+            found = await history.estimates(services.engine, [row["group_id"]], services.settings.lease_seconds)
+            queue = found.get(row["group_id"])
         return render_page(
             request,
             "job.html",
             viewer,
             job=row,
-            groups_ahead=ahead,
+            queue=queue,
             final=row["status"] in {s.value for s in FINAL_STATUSES},
             may_act=access.may_act(viewer, row["org_id"]),
             live={"job_id": str(job_id)},

@@ -29,7 +29,7 @@ from qualgent.db.engine import libpq_url
 from qualgent.db.plans import plans_inside
 from qualgent.db.sql import P, Q, R
 from tests.conftest import create_database, drop_database
-from tests.integration.test_schema import _index_names, _node_types, explain
+from tests.integration.test_schema import _index_names, _node_types, big_sorts, claim_params, explain
 
 TARGETS = "(ARRAY['emulator', 'device', 'browserstack'])"
 LOAD = f"""
@@ -173,13 +173,49 @@ def test_the_claim_walks_the_claimable_index_among_everything_else(loaded: str) 
     plans = assert_plans_inside(
         loaded,
         P.claim,
-        {"targets": ["emulator"], "agent_id": AGENT, "lease_seconds": 30.0},
+        claim_params(AGENT, ["emulator"]),
         "pk_agents",
+        "ix_job_groups_aging",  # nothing past the bound: an index scan that ends at once
         "ix_job_groups_claimable",
+        "pk_orgs",
         "ix_jobs_active_by_group",
     )
-    (claim,) = [p["Plan"] for p in plans if "WITH candidate AS" in p["Query Text"]]
-    assert "Sort" not in _node_types(claim)
+    (aged,) = [p["Plan"] for p in plans if p["Query Text"].lstrip().startswith("WITH aged AS")]
+    assert "Sort" not in _node_types(aged)
+    (head,) = [p["Plan"] for p in plans if p["Query Text"].lstrip().startswith("WITH head AS")]
+    assert not big_sorts(head), json.dumps(head, indent=1)
+
+
+def test_the_claim_of_an_aged_group_walks_the_aging_index(loaded: str) -> None:
+    plans = assert_plans_inside(
+        loaded, P.claim, claim_params(AGENT, ["device"], aging_seconds=600), "ix_job_groups_aging", "pk_agents"
+    )
+    (aged,) = [p["Plan"] for p in plans if p["Query Text"].lstrip().startswith("WITH aged AS")]
+    assert "ix_job_groups_aging" in _index_names(aged)
+    assert "Sort" not in _node_types(aged)
+    assert not [p for p in plans if p["Query Text"].lstrip().startswith("WITH head AS")], "an aged group goes first"
+
+
+def test_a_capped_claim_counts_running_groups_by_index(loaded: str) -> None:
+    """A cap on the target and on the org: each is counted through its partial index of running groups, and the
+    agent's held build is looked up by the pending key."""
+    with psycopg.connect(libpq_url(loaded), autocommit=True) as conn:
+        conn.execute("INSERT INTO targets (target, max_running) VALUES ('emulator', 1000)")
+        conn.execute("UPDATE orgs SET max_running = 1000")
+    try:
+        held = json.dumps([{"target": "emulator", "org_id": "org0", "app_version_id": "p0"}])
+        assert_plans_inside(
+            loaded,
+            P.claim,
+            {**claim_params(AGENT, ["emulator"]), "held": held},
+            "ix_job_groups_running_target",
+            "ix_job_groups_running_org",
+            "uq_job_groups_pending_key",
+        )
+    finally:
+        with psycopg.connect(libpq_url(loaded), autocommit=True) as conn:
+            conn.execute("DELETE FROM targets")
+            conn.execute("UPDATE orgs SET max_running = NULL")
 
 
 _RUN_REPORT = json.dumps(
@@ -218,7 +254,9 @@ def test_the_hot_path_functions_read_their_indexes(
 
 
 def test_rescue_reads_only_the_running_groups(loaded: str) -> None:
-    assert_plan(loaded, Q.lapsed_claims, {"limit": 100}, "ix_job_groups_running")
+    # Any of the partial indexes over running groups reads exactly those (the caps' two are as small).
+    running = "ix_job_groups_running|ix_job_groups_running_org|ix_job_groups_running_target"
+    assert_plan(loaded, Q.lapsed_claims, {"limit": 100}, running)
 
 
 @pytest.mark.parametrize(
@@ -236,7 +274,12 @@ def test_rescue_reads_only_the_running_groups(loaded: str) -> None:
         ),
         ("get_jobs", {"job_ids": FINISHED_JOBS}, ["pk_jobs"]),
         ("lock_jobs", {"job_ids": FINISHED_JOBS[:10]}, ["pk_jobs"]),
-        ("groups_ahead", {"group_ids": PENDING}, ["pk_job_groups", "ix_job_groups_claimable"]),
+        (
+            "queue_estimates",  # the wait route's place and ETA of pending groups
+            {"group_ids": PENDING, "offline_after": 90.0},
+            ["pk_job_groups", "ix_job_groups_claimable", "ix_job_groups_running_target"],
+        ),
+        ("record_group_history", {"group_id": RUNNING}, ["ix_jobs_group_id|ix_jobs_active_by_group", "pk_job_groups"]),
         (
             "start_jobs",
             {"job_ids": FINISHED_JOBS[:20], "elapsed_ms": [0] * 20, "agent_id": AGENT, "group_id": RUNNING},

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from qualgent.api.deps import ServicesDep
+from qualgent.api.deps import Services, ServicesDep
 from qualgent.api.schemas import (
     AgentIn,
     AgentOut,
@@ -16,6 +16,7 @@ from qualgent.api.schemas import (
     ClaimOut,
     HeartbeatIn,
     HeartbeatOut,
+    HeldBuildIn,
     JobOut,
     JobStatusOut,
     ProgressIn,
@@ -91,6 +92,7 @@ class AgentController(Controller):
         if not set(wanted) <= served:
             raise InvalidInput(f"agent {agent_id} does not serve {sorted(set(wanted) - served)}", field="targets")
         wait = data.wait if data else 0.0
+        ranking = _ranking(services, data.held_builds if data else [])
         gone = asyncio.Event()
         watch = asyncio.create_task(_until_disconnected(request, gone)) if wait > 0 else None
         try:
@@ -98,7 +100,7 @@ class AgentController(Controller):
                 services.hub,
                 wanted,
                 wait,
-                lambda: claims.claim(services.engine, services.direct, agent_id, wanted, lease),
+                lambda: claims.claim(services.engine, services.direct, agent_id, wanted, lease, ranking),
                 gone=gone,
             )
         finally:
@@ -170,7 +172,16 @@ class AgentController(Controller):
             await agents.targets(services.engine, agent_id, lease, services.agent_targets) if data.then_claim else None
         )
         done = await claims.report_progress(
-            services.engine, services.direct, agent_id, group_id, data.token, starts, results, lease, then
+            services.engine,
+            services.direct,
+            agent_id,
+            group_id,
+            data.token,
+            starts,
+            results,
+            lease,
+            then,
+            _ranking(services, data.held_builds),
         )
         return progress_out(done, None if done.next_claim is None else claim_out(done.next_claim, lease))
 
@@ -195,3 +206,9 @@ async def _until_disconnected(request: Request[Any, Any, Any], gone: asyncio.Eve
     while (await request.receive())["type"] != "http.disconnect":
         pass
     gone.set()
+
+
+def _ranking(services: Services, held: list[HeldBuildIn]) -> claims.Ranking:
+    builds = tuple(claims.HeldBuild(b.target.value, b.org_id, b.app_version_id) for b in held)
+    settings = services.settings
+    return claims.Ranking(settings.aging_seconds, builds, settings.min_chunk_seconds)

@@ -16,6 +16,7 @@ from qualgent.api.schemas import (
     JobOut,
     JobsIn,
     JobStatusIn,
+    QueueOut,
     WaitIn,
     WaitOut,
     check_bulk,
@@ -25,7 +26,7 @@ from qualgent.api.schemas import (
 from qualgent.domain import InvalidInput, JobStatus, NotFound, Target
 from qualgent.domain.roles import Role
 from qualgent.notify import waiting
-from qualgent.queue import agents, jobs, stats
+from qualgent.queue import agents, history, jobs, stats
 from qualgent.queue.jobs import JobFilter, JobSpec
 
 log = logging.getLogger(__name__)
@@ -137,29 +138,33 @@ class JobController(Controller):
         timeout: Annotated[float, QueryParameter(ge=0, le=300, description="seconds")] = 30.0,
     ) -> JobOut:
         await _require_visible(services, principal, [job_id])
-        return job_out(await waiting.wait_for_job(services.engine, services.hub, job_id, timeout))
+        return (
+            await _with_queue(
+                services, [job_out(await waiting.wait_for_job(services.engine, services.hub, job_id, timeout))]
+            )
+        )[0]
 
     @post("/wait", status_code=200, summary="Long-poll many jobs: answer when any status differs from the one given")
     async def wait_many(self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[WaitIn]) -> WaitOut:
         await _require_visible(services, principal, list(data.jobs))
         known = {job_id: (status.value if status else None) for job_id, status in data.jobs.items()}
         current, changed = await waiting.wait_for_change(services.engine, services.hub, known, data.timeout)
-        pending = [job for job in current if job["status"] == JobStatus.PENDING]
-        ahead = await jobs.groups_ahead(services.engine, [job["group_id"] for job in pending])
+        shown = await _with_queue(services, [job_out(job) for job in current])
+        pending_targets = {job.target.value for job in shown if job.status == JobStatus.PENDING}
         unserved = await agents.targets_without_online_agent(
-            services.engine, {job["target"] for job in pending}, services.settings.lease_seconds
+            services.engine, pending_targets, services.settings.lease_seconds
         )
         return WaitOut(
             changed=changed,
-            jobs=[job_out(job) for job in current],
-            groups_ahead={job["id"]: ahead[job["group_id"]] for job in current if job["group_id"] in ahead},
+            jobs=shown,
+            groups_ahead={job.id: job.queue.groups_ahead for job in shown if job.queue is not None},
             no_agent_for=[Target(t) for t in unserved],
         )
 
     @get("/{job_id:uuid}", summary="A job, with its attempts")
     async def get_job(self, services: ServicesDep, principal: PrincipalDep, job_id: FromPath[uuid.UUID]) -> JobOut:
         await _require_visible(services, principal, [job_id])
-        return job_out(await jobs.get(services.engine, job_id, with_attempts=True))
+        return (await _with_queue(services, [job_out(await jobs.get(services.engine, job_id, with_attempts=True))]))[0]
 
     @put("/{job_id:uuid}/status", summary="Cancel (`cancelled`) or re-queue a finished job (`pending`)")
     async def set_status(
@@ -180,3 +185,13 @@ class JobController(Controller):
     async def cancel(self, services: ServicesDep, principal: PrincipalDep, job_id: FromPath[uuid.UUID]) -> JobOut:
         await _require_visible(services, principal, [job_id])
         return job_out(await jobs.cancel(services.engine, job_id))
+
+
+async def _with_queue(services: Services, shown: list[JobOut]) -> list[JobOut]:
+    """Pending jobs with their place in the queue and ETA (qualgent.queue.history)."""
+    pending = [job.group_id for job in shown if job.status == JobStatus.PENDING]
+    found = await history.estimates(services.engine, pending, services.settings.lease_seconds)
+    for job in shown:
+        if (estimate := found.get(job.group_id)) is not None:
+            job.queue = QueueOut(estimate.groups_ahead, estimate.eta_seconds, estimate.agents_online)
+    return shown

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import msgspec
 from litestar import Controller, get, put
 from litestar.params import JSONBody
 
 from qualgent.api.auth import PrincipalDep
 from qualgent.api.deps import ServicesDep
 from qualgent.api.schemas import IdentifierPath, OrgIn, OrgOut, org_out
-from qualgent.domain import NotFound
+from qualgent.domain import InvalidInput, NotFound
 from qualgent.queue import orgs
 
 
@@ -14,9 +15,17 @@ class OrgController(Controller):
     path = "/orgs"
     tags = ["orgs"]
 
-    @put("/{org_id:str}", summary="Set an org's tier (premium > enterprise > standard)")
+    @put(
+        "/{org_id:str}",
+        summary="Set an org's tier (premium > enterprise > standard) and/or its cap on groups running at once",
+    )
     async def set_tier(self, services: ServicesDep, org_id: IdentifierPath, data: JSONBody[OrgIn]) -> OrgOut:
-        return org_out(await orgs.set_tier(services.engine, org_id, data.tier))
+        tier = None if isinstance(data.tier, msgspec.UnsetType) else data.tier
+        set_cap = not isinstance(data.max_running, msgspec.UnsetType)
+        if tier is None and not set_cap:
+            raise InvalidInput("give tier, max_running or both", field="tier")
+        cap = data.max_running if not isinstance(data.max_running, msgspec.UnsetType) else None
+        return org_out(await orgs.set_tier(services.engine, org_id, tier, cap, set_cap))
 
     @get("")
     async def list_orgs(self, services: ServicesDep) -> list[OrgOut]:
