@@ -13,6 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from qualgent.db.sql import Q
 
+# An agent silent for a whole lease is shown offline, whatever it last said: a live agent beats every third of a
+# lease, so one lease of silence is two missed beats (a kill -9, a frozen host, a cut network). Its claim lapses at
+# the same moment, so an agent shown idle or busy is one whose lease would still hold.
+OFFLINE_AFTER_LEASES = 1
+
 
 class GroupKey(NamedTuple):
     """What jobs are grouped by. A named tuple: a bulk submit hashes and compares one per job."""

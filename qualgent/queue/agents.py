@@ -12,11 +12,7 @@ from qualgent.db.sql import Q
 from qualgent.domain import NotFound
 from qualgent.domain.types import AgentStatus
 from qualgent.queue import claims
-
-# An agent silent for a whole lease is shown offline, whatever it last said: a live agent beats every third of a
-# lease, so one lease of silence is two missed beats (a kill -9, a frozen host, a cut network). Its claim lapses at
-# the same moment, so an agent shown idle or busy is one whose lease would still hold.
-OFFLINE_AFTER_LEASES = 1
+from qualgent.queue._common import OFFLINE_AFTER_LEASES
 
 _SELECT = """
 SELECT a.id, a.name, a.targets, a.registered_at, a.last_heartbeat_at, a.deregistered_at,

@@ -7,7 +7,7 @@ from sqlalchemy import RowMapping, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qualgent.domain.types import Target
-from qualgent.queue.agents import OFFLINE_AFTER_LEASES
+from qualgent.queue._common import OFFLINE_AFTER_LEASES
 
 _TARGETS = """
 SELECT t.target, c.max_running,

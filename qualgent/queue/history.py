@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qualgent.db.raw import Direct
 from qualgent.db.sql import P, Q
-from qualgent.queue.agents import OFFLINE_AFTER_LEASES
+from qualgent.queue._common import OFFLINE_AFTER_LEASES
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from qualgent.domain import Priority, Target, Tier
-from qualgent.queue.agents import OFFLINE_AFTER_LEASES
+from qualgent.queue._common import OFFLINE_AFTER_LEASES
 
 # Pending jobs of groups no agent holds yet: the queue proper.
 _QUEUE_DEPTH = """
