@@ -19,7 +19,7 @@ from qualgent.api.auth import Principal
 from qualgent.api.deps import Services, ServicesDep
 from qualgent.domain import FINAL_STATUSES, InvalidInput, JobStatus, NotFound, Target, Tier
 from qualgent.domain.roles import Role
-from qualgent.queue import agents, history, jobs, orgs, overview, selection, tokens
+from qualgent.queue import agents, capacity, history, jobs, orgs, overview, selection, tokens
 from qualgent.queue.selection import Selection
 from qualgent.reporting import queries as reporting
 from qualgent.web import access, charts
@@ -88,6 +88,11 @@ class DashboardController(Controller):
             if viewer.role is Role.ADMIN
             else []
         )
+        caps = (
+            await capacity.list_targets(services.engine, services.settings.lease_seconds)
+            if viewer.role is Role.ADMIN
+            else []
+        )
         by_status: dict[str, int] = {}
         for agent in agent_rows:
             by_status[agent["status"]] = by_status.get(agent["status"], 0) + 1
@@ -98,6 +103,7 @@ class DashboardController(Controller):
             state=state,
             agents=agent_rows,
             agents_by_status=by_status,
+            targets=caps,
             tiers=[t.value for t in Tier],
             live={"org_id": org} if org else {},
         )
@@ -288,6 +294,25 @@ class DashboardController(Controller):
         await orgs.get(services.engine, org_id)  # a page can only re-tier an org it showed
         await orgs.set_tier(services.engine, org_id, tier)
         return Redirect(f"/orgs/{quote(org_id, safe='')}", status_code=303)
+
+    @post("/targets/{target:str}/cap", status_code=303)
+    async def set_target_cap(
+        self, request: Request[Any, Any, Any], services: ServicesDep, target: FromPath[str]
+    ) -> Any:
+        viewer, fields = await _acting(request, services)
+        if viewer.role is not Role.ADMIN:
+            raise PermissionDeniedException(detail="only the admin may cap a target")
+        try:
+            which = Target(target)
+        except ValueError:
+            raise InvalidInput(f"no target {target!r}", field="target") from None
+        raw = fields.get("max_running", "").strip()
+        if raw and not (raw.isascii() and raw.isdigit() and int(raw) <= 1_000_000):
+            raise InvalidInput(
+                f"max_running must be a whole number >= 0 or empty (no cap), not {raw!r}", field="max_running"
+            )
+        await capacity.set_target_cap(services.engine, which, int(raw) if raw else None)
+        return Redirect("/#targets-h", status_code=303)
 
     @get("/agents", name="agents")
     async def agent_list(self, request: Request[Any, Any, Any], services: ServicesDep) -> Any:

@@ -316,3 +316,34 @@ async def test_the_event_stream_takes_the_session_and_a_revoked_token_ends_it(se
         await secure_api.call("DELETE", f"/tokens/{created['id']}")
         assert (await client.get("/")).status_code == 302, "a revoked token's session ends"
         assert (await client.get("/api/events")).status_code == 401
+
+
+async def test_the_admin_caps_a_target_from_the_overview_and_a_submitter_cannot(secure_api: Api) -> None:
+    created = await secure_api.call("POST", "/tokens", {"role": "submitter", "org_id": "acme"}, expect=201)
+    async with await browser(secure_api) as client:
+        await log_in(client, ADMIN)
+        page = await client.get("/")
+        assert "Targets and capacity caps" in page.text and 'name="max_running"' in page.text
+        done = await client.post("/targets/browserstack/cap", data={"_csrf": csrf_of(page.text), "max_running": "5"})
+        assert done.status_code == 303
+        for bad in ("-1", "five", "1e3"):
+            refused = await client.post(
+                "/targets/browserstack/cap", data={"_csrf": csrf_of(page.text), "max_running": bad}
+            )
+            assert refused.status_code == 400, bad
+        assert (await client.post("/targets/mainframe/cap", data={"_csrf": csrf_of(page.text)})).status_code == 400
+    caps = {t["target"]: t["max_running"] for t in await secure_api.call("GET", "/targets")}
+    assert caps["browserstack"] == 5
+    async with await browser(secure_api) as client:
+        await log_in(client, created["token"])
+        page = await client.get("/")
+        assert "Targets and capacity caps" not in page.text
+        denied = await client.post("/targets/browserstack/cap", data={"_csrf": csrf_of(page.text), "max_running": ""})
+        assert denied.status_code == 403
+    assert {t["target"]: t["max_running"] for t in await secure_api.call("GET", "/targets")}["browserstack"] == 5
+    async with await browser(secure_api) as client:
+        await log_in(client, ADMIN)
+        page = await client.get("/")
+        cleared = await client.post("/targets/browserstack/cap", data={"_csrf": csrf_of(page.text), "max_running": ""})
+        assert cleared.status_code == 303
+    assert {t["target"]: t["max_running"] for t in await secure_api.call("GET", "/targets")}["browserstack"] is None
