@@ -77,10 +77,28 @@ class _Qgjob(click.RichGroup):
         if cmd_name in self.commands or cmd_name not in COMMANDS:
             return super().get_command(ctx, cmd_name)
         module_name, _, attribute = COMMANDS[cmd_name].partition(":")
-        command = getattr(importlib.import_module(module_name), attribute)
+        try:
+            command = getattr(importlib.import_module(module_name), attribute)
+        except ModuleNotFoundError as err:
+            if cmd_name in CLIENT_COMMANDS or (err.name or "").startswith("qualgent"):
+                raise
+            command = _not_installed(cmd_name, err.name or "?")  # a client-only install (the GitHub Action's)
         assert isinstance(command, plain_click.Command), COMMANDS[cmd_name]
         self.add_command(command, cmd_name)
         return command
+
+
+def _not_installed(name: str, missing: str) -> plain_click.Command:
+    """A server command where only the client is installed: listed, and run it says what to install."""
+
+    def refuse() -> None:
+        message = f"`qgjob {name}` needs the full install (module {missing!r} is missing): pip install qualgent"
+        raise plain_click.UsageError(message)
+
+    anything = {"ignore_unknown_options": True, "allow_extra_args": True}  # its own flags: the same answer
+    return click.Command(
+        name, callback=refuse, context_settings=anything, help="Needs the full install (pip install qualgent)."
+    )
 
 
 def _show(command: click.RichGroup, err: plain_click.ClickException) -> None:
