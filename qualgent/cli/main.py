@@ -39,7 +39,7 @@ COMMANDS: dict[str, str] = {
 # (tests/unit/test_layers.py). The rest (server, db, prune, bench) are the server's own commands.
 CLIENT_COMMANDS = ("submit", "wait", "status", "list", "cancel", "retry", "report", "top", "agent", "token", "org")
 
-click.rich_click.USE_MARKDOWN = False
+click.rich_click.TEXT_MARKUP = "ansi"  # plain help text, as USE_MARKDOWN = False was (now deprecated)
 HELP_WIDTH = 100  # --help read in a pipe or a log: lines a person can read, not 200 columns
 if not sys.stderr.isatty() and "COLUMNS" not in os.environ:
     # Errors in CI logs and pipes: one long line that grep finds, not a message folded into 80 columns.
