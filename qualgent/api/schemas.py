@@ -6,7 +6,6 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Mapping
-from enum import StrEnum
 from typing import Annotated, Any
 
 import msgspec
@@ -21,26 +20,17 @@ from qualgent.domain import AgentStatus, InvalidInput, JobStatus, Outcome, Prior
 from qualgent.queue.claims import Claim, Progress, Result
 from qualgent.queue.jobs import NewJob
 
-# No control characters (C0, DEL, C1): nothing that is NUL in PostgreSQL, a line break in a log, or a
-# terminal escape. `$(?!\n)`, not `$`: Python's `$` also matches before a final newline, so "a\n" would
-# pass; the lookahead means the same in JavaScript's regex, where the OpenAPI document is read too.
-_PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]+$(?!\n)"
-_TEST_PATH = r"^[^\x00-\x1f\x7f-\x9f-][^\x00-\x1f\x7f-\x9f]*$(?!\n)"
-MAX_BULK = 10_000
+# The wire contract, shared with the client, is defined in qualgent/wire.py (no framework there); the names
+# imported "as" themselves are still importable from here.
+from qualgent.wire import MAX_BULK as MAX_BULK
+from qualgent.wire import PRINTABLE as _PRINTABLE
+from qualgent.wire import AgentName, DurationMs, ExitCode, MaxAttempts
+from qualgent.wire import IdempotencyKey as IdempotencyKey
+from qualgent.wire import Identifier as Identifier
+from qualgent.wire import TestPath as TestPath
+from qualgent.wire import TokenRole as TokenRole
+from qualgent.wire import violation as violation
 
-Identifier = Annotated[
-    str, Meta(min_length=1, max_length=128, pattern=_PRINTABLE, description="1-128 characters, no control characters")
-]
-TestPath = Annotated[
-    str,
-    Meta(
-        min_length=1,
-        max_length=1024,
-        pattern=_TEST_PATH,
-        description="a test file path: 1-1024 characters, no control characters, not starting with '-' "
-        "(it would read as an option)",
-    ),
-]
 # Query and path parameters: Litestar enforces and documents only its own Parameter constraints there
 # (a msgspec Meta inside them is neither checked nor shown), so the same rule is spelled once more.
 _IDENTIFIER_RULES: dict[str, Any] = {
@@ -51,14 +41,6 @@ _IDENTIFIER_RULES: dict[str, Any] = {
 }
 IdentifierQuery = Annotated[str | None, Parameter(**_IDENTIFIER_RULES)]
 IdentifierPath = Annotated[str, Parameter(**_IDENTIFIER_RULES)]
-AgentName = Annotated[str, Meta(min_length=1, max_length=128, pattern=_PRINTABLE)]
-IdempotencyKey = Annotated[
-    str,
-    Meta(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$(?!\n)", description="1-255 printable ASCII characters"),
-]
-ExitCode = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]  # a PostgreSQL integer
-DurationMs = Annotated[int, Meta(ge=0, le=2**53)]
-MaxAttempts = Annotated[int, Meta(ge=1, le=20)]
 
 
 class JobIn(Struct, forbid_unknown_fields=True):
@@ -477,13 +459,6 @@ def org_out(row: Mapping[str, Any] | RowMapping) -> OrgOut:
     return msgspec.convert(data, OrgOut, strict=False)
 
 
-class TokenRole(StrEnum):
-    """The roles a token made by the API may have (the admin token comes from the environment)."""
-
-    SUBMITTER = "submitter"
-    AGENT = "agent"
-
-
 class TokenIn(Struct, forbid_unknown_fields=True):
     role: TokenRole
     org_id: Identifier | None = None  # a submitter's org (required for submitters, absent for agents)
@@ -573,19 +548,6 @@ def _strict_decoder(handler: Any) -> msgspec.json.Decoder[Any] | None:
 
 def without_nul(text: str | None) -> str | None:
     return None if text is None else text.replace("\x00", "\ufffd")
-
-
-def violation(value: Any, kind: Any) -> str | None:
-    """Why `value` breaks the rules of a type above, or None. The CLI checks its flags with this, so it
-    refuses exactly what the API would refuse."""
-    try:
-        msgspec.convert(value, kind)
-    except msgspec.ValidationError as err:
-        rule = next((arg.description for arg in getattr(kind, "__metadata__", ()) if isinstance(arg, Meta)), None)
-        if rule is None:
-            return str(err)
-        return f"must be {rule}" if "matching regex" in str(err) else f"{err} ({rule})"
-    return None
 
 
 def validate(value: Any, kind: Any, field: str) -> Any:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
-import httpx
+
+if TYPE_CHECKING:  # httpx is imported when a client is made: `qgjob <command> --help` never needs it
+    import httpx
 
 from qualgent.cli.exit_codes import BAD_INPUT, INFRA_ERROR
 
@@ -37,6 +39,8 @@ class Submission:
 
 class ApiClient:
     def __init__(self, api_url: str, token: str | None = None, timeout: float = 30.0) -> None:
+        import httpx
+
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.api_url = api_url.rstrip("/")
         self.last_headers = httpx.Headers()
@@ -68,6 +72,8 @@ class ApiClient:
         raise CliError(_describe(response, self.api_url), BAD_INPUT if response.status_code < 500 else INFRA_ERROR)
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        import httpx
+
         try:
             return self._http.request(method, path, **kwargs)
         except httpx.TransportError as err:

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 import rich_click as click
 
-from qualgent.api.schemas import violation
 from qualgent.cli.client import DEFAULT_API_URL, ApiClient
+from qualgent.wire import violation
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -13,7 +13,6 @@ from typing import Any
 import rich_click as click
 from rich.markup import escape
 
-from qualgent.api.schemas import IdempotencyKey, Identifier, TestPath
 from qualgent.cli.client import Submission
 from qualgent.cli.common import api_options, checked, client, json_option
 from qualgent.cli.exit_codes import INTERRUPTED
@@ -21,6 +20,7 @@ from qualgent.cli.output import console, errors, job_detail, jobs_table, print_j
 from qualgent.cli.wait import junit_option, timeout_option, wait_and_report
 from qualgent.cli.waiting import WaitState
 from qualgent.domain import JobStatus, Priority, Target
+from qualgent.wire import IdempotencyKey, Identifier, TestPath
 
 
 def _choice(enum: type[Priority] | type[Target] | type[JobStatus]) -> click.Choice[str]:

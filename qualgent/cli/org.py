@@ -8,11 +8,11 @@ import rich_click as click
 from rich.markup import escape
 from rich.table import Table
 
-from qualgent.api.schemas import Identifier
 from qualgent.cli.common import api_options, checked, client, json_option
 from qualgent.cli.output import console, print_json
 from qualgent.cli.target import max_running_option
 from qualgent.domain import Tier
+from qualgent.wire import Identifier
 
 
 @click.group()

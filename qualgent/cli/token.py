@@ -9,9 +9,9 @@ import rich_click as click
 from rich.markup import escape
 from rich.table import Table
 
-from qualgent.api.schemas import Identifier, TokenRole
 from qualgent.cli.common import api_options, checked, client, json_option
 from qualgent.cli.output import console, errors, print_json
+from qualgent.wire import Identifier, TokenRole
 
 _ROLES = click.Choice([role.value for role in TokenRole])
 

