@@ -29,7 +29,12 @@ def free_port() -> int:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The caller's environment without any qualgent/qgjob settings, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUALGENT_", "QGJOB_", "GITHUB_"))}
+    # COLUMNS/LINES too: pytest-xdist's workers set them (80x24), and the CLI under test must see a plain pipe.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("QUALGENT_", "QGJOB_", "GITHUB_")) and k not in ("COLUMNS", "LINES")
+    }
     env.update(extra)
     return env
 

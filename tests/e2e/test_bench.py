@@ -10,6 +10,7 @@ import subprocess
 import psycopg
 import pytest
 
+from qualgent.cli import output
 from qualgent.cli.bench import _print as show
 from qualgent.db.engine import libpq_url
 from tests.e2e.harness import QGJOB, clean_env
@@ -23,7 +24,7 @@ def _databases(server_url: str) -> set[str]:
 
 
 def test_bench_json_reports_each_figure_with_its_baseline_and_ratio(
-    pg_server: str, capsys: pytest.CaptureFixture[str]
+    pg_server: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     args = [QGJOB, "bench", "--database-url", pg_server, "--jobs", "600", "--submit-jobs", "500", "--agents", "3",
             "--agent-processes", "2", "--group-size", "20", "--waiters", "20", "--rounds", "2", "--json"]  # fmt: skip
@@ -63,6 +64,7 @@ def test_bench_json_reports_each_figure_with_its_baseline_and_ratio(
     # its scratch database (named after its pid: other test sessions may bench beside it) is gone
     assert f"qualgent_bench_{bench.pid}" not in _databases(pg_server)
 
+    monkeypatch.setattr(output.console, "width", 200)  # a pipe's width, whatever COLUMNS the runner set (xdist: 80)
     show(figures)  # the table people read, from the same figures
     table = capsys.readouterr().out
     assert "end to end, jobs/s (3 agents, groups of 20)" in table
