@@ -64,10 +64,12 @@ FOR NO KEY UPDATE;
 SELECT count(*) FROM attempts WHERE job_id = :job_id AND outcome = 'test_failed';
 
 -- name: schedule_retry
+-- Only a running job goes round again: a job that reached its final state stays there.
 UPDATE jobs
 SET exit_code = :exit_code, duration_ms = :duration_ms, output_tail = :output_tail, error = :error,
     run_after = now() + make_interval(secs => :delay_seconds), updated_at = now()
-WHERE id = :job_id;
+WHERE id = :job_id AND status = 'running'
+RETURNING id;
 
 -- name: mark_group_done
 UPDATE job_groups
@@ -250,7 +252,7 @@ WITH r AS (
         flaky = (r.status = 'completed' AND j.attempts > 1 AND EXISTS (
             SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.outcome = 'test_failed'))
     FROM r
-    WHERE j.id = r.id AND r.status IS NOT NULL
+    WHERE j.id = r.id AND r.status IS NOT NULL AND j.status = 'running'
     RETURNING j.*
 ), notified AS (
     SELECT qualgent_notify_jobs(status, array_agg(id)) FROM finished GROUP BY status

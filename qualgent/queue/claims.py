@@ -140,7 +140,17 @@ async def report_progress(
 
     The common report of a quick suite, runs that each started and ended their job within it, is one statement
     (qualgent_report_runs, and qualgent_claim in the same statement and commit when asked); anything else, or any
-    surprise in it, takes the general path below."""
+    surprise in it, takes the general path below.
+
+    A job gets one result per report: a second one for it (say exit 0, then 3) is refused, never applied, so a
+    job that reached a final state is not sent round again by a later line of the same report."""
+    starts, results, repeated = _first_of_each(starts, results)
+    if repeated:
+        progress = await report_progress(
+            engine, direct, agent_id, group_id, token, starts, results, lease_seconds, claim_next
+        )
+        progress.refused += _refuse_repeats(progress, repeated)
+        return progress
     if starts and {s.job_id for s in starts} == {job_id for job_id, _ in results} and len(starts) == len(results):
         fast = await _report_runs(direct, agent_id, group_id, token, starts, results, lease_seconds, claim_next)
         if fast is not None:
@@ -168,6 +178,32 @@ async def report_progress(
     if claim_next is not None and progress.group_done:
         progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds)
     return progress
+
+
+def _first_of_each(
+    starts: Sequence[Started], results: Sequence[tuple[uuid.UUID, Result]]
+) -> tuple[list[Started], list[tuple[uuid.UUID, Result]], list[uuid.UUID]]:
+    """The first start and the first result of each job in a report, and the jobs whose result came again."""
+    first_starts: dict[uuid.UUID, Started] = {}
+    for start in starts:
+        first_starts.setdefault(start.job_id, start)
+    seen: set[uuid.UUID] = set()
+    first_results: list[tuple[uuid.UUID, Result]] = []
+    repeated: list[uuid.UUID] = []
+    for job_id, result in results:
+        if job_id in seen:
+            repeated.append(job_id)
+        else:
+            seen.add(job_id)
+            first_results.append((job_id, result))
+    return list(first_starts.values()), first_results, repeated
+
+
+def _refuse_repeats(progress: Progress, repeated: list[uuid.UUID]) -> list[Refusal]:
+    """A second result for one job in one report, refused: the job is as the first one left it."""
+    now: dict[uuid.UUID, str | None] = {r.job_id: r.status for r in reversed(progress.refused)}
+    now.update({row["id"]: row["status"] for row in progress.started + progress.reported})
+    return [Refusal(job_id, now.get(job_id), f"job {job_id} has a result in this report already") for job_id in repeated]
 
 
 async def _next(
@@ -421,9 +457,9 @@ async def _settle(conn: AsyncConnection, raw: Raw, job: Row, outcome: Outcome, r
     }
     if await _retries(conn, job, outcome):
         delay = retry_delay_seconds(job["attempts"])
-        await conn.execute(Q.schedule_retry, {**fields, "delay_seconds": delay})
-        await requeue(conn, [job["id"]])
-        await notify_jobs(conn, JobStatus.PENDING, [job["id"]])
+        if (await conn.execute(Q.schedule_retry, {**fields, "delay_seconds": delay})).first() is not None:
+            await requeue(conn, [job["id"]])
+            await notify_jobs(conn, JobStatus.PENDING, [job["id"]])
         return await _job_or_404(conn, job["id"])
     (row,) = await _finish_runs(raw, [(job, outcome, result)], {id(job): _final_status(outcome)})
     return row
