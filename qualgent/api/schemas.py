@@ -18,18 +18,18 @@ from sqlalchemy import RowMapping
 
 from qualgent.db.raw import Row
 from qualgent.domain import AgentStatus, InvalidInput, JobStatus, Outcome, Priority, Target, Tier
+from qualgent.domain.text import NAME_PATTERN, NAME_RULE
 from qualgent.queue.claims import Claim, Progress, Result
 from qualgent.queue.jobs import NewJob
 
-# No control characters (C0, DEL, C1): nothing that is NUL in PostgreSQL, a line break in a log, or a
-# terminal escape. `$(?!\n)`, not `$`: Python's `$` also matches before a final newline, so "a\n" would
-# pass; the lookahead means the same in JavaScript's regex, where the OpenAPI document is read too.
-_PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]+$(?!\n)"
-_TEST_PATH = r"^[^\x00-\x1f\x7f-\x9f-][^\x00-\x1f\x7f-\x9f]*$(?!\n)"
+# One rule for names and test paths (qualgent.domain.text): no control, line-separator or bidirectional-control
+# characters, and no leading '-'.
+_PRINTABLE = NAME_PATTERN
+_TEST_PATH = NAME_PATTERN
 MAX_BULK = 10_000
 
 Identifier = Annotated[
-    str, Meta(min_length=1, max_length=128, pattern=_PRINTABLE, description="1-128 characters, no control characters")
+    str, Meta(min_length=1, max_length=128, pattern=_PRINTABLE, description=f"1-128 characters, {NAME_RULE}")
 ]
 TestPath = Annotated[
     str,
@@ -37,8 +37,7 @@ TestPath = Annotated[
         min_length=1,
         max_length=1024,
         pattern=_TEST_PATH,
-        description="a test file path: 1-1024 characters, no control characters, not starting with '-' "
-        "(it would read as an option)",
+        description=f"a test file path: 1-1024 characters, {NAME_RULE} (it would read as an option)",
     ),
 ]
 # Query and path parameters: Litestar enforces and documents only its own Parameter constraints there
@@ -47,11 +46,13 @@ _IDENTIFIER_RULES: dict[str, Any] = {
     "min_length": 1,
     "max_length": 128,
     "pattern": _PRINTABLE,
-    "description": "1-128 characters, no control characters",
+    "description": f"1-128 characters, {NAME_RULE}",
 }
 IdentifierQuery = Annotated[str | None, Parameter(**_IDENTIFIER_RULES)]
 IdentifierPath = Annotated[str, Parameter(**_IDENTIFIER_RULES)]
-AgentName = Annotated[str, Meta(min_length=1, max_length=128, pattern=_PRINTABLE)]
+AgentName = Annotated[
+    str, Meta(min_length=1, max_length=128, pattern=_PRINTABLE, description=f"1-128 characters, {NAME_RULE}")
+]
 IdempotencyKey = Annotated[
     str,
     Meta(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$(?!\n)", description="1-255 printable ASCII characters"),

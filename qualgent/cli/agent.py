@@ -10,8 +10,9 @@ from qualgent.agent.client import ServerRejected
 from qualgent.agent.executor import watch_children_by_pidfd
 from qualgent.agent.loop import Agent, AgentConfig
 from qualgent.agent.templates import FIELDS, CommandTemplate, TemplateError
+from qualgent.api.schemas import AgentName
 from qualgent.cli.client import CliError
-from qualgent.cli.common import api_options
+from qualgent.cli.common import api_options, checked
 from qualgent.cli.exit_codes import BAD_INPUT
 from qualgent.domain import Target
 from qualgent.logs import FORMATS, LogFormat, configure_logging
@@ -51,7 +52,7 @@ def _template(_: click.Context, param: click.Parameter, value: str | None) -> Co
     required=True,
     help=f"Run once per job; exit 0 passed, 1 test failed, else infrastructure. Placeholders: {_PLACEHOLDERS}.",
 )
-@click.option("--name", default=None, help="How this agent is listed. [default: host-pid]")
+@click.option("--name", default=None, callback=checked(AgentName), help="How this agent is listed. [default: host-pid]")
 @click.option(
     "--test-timeout",
     type=click.FloatRange(min=1),

@@ -203,7 +203,8 @@ def _refuse_repeats(progress: Progress, repeated: list[uuid.UUID]) -> list[Refus
     """A second result for one job in one report, refused: the job is as the first one left it."""
     now: dict[uuid.UUID, str | None] = {r.job_id: r.status for r in reversed(progress.refused)}
     now.update({row["id"]: row["status"] for row in progress.started + progress.reported})
-    return [Refusal(job_id, now.get(job_id), f"job {job_id} has a result in this report already") for job_id in repeated]
+    detail = "job {} has a result in this report already"
+    return [Refusal(job_id, now.get(job_id), detail.format(job_id)) for job_id in repeated]
 
 
 async def _next(
