@@ -45,6 +45,10 @@ class Settings:
     # Finished jobs, their attempts, done groups and idempotency keys older than this are folded into the
     # reporting rollups and deleted (qualgent/queue/retention.py; every server prunes hourly). 0: keep forever.
     retention_days: float = 90.0
+    # Connections (qualgent/api/connections.py): a request head not in within this many seconds is cut (408), and
+    # one client address may hold this many connections at once (0: no bound; see deploy/README.md behind a proxy).
+    header_timeout_seconds: float = 10.0
+    max_connections_per_address: int = 500
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -70,6 +74,7 @@ class Settings:
             updates["port"] = int(_positive_float("QUALGENT_PORT", port))
         updates.update(_logging(get))
         updates.update(_rate_limits(get))
+        updates.update(_connections(get))
         if (days := get("RETENTION_DAYS")) is not None:
             updates["retention_days"] = _non_negative_float("QUALGENT_RETENTION_DAYS", days)
         return replace(settings, **updates)  # type: ignore[arg-type]
@@ -116,4 +121,16 @@ def _rate_limits(get: Callable[[str], str | None]) -> dict[str, object]:
         updates["rate_limit"] = 0.0 if rate.strip() == "0" else _positive_float("QUALGENT_RATE_LIMIT", rate)
     if (burst := get("RATE_BURST")) is not None:
         updates["rate_burst"] = int(_positive_float("QUALGENT_RATE_BURST", burst))
+    return updates
+
+
+def _connections(get: Callable[[str], str | None]) -> dict[str, object]:
+    updates: dict[str, object] = {}
+    if (timeout := get("HEADER_TIMEOUT_SECONDS")) is not None:
+        updates["header_timeout_seconds"] = _positive_float("QUALGENT_HEADER_TIMEOUT_SECONDS", timeout)
+    if (bound := get("MAX_CONNECTIONS_PER_ADDRESS")) is not None:
+        value = _non_negative_float("QUALGENT_MAX_CONNECTIONS_PER_ADDRESS", bound)
+        if value != int(value):
+            raise InvalidInput(f"QUALGENT_MAX_CONNECTIONS_PER_ADDRESS must be a whole number, got {bound!r}")
+        updates["max_connections_per_address"] = int(value)
     return updates
