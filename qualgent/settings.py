@@ -49,6 +49,8 @@ class Settings:
     # one client address may hold this many connections at once (0: no bound; see deploy/README.md behind a proxy).
     header_timeout_seconds: float = 10.0
     max_connections_per_address: int = 500
+    # Event streams (GET /api/events) one token may hold open at once, per server (without a token: per address).
+    max_streams_per_token: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -133,4 +135,9 @@ def _connections(get: Callable[[str], str | None]) -> dict[str, object]:
         if value != int(value):
             raise InvalidInput(f"QUALGENT_MAX_CONNECTIONS_PER_ADDRESS must be a whole number, got {bound!r}")
         updates["max_connections_per_address"] = int(value)
+    if (streams := get("MAX_STREAMS_PER_TOKEN")) is not None:
+        value = _positive_float("QUALGENT_MAX_STREAMS_PER_TOKEN", streams)
+        if value != int(value):
+            raise InvalidInput(f"QUALGENT_MAX_STREAMS_PER_TOKEN must be a whole number, got {streams!r}")
+        updates["max_streams_per_token"] = int(value)
     return updates

@@ -203,7 +203,8 @@ SELECT request_hash, job_ids FROM submissions WHERE idempotency_key = :key;
 
 -- name: start_jobs
 -- Batched start: this group's pending jobs among :job_ids become running, each opens its attempt and the
--- change is announced (ids only, 150 per notification, under PostgreSQL's payload limit), in one statement.
+-- change is announced (ids and their org, 150 per notification, under PostgreSQL's payload limit; migration 0013),
+-- in one statement.
 -- elapsed_ms says how long ago the agent started each (it may report a start together with its result).
 WITH s AS (
     SELECT * FROM unnest(CAST(:job_ids AS uuid[]), CAST(:elapsed_ms AS bigint[])) AS s (id, elapsed_ms)
@@ -219,7 +220,7 @@ WITH s AS (
     INSERT INTO attempts (job_id, number, agent_id, group_id, started_at)
     SELECT id, attempts, :agent_id, :group_id, started_at FROM started
 ), notified AS (
-    SELECT qualgent_notify_jobs('running', array_agg(id)) FROM started
+    SELECT qualgent_notify_org_jobs('running', org_id, array_agg(id)) FROM started GROUP BY org_id
 )
 SELECT started.*, (SELECT count(*) FROM notified) AS notifications FROM started;
 
@@ -255,7 +256,7 @@ WITH r AS (
     WHERE j.id = r.id AND r.status IS NOT NULL AND j.status = 'running'
     RETURNING j.*
 ), notified AS (
-    SELECT qualgent_notify_jobs(status, array_agg(id)) FROM finished GROUP BY status
+    SELECT qualgent_notify_org_jobs(status, org_id, array_agg(id)) FROM finished GROUP BY status, org_id
 )
 SELECT finished.*, (SELECT count(*) FROM notified) AS notifications, (SELECT count(*) FROM closed) AS closed
 FROM finished;
