@@ -26,6 +26,7 @@ from typing import Any
 
 from qualgent import logs
 from qualgent.agent.client import AgentClient, ServerConflict, ServerRejected
+from qualgent.agent.clock import lease_clock
 
 log = logging.getLogger("qualgent.agent")
 
@@ -46,12 +47,15 @@ class Reporter:
         token: str,
         lease_seconds: float,
         on_lost: Callable[[], Any],
+        on_renewed: Callable[[float], Any] | None = None,
     ) -> None:
         self._client = client
         self._path = f"/agents/{agent_id}/groups/{group_id}/progress"
         self._token = token
         self._retry_for = lease_seconds
         self._on_lost = on_lost
+        self._on_renewed = on_renewed  # told when a report the server accepted was sent: it renewed the lease
+        self.next_claim_sent_at = 0.0  # when the report that claimed next_claim was sent (loop.lease_clock)
         self._starts: list[tuple[str, float]] = []  # job id, monotonic start time
         self._results: list[tuple[dict[str, Any], float]] = []  # result, monotonic time it came
         self._accepted: dict[str, asyncio.Future[bool]] = {}
@@ -138,6 +142,7 @@ class Reporter:
         }
         if self._closing and self._then_claim and not (self._starts or self._results):
             body["then_claim"] = True  # the group's last report
+        sent_at = lease_clock()
         try:
             answer = await self._client.call("POST", self._path, body, retry_for=self._retry_for)
         except ServerConflict as conflict:
@@ -150,6 +155,10 @@ class Reporter:
             for job_id, _ in starts:
                 self._settle(job_id, False)
             return
+        self._recorded(answer, sent_at)
+
+    def _recorded(self, answer: dict[str, Any], sent_at: float) -> None:
+        """The server recorded a report sent at `sent_at` (which renewed the claim's lease)."""
         for job in answer["started"]:
             self._settle(job["id"], True)
         for refusal in answer["refused"]:
@@ -161,7 +170,10 @@ class Reporter:
                 logs.bind(job_id=job["id"])
                 log.info("job %s %s (attempt %d)", job["id"], job["status"], job["attempts"])
         self.reported += len(answer["reported"])
-        self.next_claim = answer.get("next") or self.next_claim
+        if answer.get("next"):
+            self.next_claim, self.next_claim_sent_at = answer["next"], sent_at
+        if self._on_renewed is not None:
+            self._on_renewed(sent_at)
 
     def _settle(self, job_id: str, accepted: bool) -> None:
         future = self._accepted.pop(job_id, None)
