@@ -33,6 +33,7 @@ log = logging.getLogger("qualgent.agent")
 MAX_BATCH = 1000  # the server's bound on starts and on results per request
 LINGER_SECONDS = 0.025
 FULL_BATCH = 100  # sent at once, without lingering
+UNREACHABLE_ROUNDS = 10  # leases' worth of retries a report is kept through while the server is out of reach
 
 
 class Reporter:
@@ -55,6 +56,7 @@ class Reporter:
         self._retry_for = lease_seconds
         self._on_lost = on_lost
         self._on_renewed = on_renewed  # told when a report the server accepted was sent: it renewed the lease
+        self._unreachable = 0  # reports in a row that could not reach the server
         self.next_claim_sent_at = 0.0  # when the report that claimed next_claim was sent (loop.lease_clock)
         self._starts: list[tuple[str, float]] = []  # job id, monotonic start time
         self._results: list[tuple[dict[str, Any], float]] = []  # result, monotonic time it came
@@ -134,7 +136,8 @@ class Reporter:
         ready = [(job_id, at) for job_id, at in self._starts if job_id not in young]
         starts, self._starts = ready[:MAX_BATCH], ready[MAX_BATCH:] + waiting
         # A result goes with (or after) its job's start: the server applies starts first.
-        results, self._results = [r for r, _ in self._results[:MAX_BATCH]], self._results[MAX_BATCH:]
+        taken, self._results = self._results[:MAX_BATCH], self._results[MAX_BATCH:]
+        results = [r for r, _ in taken]
         body: dict[str, Any] = {
             "token": self._token,
             "started": [{"job_id": j, "elapsed_ms": int((now - at) * 1000)} for j, at in starts],
@@ -150,15 +153,37 @@ class Reporter:
             if conflict.stale_claim:
                 self._lose()
             return
-        except (ServerRejected, ConnectionError) as err:
+        except ConnectionError as err:
+            if self._keep(starts, taken, err):
+                return
+            log.error("progress of the group not recorded: %s", err)
+            for job_id, _ in starts:
+                self._settle(job_id, False)
+            return
+        except ServerRejected as err:
             log.error("progress of the group not recorded: %s", err)
             for job_id, _ in starts:
                 self._settle(job_id, False)
             return
         self._recorded(answer, sent_at)
 
+    def _keep(
+        self, starts: list[tuple[str, float]], results: list[tuple[dict[str, Any], float]], err: Exception
+    ) -> bool:
+        """The server was out of reach for a whole lease (restarting, say): keep the report for the next try, as
+        the runs it tells of happened (once back, the server records them even if the claim is gone). Given up
+        after UNREACHABLE_ROUNDS leases, so that an agent told to stop does not wait for ever."""
+        self._unreachable += 1
+        if self._unreachable > UNREACHABLE_ROUNDS:
+            return False
+        log.warning("progress of the group not sent yet (%s); trying again", err)
+        self._starts[:0] = starts
+        self._results[:0] = results
+        return True
+
     def _recorded(self, answer: dict[str, Any], sent_at: float) -> None:
         """The server recorded a report sent at `sent_at` (which renewed the claim's lease)."""
+        self._unreachable = 0
         for job in answer["started"]:
             self._settle(job["id"], True)
         for refusal in answer["refused"]:

@@ -289,3 +289,38 @@ SELECT * FROM qualgent_run_jobs(:agent_id, :group_id, CAST(:runs AS jsonb));
 -- Every batched agent write ends here: the group is done once none of its jobs is left (its agent idle unless it
 -- holds another), else its lease is extended (migration 0011).
 SELECT qualgent_close_group(:group_id, :lease_seconds) AS closed;
+
+-- name: claim_once_held
+-- A refused report's claim: was it ever this agent's, under this token (qualgent.queue.orphans)?
+SELECT org_id, app_version_id, target
+FROM job_groups
+WHERE id = :group_id AND agent_id = :agent_id AND lease_token = :token;
+
+-- name: lock_job_for_orphan
+-- The job a run reported after its claim was lost is about, locked against its other writers; `on_record`: this
+-- agent's run of it in this group has an attempt already; `open_attempt`: another run of it is going on.
+SELECT j.id, j.org_id, j.app_version_id, j.target, j.attempts,
+       EXISTS (SELECT 1 FROM attempts a
+               WHERE a.job_id = j.id AND a.group_id = :group_id AND a.agent_id = :agent_id) AS on_record,
+       EXISTS (SELECT 1 FROM attempts a
+               WHERE a.job_id = j.id AND a.number = j.attempts AND a.finished_at IS NULL) AS open_attempt
+FROM jobs j
+WHERE j.id = :job_id
+FOR NO KEY UPDATE OF j;
+
+-- name: renumber_open_attempt
+-- The run going on keeps the job's latest attempt number: it moves up one to make room for a run before it.
+UPDATE attempts SET number = number + 1 WHERE job_id = :job_id AND number = :number AND finished_at IS NULL;
+
+-- name: record_orphan_run
+-- A run that started without the server knowing, recorded in the job's history; the job's state is left as it
+-- is but its attempt count, which the run spent.
+WITH counted AS (
+    UPDATE jobs SET attempts = attempts + 1 WHERE id = :job_id
+    RETURNING id
+)
+INSERT INTO attempts (job_id, number, agent_id, group_id, started_at, finished_at, outcome, exit_code, duration_ms,
+                      error)
+SELECT id, :number, :agent_id, :group_id, now() - make_interval(secs => CAST(:started_ms_ago AS double precision) / 1000),
+       now(), :outcome, :exit_code, :duration_ms, :error
+FROM counted;

@@ -18,6 +18,7 @@ from qualgent.db.sql import P, Q
 from qualgent.domain import Conflict, JobStatus, NotFound, Outcome, StaleClaim, classify_exit_code
 from qualgent.domain.types import GroupStatus, retry_delay_seconds
 from qualgent.observability import metrics
+from qualgent.queue import orphans
 from qualgent.queue._common import notify_jobs, requeue
 
 OUTPUT_TAIL_LIMIT = 16_384
@@ -160,24 +161,39 @@ async def report_progress(
                 progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds, claimed)
             return progress
     progress = Progress()
-    async with engine.begin() as conn:
-        raw = await Raw.of(conn)
-        held = {"group_id": group_id, "token": token, "agent_id": agent_id}
-        if not (await raw.rows(P.hold_claim, held))[0]["held"]:
-            await _lock_claim(conn, agent_id, group_id, token)  # raises NotFound or StaleClaim
-        ran = await _run(raw, agent_id, group_id, starts, results, progress) if starts and results else set()
-        starts = [s for s in starts if s.job_id not in ran]
-        results = [(job_id, result) for job_id, result in results if job_id not in ran]
-        if starts:
-            await _start(raw, agent_id, group_id, starts, progress)
-        if results:
-            await _finish(conn, raw, group_id, results, progress)
-        closing = {"group_id": group_id, "lease_seconds": lease_seconds}
-        progress.group_done = (await raw.rows(P.close_group_and_free_agent, closing))[0]["closed"]
+    try:
+        async with engine.begin() as conn:
+            raw = await Raw.of(conn)
+            held = {"group_id": group_id, "token": token, "agent_id": agent_id}
+            if not (await raw.rows(P.hold_claim, held))[0]["held"]:
+                await _lock_claim(conn, agent_id, group_id, token)  # raises NotFound or StaleClaim
+            ran = await _run(raw, agent_id, group_id, starts, results, progress) if starts and results else set()
+            starts = [s for s in starts if s.job_id not in ran]
+            results = [(job_id, result) for job_id, result in results if job_id not in ran]
+            if starts:
+                await _start(raw, agent_id, group_id, starts, progress)
+            if results:
+                await _finish(conn, raw, group_id, results, progress)
+            closing = {"group_id": group_id, "lease_seconds": lease_seconds}
+            progress.group_done = (await raw.rows(P.close_group_and_free_agent, closing))[0]["closed"]
+    except StaleClaim:
+        # Refused, but the runs it tells of happened: on record in their jobs' history (qualgent.queue.orphans).
+        await orphans.record(engine, agent_id, group_id, token, _orphan_runs(starts, results))
+        raise
     _count(progress)
     if claim_next is not None and progress.group_done:
         progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds)
     return progress
+
+
+def _orphan_runs(starts: Sequence[Started], results: Sequence[tuple[uuid.UUID, Result]]) -> list[orphans.OrphanRun]:
+    return orphans.runs_of(
+        [(s.job_id, s.elapsed_ms) for s in starts],
+        [
+            (job_id, r.exit_code, r.duration_ms, r.error, None if r.outcome is None else r.outcome.value)
+            for job_id, r in results
+        ],
+    )
 
 
 def _first_of_each(
