@@ -33,7 +33,7 @@ log = logging.getLogger("qualgent.agent")
 MAX_BATCH = 1000  # the server's bound on starts and on results per request
 LINGER_SECONDS = 0.025
 FULL_BATCH = 100  # sent at once, without lingering
-UNREACHABLE_ROUNDS = 10  # leases' worth of retries a report is kept through while the server is out of reach
+UNREACHABLE_ROUNDS = 3  # leases of retries a report is kept through while the server is out of reach (a restart)
 
 
 class Reporter:
