@@ -91,7 +91,7 @@ async def stream(
         if hub.streams_of(owner.key) > owner.max_streams:  # opened in a race past the controller's check
             yield _closed(f"too many streams: at most {owner.max_streams} per token", 1)
             return
-        yield ServerSentEventMessage(comment="subscribed")  # from here on, no change is missed
+        yield ServerSentEventMessage(comment="subscribed", data=None)  # from here on, no change is missed
         for job in await _current(engine, filters):
             sequence += 1
             yield _event(job, sequence)
@@ -99,7 +99,7 @@ async def stream(
             try:
                 payload = await asyncio.wait_for(subscription.queue.get(), KEEPALIVE_SECONDS)
             except TimeoutError:
-                yield ServerSentEventMessage(comment="keep-alive")
+                yield ServerSentEventMessage(comment="keep-alive", data=None)
                 continue
             kind = payload.get("kind")
             if kind == "resync":
