@@ -48,7 +48,7 @@ class Settings:
     # Connections (qualgent/api/connections.py): a request head not in within this many seconds is cut (408), and
     # one client address may hold this many connections at once (0: no bound; see deploy/README.md behind a proxy).
     header_timeout_seconds: float = 10.0
-    max_connections_per_address: int = 500
+    max_connections_per_address: int = 4096
     # Event streams (GET /api/events) one token may hold open at once, per server (without a token: per address).
     max_streams_per_token: int = 100
 

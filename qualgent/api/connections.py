@@ -58,7 +58,7 @@ class ConnectionGuard:
     """The bounds of one server process, shared by all its connections (one event loop: no locks)."""
 
     head_timeout: float = 10.0
-    per_address: int = 500  # 0: no bound
+    per_address: int = 4096  # 0: no bound
     open: Counter[str] = field(default_factory=Counter)
     _cuts: Counter[tuple[str, str]] = field(default_factory=Counter)
     _flush: asyncio.TimerHandle | None = None

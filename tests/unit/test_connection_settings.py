@@ -15,7 +15,7 @@ from qualgent.settings import Settings
 def test_defaults_and_overrides() -> None:
     assert (Settings.from_env({}).header_timeout_seconds, Settings.from_env({}).max_connections_per_address) == (
         10.0,
-        500,
+        4096,
     )
     env = {"QUALGENT_HEADER_TIMEOUT_SECONDS": "2.5", "QUALGENT_MAX_CONNECTIONS_PER_ADDRESS": "0"}
     settings = Settings.from_env(env)
