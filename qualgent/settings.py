@@ -53,6 +53,12 @@ class Settings:
     aging_seconds: float = 600.0
     # A pending group is split for idle agents into chunks of at least this much expected work (history).
     min_chunk_seconds: float = 120.0
+    # Connections (qualgent/api/connections.py): a request head not in within this many seconds is cut (408), and
+    # one client address may hold this many connections at once (0: no bound; see deploy/README.md behind a proxy).
+    header_timeout_seconds: float = 10.0
+    max_connections_per_address: int = 4096
+    # Event streams (GET /api/events) one token may hold open at once, per server (without a token: per address).
+    max_streams_per_token: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -78,6 +84,7 @@ class Settings:
             updates["port"] = int(_positive_float("QUALGENT_PORT", port))
         updates.update(_logging(get))
         updates.update(_rate_limits(get))
+        updates.update(_connections(get))
         if (days := get("RETENTION_DAYS")) is not None:
             updates["retention_days"] = _non_negative_float("QUALGENT_RETENTION_DAYS", days)
         if (auto := get("AUTO_CREATE_ORGS")) is not None:
@@ -145,4 +152,21 @@ def _rate_limits(get: Callable[[str], str | None]) -> dict[str, object]:
         updates["rate_limit"] = 0.0 if rate.strip() == "0" else _positive_float("QUALGENT_RATE_LIMIT", rate)
     if (burst := get("RATE_BURST")) is not None:
         updates["rate_burst"] = int(_positive_float("QUALGENT_RATE_BURST", burst))
+    return updates
+
+
+def _connections(get: Callable[[str], str | None]) -> dict[str, object]:
+    updates: dict[str, object] = {}
+    if (timeout := get("HEADER_TIMEOUT_SECONDS")) is not None:
+        updates["header_timeout_seconds"] = _positive_float("QUALGENT_HEADER_TIMEOUT_SECONDS", timeout)
+    if (bound := get("MAX_CONNECTIONS_PER_ADDRESS")) is not None:
+        value = _non_negative_float("QUALGENT_MAX_CONNECTIONS_PER_ADDRESS", bound)
+        if value != int(value):
+            raise InvalidInput(f"QUALGENT_MAX_CONNECTIONS_PER_ADDRESS must be a whole number, got {bound!r}")
+        updates["max_connections_per_address"] = int(value)
+    if (streams := get("MAX_STREAMS_PER_TOKEN")) is not None:
+        value = _positive_float("QUALGENT_MAX_STREAMS_PER_TOKEN", streams)
+        if value != int(value):
+            raise InvalidInput(f"QUALGENT_MAX_STREAMS_PER_TOKEN must be a whole number, got {streams!r}")
+        updates["max_streams_per_token"] = int(value)
     return updates

@@ -12,15 +12,16 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-# No control characters (C0, DEL, C1): nothing that is NUL in PostgreSQL, a line break in a log, or a
-# terminal escape. `$(?!\n)`, not `$`: Python's `$` also matches before a final newline, so "a\n" would
-# pass; the lookahead means the same in JavaScript's regex, where the OpenAPI document is read too.
-PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]+$(?!\n)"
-TEST_PATH = r"^[^\x00-\x1f\x7f-\x9f-][^\x00-\x1f\x7f-\x9f]*$(?!\n)"
+from qualgent.domain.text import NAME_PATTERN, NAME_RULE
+
+# One rule for names and test paths (qualgent.domain.text): no control, line-separator or bidirectional-control
+# characters, and no leading '-' (it would read as an option to the program a template hands it to).
+PRINTABLE = NAME_PATTERN
+TEST_PATH = NAME_PATTERN
 MAX_BULK = 10_000
 
 Identifier = Annotated[
-    str, Meta(min_length=1, max_length=128, pattern=PRINTABLE, description="1-128 characters, no control characters")
+    str, Meta(min_length=1, max_length=128, pattern=PRINTABLE, description=f"1-128 characters, {NAME_RULE}")
 ]
 TestPath = Annotated[
     str,
@@ -28,11 +29,12 @@ TestPath = Annotated[
         min_length=1,
         max_length=1024,
         pattern=TEST_PATH,
-        description="a test file path: 1-1024 characters, no control characters, not starting with '-' "
-        "(it would read as an option)",
+        description=f"a test file path: 1-1024 characters, {NAME_RULE} (it would read as an option)",
     ),
 ]
-AgentName = Annotated[str, Meta(min_length=1, max_length=128, pattern=PRINTABLE)]
+AgentName = Annotated[
+    str, Meta(min_length=1, max_length=128, pattern=PRINTABLE, description=f"1-128 characters, {NAME_RULE}")
+]
 IdempotencyKey = Annotated[
     str,
     Meta(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$(?!\n)", description="1-255 printable ASCII characters"),

@@ -219,7 +219,7 @@ class GroupRun:
             else:
                 runnable.append(_File(job, path))
         for chunk in self._chunks(runnable):
-            if self.agent._stopping.is_set() or self.current.lost:
+            if self.agent._stopping.is_set() or self.current.lost or not await self.agent._lease_held(self.current):
                 break
             await self._run_chunk(chunk, build_path)
 

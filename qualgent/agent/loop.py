@@ -8,6 +8,11 @@ Rules it follows (docs/design.md):
   job was cancelled, that test's process tree is killed.
 - SIGTERM/SIGINT: finish the current test, give the rest of the group back, deregister, exit 0.
   A second signal kills the current test too.
+- No test (nor install) starts once the claim's lease may have lapsed, by the agent's own clock: the lease runs
+  from when the last request that renewed it was sent (the claim, a heartbeat that found it held, a progress
+  report the server accepted), and a start needs LEASE_USABLE of it left unspent. Past that, the agent asks the
+  server first (a heartbeat): held, it goes on; lost, or no answer, it drops the group. A frozen agent that wakes
+  up late (SIGSTOP, a stalled VM) so starts nothing in a group another agent may already be running.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any, Protocol
 from qualgent import logs
 from qualgent.agent import appwright
 from qualgent.agent.client import AgentClient, ServerConflict, ServerRejected
+from qualgent.agent.clock import lease_clock
 from qualgent.agent.executor import Run, RunResult
 from qualgent.agent.reporter import Reporter
 from qualgent.agent.templates import CommandTemplate
@@ -32,6 +38,8 @@ from qualgent.agent.templates import CommandTemplate
 log = logging.getLogger("qualgent.agent")
 
 CLAIM_WAIT_SECONDS = 20.0  # long-poll; the HTTP timeout (30 s) must exceed it
+LEASE_USABLE = 0.75  # of a lease: a test starts only this soon after the last renewal was sent
+
 CANCEL_WATCH_DELAY = 0.5  # a test shorter than this is not watched for cancels (the heartbeat still is)
 
 
@@ -69,6 +77,10 @@ class _Current:
     run: Runner | None = None
     lost: bool = False
     cancelled: set[str] = field(default_factory=set)
+    renewed_at: float = 0.0  # lease_clock() when the last request that renewed the lease was sent
+
+    def renewed(self, sent_at: float) -> None:
+        self.renewed_at = max(self.renewed_at, sent_at)
 
 
 class Agent:
@@ -82,6 +94,7 @@ class Agent:
         # The build installed last per target, (org, app version): the server prefers its groups among equals and
         # this agent skips installing it again (docs/design.md, "Build affinity").
         self._held: dict[str, tuple[str, str]] = {}
+        self._claim_sent_at = 0.0  # lease_clock() when the request that claimed the next group was sent
         self._stopping = asyncio.Event()
         self._rearm = asyncio.Event()  # a new claim: beat a third of its lease from now, at the server's cadence
         self._base_env = _base_env()
@@ -147,6 +160,7 @@ class Agent:
         CLAIM_WAIT_SECONDS pass), so an idle agent costs one request per CLAIM_WAIT_SECONDS. A stop
         signal abandons the request: a group the server claimed for us meanwhile goes back to the
         queue when we deregister."""
+        self._claim_sent_at = lease_clock()
         request = asyncio.create_task(
             self.client.call(
                 "POST",
@@ -170,7 +184,7 @@ class Agent:
     # -- one group -------------------------------------------------------------------------------
 
     async def _run_group(self, claim: dict[str, Any], then_claim: bool = True) -> None:
-        current = self._current = _Current(group_id=claim["group_id"], token=claim["token"])
+        current = self._current = _Current(claim["group_id"], claim["token"], renewed_at=self._claim_sent_at)
         jobs: list[dict[str, Any]] = claim["jobs"]
         logs.bind(group_id=claim["group_id"], org_id=claim["org_id"], app_version_id=claim["app_version_id"])
         log.info(
@@ -183,14 +197,20 @@ class Agent:
         )
         assert self.agent_id is not None
         reporter = Reporter(
-            self.client, self.agent_id, current.group_id, current.token, self.lease_seconds, lambda: self._lose(current)
+            self.client,
+            self.agent_id,
+            current.group_id,
+            current.token,
+            self.lease_seconds,
+            lambda: self._lose(current),
+            on_renewed=current.renewed,
         )
         try:
-            install_error = await self._install(claim)
-            if self.config.appwright is not None:
+            install_error = await self._install(claim) if await self._lease_held(current) else None
+            if self.config.appwright is not None and not current.lost:
                 await appwright.run_group(self, self.config.appwright, claim, current, reporter, install_error)
             for job in jobs if self.config.appwright is None else []:
-                if self._stopping.is_set() or current.lost:
+                if self._stopping.is_set() or current.lost or not await self._lease_held(current):
                     break
                 await self._run_job(claim, job, install_error, reporter)
             # Every start and result is recorded before the next claim or the release; the last report claims the
@@ -207,10 +227,47 @@ class Agent:
     async def _finish_reports(self, reporter: Reporter, then_claim: bool) -> dict[str, Any] | None:
         """Send the group's last reports; the next group, when the last one claimed it."""
         await reporter.close(then_claim, self._held_builds())
+        self._claim_sent_at = reporter.next_claim_sent_at
         return reporter.next_claim
 
     def _held_builds(self) -> list[dict[str, str]]:
         return [{"target": t, "org_id": org, "app_version_id": version} for t, (org, version) in self._held.items()]
+
+    async def _lease_held(self, current: _Current) -> bool:
+        """May a test start? Yes while the lease is fresh by our own clock; past that, only once a heartbeat
+        says the server still holds the claim for us (else the group is dropped)."""
+        if current.lost:
+            return False
+        if lease_clock() - current.renewed_at < self.lease_seconds * LEASE_USABLE:
+            return True
+        log.warning(
+            "the lease on group %s may have lapsed (last renewed %.1f s ago, lease %g s): asking the server",
+            current.group_id,
+            lease_clock() - current.renewed_at,
+            self.lease_seconds,
+        )
+        try:
+            await self._beat(current, retry_for=max(1.0, self.lease_seconds * (1 - LEASE_USABLE)))
+        except (ConnectionError, ServerRejected) as err:
+            log.warning("heartbeat failed: %s", err)
+            self._lose(current)
+        if current.lost:
+            log.warning("starting no new test of group %s: its lease lapsed", current.group_id)
+            return False
+        return True
+
+    async def _beat(self, current: _Current | None, retry_for: float) -> None:
+        """One heartbeat: the leases of `current` (if any) extended, or found lost; cancels applied."""
+        claims = [{"group_id": current.group_id, "token": current.token}] if current else []
+        sent_at = lease_clock()
+        answer = await self.client.call(
+            "PUT", f"/agents/{self.agent_id}/heartbeat", {"claims": claims}, retry_for=retry_for
+        )
+        self.lease_seconds = float(answer.get("lease_seconds", self.lease_seconds))
+        if current is not None and current.group_id in answer.get("held", []):
+            current.renewed(sent_at)
+        if current is not None and current is self._current:
+            await self._apply(current, answer)
 
     def _lose(self, current: _Current) -> None:
         """The server says the claim is no longer ours: stop the running test, drop the group."""
@@ -333,18 +390,10 @@ class Agent:
             else:  # the claim's lease is fresh; a beat now would only cost a request per group
                 self._rearm.clear()
                 continue
-            current = self._current
-            claims = [{"group_id": current.group_id, "token": current.token}] if current else []
             try:
-                answer = await self.client.call(
-                    "PUT", f"/agents/{self.agent_id}/heartbeat", {"claims": claims}, retry_for=self.lease_seconds
-                )
+                await self._beat(self._current, retry_for=self.lease_seconds)
             except (ConnectionError, ServerRejected) as err:
                 log.warning("heartbeat failed: %s", err)
-                continue
-            self.lease_seconds = float(answer.get("lease_seconds", self.lease_seconds))
-            if current is not None and current is self._current:
-                await self._apply(current, answer)
 
     async def _apply(self, current: _Current, answer: dict[str, Any]) -> None:
         if current.group_id in answer.get("lost", []):

@@ -26,12 +26,14 @@ from typing import Any
 
 from qualgent import logs
 from qualgent.agent.client import AgentClient, ServerConflict, ServerRejected
+from qualgent.agent.clock import lease_clock
 
 log = logging.getLogger("qualgent.agent")
 
 MAX_BATCH = 1000  # the server's bound on starts and on results per request
 LINGER_SECONDS = 0.025
 FULL_BATCH = 100  # sent at once, without lingering
+UNREACHABLE_ROUNDS = 3  # leases of retries a report is kept through while the server is out of reach (a restart)
 
 
 class Reporter:
@@ -46,12 +48,16 @@ class Reporter:
         token: str,
         lease_seconds: float,
         on_lost: Callable[[], Any],
+        on_renewed: Callable[[float], Any] | None = None,
     ) -> None:
         self._client = client
         self._path = f"/agents/{agent_id}/groups/{group_id}/progress"
         self._token = token
         self._retry_for = lease_seconds
         self._on_lost = on_lost
+        self._on_renewed = on_renewed  # told when a report the server accepted was sent: it renewed the lease
+        self._unreachable = 0  # reports in a row that could not reach the server
+        self.next_claim_sent_at = 0.0  # when the report that claimed next_claim was sent (loop.lease_clock)
         self._starts: list[tuple[str, float]] = []  # job id, monotonic start time
         self._results: list[tuple[dict[str, Any], float]] = []  # result, monotonic time it came
         self._accepted: dict[str, asyncio.Future[bool]] = {}
@@ -139,7 +145,8 @@ class Reporter:
         ready = [(job_id, at) for job_id, at in self._starts if job_id not in young]
         starts, self._starts = ready[:MAX_BATCH], ready[MAX_BATCH:] + waiting
         # A result goes with (or after) its job's start: the server applies starts first.
-        results, self._results = [r for r, _ in self._results[:MAX_BATCH]], self._results[MAX_BATCH:]
+        taken, self._results = self._results[:MAX_BATCH], self._results[MAX_BATCH:]
+        results = [r for r, _ in taken]
         body: dict[str, Any] = {
             "token": self._token,
             "started": [{"job_id": j, "elapsed_ms": int((now - at) * 1000)} for j, at in starts],
@@ -147,6 +154,7 @@ class Reporter:
         }
         if self._closing and self._then_claim and not (self._starts or self._results):
             body.update(self._then_claim_fields())  # the group's last report
+        sent_at = lease_clock()
         try:
             answer = await self._client.call("POST", self._path, body, retry_for=self._retry_for)
         except ServerConflict as conflict:
@@ -154,11 +162,37 @@ class Reporter:
             if conflict.stale_claim:
                 self._lose()
             return
-        except (ServerRejected, ConnectionError) as err:
+        except ConnectionError as err:
+            if self._keep(starts, taken, err):
+                return
             log.error("progress of the group not recorded: %s", err)
             for job_id, _ in starts:
                 self._settle(job_id, False)
             return
+        except ServerRejected as err:
+            log.error("progress of the group not recorded: %s", err)
+            for job_id, _ in starts:
+                self._settle(job_id, False)
+            return
+        self._recorded(answer, sent_at)
+
+    def _keep(
+        self, starts: list[tuple[str, float]], results: list[tuple[dict[str, Any], float]], err: Exception
+    ) -> bool:
+        """The server was out of reach for a whole lease (restarting, say): keep the report for the next try, as
+        the runs it tells of happened (once back, the server records them even if the claim is gone). Given up
+        after UNREACHABLE_ROUNDS leases, so that an agent told to stop does not wait for ever."""
+        self._unreachable += 1
+        if self._unreachable > UNREACHABLE_ROUNDS:
+            return False
+        log.warning("progress of the group not sent yet (%s); trying again", err)
+        self._starts[:0] = starts
+        self._results[:0] = results
+        return True
+
+    def _recorded(self, answer: dict[str, Any], sent_at: float) -> None:
+        """The server recorded a report sent at `sent_at` (which renewed the claim's lease)."""
+        self._unreachable = 0
         for job in answer["started"]:
             self._settle(job["id"], True)
         for refusal in answer["refused"]:
@@ -170,7 +204,10 @@ class Reporter:
                 logs.bind(job_id=job["id"])
                 log.info("job %s %s (attempt %d)", job["id"], job["status"], job["attempts"])
         self.reported += len(answer["reported"])
-        self.next_claim = answer.get("next") or self.next_claim
+        if answer.get("next"):
+            self.next_claim, self.next_claim_sent_at = answer["next"], sent_at
+        if self._on_renewed is not None:
+            self._on_renewed(sent_at)
 
     def _settle(self, job_id: str, accepted: bool) -> None:
         future = self._accepted.pop(job_id, None)

@@ -17,6 +17,7 @@ from sqlalchemy import RowMapping
 
 from qualgent.db.raw import Row
 from qualgent.domain import AgentStatus, InvalidInput, JobStatus, Outcome, Priority, Target, Tier
+from qualgent.domain.text import NAME_RULE
 from qualgent.queue.claims import Claim, Progress, Result
 from qualgent.queue.jobs import NewJob
 
@@ -37,7 +38,7 @@ _IDENTIFIER_RULES: dict[str, Any] = {
     "min_length": 1,
     "max_length": 128,
     "pattern": _PRINTABLE,
-    "description": "1-128 characters, no control characters",
+    "description": f"1-128 characters, {NAME_RULE}",
 }
 IdentifierQuery = Annotated[str | None, Parameter(**_IDENTIFIER_RULES)]
 IdentifierPath = Annotated[str, Parameter(**_IDENTIFIER_RULES)]

@@ -9,6 +9,9 @@ from typing import Any
 import uvicorn
 from litestar import Litestar
 
+from qualgent.api.connections import ConnectionGuard, protocol_class
+from qualgent.settings import Settings
+
 GRACEFUL_SHUTDOWN_SECONDS = 30
 
 
@@ -31,11 +34,17 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def config(app: Litestar, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
+def config(
+    app: Litestar, host: str, port: int, log_level: str = "info", settings: Settings | None = None
+) -> uvicorn.Config:
+    """uvicorn's settings, with the connection bounds of `settings` (their defaults when None)."""
+    limits = settings or Settings()
+    guard = ConnectionGuard(limits.header_timeout_seconds, limits.max_connections_per_address)
     return uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=protocol_class(guard),
         log_level=log_level,
         lifespan="on",
         access_log=False,

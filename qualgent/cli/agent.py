@@ -15,10 +15,11 @@ from qualgent.agent.executor import watch_children_by_pidfd
 from qualgent.agent.loop import Agent, AgentConfig
 from qualgent.agent.templates import FIELDS, CommandTemplate, TemplateError
 from qualgent.cli.client import CliError
-from qualgent.cli.common import api_options
+from qualgent.cli.common import api_options, checked
 from qualgent.cli.exit_codes import BAD_INPUT
 from qualgent.domain import Target
 from qualgent.logs import FORMATS, LogFormat, configure_logging
+from qualgent.wire import AgentName
 
 _PLACEHOLDERS = ", ".join(f"{{{f}}}" for f in FIELDS)
 
@@ -95,7 +96,7 @@ def _template(_: click.Context, param: click.Parameter, value: str | None) -> Co
     default=None,
     help="--appwright: at most this many test files per Playwright run (a bigger group is cut). [default: no limit]",
 )
-@click.option("--name", default=None, help="How this agent is listed. [default: host-pid]")
+@click.option("--name", default=None, callback=checked(AgentName), help="How this agent is listed. [default: host-pid]")
 @click.option(
     "--test-timeout",
     type=click.FloatRange(min=1),

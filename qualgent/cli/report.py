@@ -9,7 +9,8 @@ from typing import Any
 import rich_click as click
 from rich.table import Table
 
-from qualgent.cli.common import api_options, client, json_option
+from qualgent.api.schemas import Identifier
+from qualgent.cli.common import api_options, checked, client, json_option
 from qualgent.cli.output import console, print_json
 
 VIEWS = ("org-success-rates", "flaky-tests", "app-versions")
@@ -41,7 +42,7 @@ def _moment(ctx: click.Context, param: click.Parameter, value: str | None) -> dt
 
 @click.command()
 @click.argument("views", nargs=-1, type=click.Choice(VIEWS))
-@click.option("--org-id", default=None, help="Only this organisation.")
+@click.option("--org-id", default=None, callback=checked(Identifier), help="Only this organisation.")
 @click.option(
     "--since",
     callback=_moment,

@@ -77,6 +77,7 @@ def server(
     """Run the API server. With no database URL it starts an embedded PostgreSQL 18 in the data dir,
     migrates it, and stops it on exit (SIGTERM or Ctrl-C)."""
     from qualgent.api import auth, create_app, serving
+    from qualgent.api.connections import raise_open_files_limit
 
     settings = _settings(
         host=host,
@@ -111,8 +112,15 @@ def server(
         settings = settings.with_overrides(database_url=url)
         log.info("qgjob server on http://%s:%d/api (database: %s)", settings.host, settings.port, where)
         app = create_app(settings)
+        soft, _hard = raise_open_files_limit()
+        log.info(
+            "open files: %d; a request head is cut after %g s; connections per client address: %s",
+            soft,
+            settings.header_timeout_seconds,
+            settings.max_connections_per_address or "no bound",
+        )
         with _stop_on_signals():
-            serving.Server(serving.config(app, settings.host, settings.port, settings.log_level)).run()
+            serving.Server(serving.config(app, settings.host, settings.port, settings.log_level, settings)).run()
     finally:
         if embedded is not None:
             embedded.stop()

@@ -71,10 +71,12 @@ FOR NO KEY UPDATE;
 SELECT count(*) FROM attempts WHERE job_id = :job_id AND outcome = 'test_failed';
 
 -- name: schedule_retry
+-- Only a running job goes round again: a job that reached its final state stays there.
 UPDATE jobs
 SET exit_code = :exit_code, duration_ms = :duration_ms, output_tail = :output_tail, error = :error,
     error_location = :error_location, run_after = now() + make_interval(secs => :delay_seconds), updated_at = now()
-WHERE id = :job_id;
+WHERE id = :job_id AND status = 'running'
+RETURNING id;
 
 -- name: mark_group_done
 UPDATE job_groups
@@ -197,7 +199,8 @@ SELECT request_hash, job_ids FROM submissions WHERE idempotency_key = :key;
 
 -- name: start_jobs
 -- Batched start: this group's pending jobs among :job_ids become running, each opens its attempt and the
--- change is announced (ids only, 150 per notification, under PostgreSQL's payload limit), in one statement.
+-- change is announced (ids and their org, 150 per notification, under PostgreSQL's payload limit; migration 0013),
+-- in one statement.
 -- elapsed_ms says how long ago the agent started each (it may report a start together with its result).
 WITH s AS (
     SELECT * FROM unnest(CAST(:job_ids AS uuid[]), CAST(:elapsed_ms AS bigint[])) AS s (id, elapsed_ms)
@@ -213,7 +216,7 @@ WITH s AS (
     INSERT INTO attempts (job_id, number, agent_id, group_id, started_at)
     SELECT id, attempts, :agent_id, :group_id, started_at FROM started
 ), notified AS (
-    SELECT qualgent_notify_jobs('running', array_agg(id)) FROM started
+    SELECT qualgent_notify_org_jobs('running', org_id, array_agg(id)) FROM started GROUP BY org_id
 )
 SELECT started.*, (SELECT count(*) FROM notified) AS notifications FROM started;
 
@@ -247,10 +250,10 @@ WITH r AS (
         flaky = (r.status = 'completed' AND j.attempts > 1 AND EXISTS (
             SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.outcome = 'test_failed'))
     FROM r
-    WHERE j.id = r.id AND r.status IS NOT NULL
+    WHERE j.id = r.id AND r.status IS NOT NULL AND j.status = 'running'
     RETURNING j.*
 ), notified AS (
-    SELECT qualgent_notify_jobs(status, array_agg(id)) FROM finished GROUP BY status
+    SELECT qualgent_notify_org_jobs(status, org_id, array_agg(id)) FROM finished GROUP BY status, org_id
 )
 SELECT finished.*, (SELECT count(*) FROM notified) AS notifications, (SELECT count(*) FROM closed) AS closed
 FROM finished;
@@ -308,7 +311,7 @@ WITH r AS (
     SET attempts = j.attempts + 1, exit_code = r.exit_code, duration_ms = r.duration_ms, error = r.error,
         error_location = r.error_location, updated_at = now()
     FROM r, closed
-    WHERE j.id = r.id AND closed.job_id = r.id
+    WHERE j.id = r.id AND closed.job_id = r.id AND j.status = 'running'
     RETURNING j.*, closed.agent_id AS try_agent_id, closed.group_id AS try_group_id
 ), opened AS (
     INSERT INTO attempts (job_id, number, agent_id, group_id, started_at)
@@ -404,3 +407,38 @@ CROSS JOIN LATERAL (
     WHERE o.status = 'pending' AND o.target = g.target
       AND (o.tier, o.best_priority, o.oldest_job_at, o.id) < (g.tier, g.best_priority, g.oldest_job_at, g.id)
 ) a;
+
+-- name: claim_once_held
+-- A refused report's claim: was it ever this agent's, under this token (qualgent.queue.orphans)?
+SELECT org_id, app_version_id, target
+FROM job_groups
+WHERE id = :group_id AND agent_id = :agent_id AND lease_token = :token;
+
+-- name: lock_job_for_orphan
+-- The job a run reported after its claim was lost is about, locked against its other writers; `on_record`: this
+-- agent's run of it in this group has an attempt already; `open_attempt`: another run of it is going on.
+SELECT j.id, j.org_id, j.app_version_id, j.target, j.attempts,
+       EXISTS (SELECT 1 FROM attempts a
+               WHERE a.job_id = j.id AND a.group_id = :group_id AND a.agent_id = :agent_id) AS on_record,
+       EXISTS (SELECT 1 FROM attempts a
+               WHERE a.job_id = j.id AND a.number = j.attempts AND a.finished_at IS NULL) AS open_attempt
+FROM jobs j
+WHERE j.id = :job_id
+FOR NO KEY UPDATE OF j;
+
+-- name: renumber_open_attempt
+-- The run going on keeps the job's latest attempt number: it moves up one to make room for a run before it.
+UPDATE attempts SET number = number + 1 WHERE job_id = :job_id AND number = :number AND finished_at IS NULL;
+
+-- name: record_orphan_run
+-- A run that started without the server knowing, recorded in the job's history; the job's state is left as it
+-- is but its attempt count, which the run spent.
+WITH counted AS (
+    UPDATE jobs SET attempts = attempts + 1 WHERE id = :job_id
+    RETURNING id
+)
+INSERT INTO attempts (job_id, number, agent_id, group_id, started_at, finished_at, outcome, exit_code, duration_ms,
+                      error)
+SELECT id, :number, :agent_id, :group_id, now() - make_interval(secs => CAST(:started_ms_ago AS double precision) / 1000),
+       now(), :outcome, :exit_code, :duration_ms, :error
+FROM counted;

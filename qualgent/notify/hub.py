@@ -9,6 +9,9 @@ silently lost notification cannot leave it hanging.
 A dead connection that looks alive (a half-open TCP socket) is found by a probe query whenever the
 channel has been quiet for `probe_interval`.
 
+Event streams subscribe by org: a job change (its notification names the org of its jobs, migration 0013) reaches
+only the streams of that org and those that see every org, so one org's streams cost other orgs nothing.
+
 The hub also counts changes to api_tokens (`token_generation`): every `tokens` notification (a trigger sends one
 for any change to the table) and every (re)connect or disconnect moves it on. The token cache
 (qualgent.queue.tokens.TokenCache) trusts what it holds only while the hub is connected and the count has not
@@ -22,7 +25,7 @@ import contextlib
 import json
 import logging
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,9 +65,13 @@ class Waiter:
 
 @dataclass(eq=False)
 class Subscription:
-    """A stream of notifications (for SSE): every payload, in order, bounded. On overflow the oldest are
-    dropped and a `resync` marker tells the reader to re-read."""
+    """A stream of notifications (for SSE), in order, bounded: the job changes of its org (all orgs: None), a
+    `tokens` marker when api_tokens changed (for a stream opened with a token), `resync` when changes may have been
+    missed. On overflow the oldest are dropped and a `resync` marker tells the reader to re-read."""
 
+    org_id: str | None = None
+    key: str = ""  # whose stream it is (a token, or an address), for the cap on streams per token
+    watches_tokens: bool = False
     queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(maxsize=1000))
 
     def put(self, payload: dict[str, Any]) -> None:
@@ -98,6 +105,8 @@ class Hub:
         self._jobs: dict[str, set[Waiter]] = defaultdict(set)
         self._work: dict[str, set[Waiter]] = defaultdict(set)
         self._subscriptions: set[Subscription] = set()
+        self._streams_by_org: dict[str | None, set[Subscription]] = defaultdict(set)
+        self._streams_by_key: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -153,13 +162,29 @@ class Hub:
                 self._work[target].discard(waiter)
 
     @contextlib.contextmanager
-    def subscribe(self) -> Iterator[Subscription]:
-        subscription = Subscription()
+    def subscribe(
+        self, org_id: str | None = None, key: str = "", watches_tokens: bool = False
+    ) -> Iterator[Subscription]:
+        """A stream of `org_id`'s job changes (None: every org's), counted under `key` (streams_of)."""
+        subscription = Subscription(org_id, key, watches_tokens)
         self._subscriptions.add(subscription)
+        self._streams_by_org[org_id].add(subscription)
+        self._streams_by_key[key] += 1
         try:
             yield subscription
         finally:
             self._subscriptions.discard(subscription)
+            streams = self._streams_by_org[org_id]
+            streams.discard(subscription)
+            if not streams:
+                del self._streams_by_org[org_id]
+            self._streams_by_key[key] -= 1
+            if self._streams_by_key[key] <= 0:
+                del self._streams_by_key[key]
+
+    def streams_of(self, key: str) -> int:
+        """Streams open under this key in this process."""
+        return self._streams_by_key.get(key, 0)
 
     def safety_timeout(self, remaining: float) -> float:
         """How long a waiter may sleep before re-reading on its own: jittered so waiters spread out."""
@@ -219,18 +244,36 @@ class Hub:
             return
         self.delivered += 1
         kind = payload.get("kind")
-        if kind == "tokens":  # for the token cache only, not for event streams
-            self.token_generation += 1
-            return
-        if kind == "jobs":
+        if kind == "tokens":
+            self._tokens_changed(payload)
+        elif kind == "jobs":
             for job_id in payload.get("ids", ()):
                 for waiter in self._jobs.get(job_id, ()):
                     waiter.wake()
+            self._to_streams(payload)
         elif kind == "work":
             for target in payload.get("targets", ()):
                 for waiter in self._work.get(target, ()):
                     waiter.wake()
+
+    def _tokens_changed(self, payload: dict[str, Any]) -> None:
+        """For the token cache, and for the streams opened with a token (is theirs revoked?)."""
+        self.token_generation += 1
         for subscription in self._subscriptions:
+            if subscription.watches_tokens:
+                subscription.put(payload)
+
+    def _to_streams(self, payload: dict[str, Any]) -> None:
+        """A job change goes to the streams that may see its org, and no other: before anything is read for it,
+        another org's change costs a stream nothing."""
+        org_id = payload.get("org_id")
+        if not isinstance(org_id, str):  # not from qualgent_notify_org_jobs: every stream decides for itself
+            for subscription in self._subscriptions:
+                subscription.put(payload)
+            return
+        for subscription in self._streams_by_org.get(None, ()):
+            subscription.put(payload)
+        for subscription in self._streams_by_org.get(org_id, ()):
             subscription.put(payload)
 
     def _wake_everyone(self, reason: str) -> None:

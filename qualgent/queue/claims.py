@@ -19,7 +19,7 @@ from qualgent.db.sql import P, Q
 from qualgent.domain import Conflict, JobStatus, NotFound, Outcome, StaleClaim, classify_exit_code
 from qualgent.domain.types import GroupStatus, retry_delay_seconds
 from qualgent.observability import metrics
-from qualgent.queue import history
+from qualgent.queue import history, orphans
 from qualgent.queue._common import notify_jobs, requeue
 
 OUTPUT_TAIL_LIMIT = 16_384
@@ -186,7 +186,18 @@ async def report_progress(
 
     The common report of a quick suite, runs that each started and ended their job within it, is one statement
     (qualgent_report_runs, and qualgent_claim in the same statement and commit when asked); anything else, or any
-    surprise in it, takes the general path below."""
+    surprise in it, takes the general path below.
+
+    A job gets one final result per report: after it, another result for the job (say exit 0, then 3) is refused,
+    never applied, so a job that reached a final state is not sent round again by a later line of the same report.
+    Tries that the agent's runner retries itself (`retrying`, an AppWright run's --retries) may come before it."""
+    starts, results, repeated = _first_of_each(starts, results)
+    if repeated:
+        progress = await report_progress(
+            engine, direct, agent_id, group_id, token, starts, results, lease_seconds, claim_next, ranking
+        )
+        progress.refused += _refuse_repeats(progress, repeated)
+        return progress
     if (
         starts
         and {s.job_id for s in starts} == {job_id for job_id, _ in results}
@@ -204,27 +215,86 @@ async def report_progress(
             if progress.group_done:
                 history.record_group_soon(direct, group_id, _failed(progress))
             return progress
-    progress = Progress()
-    async with engine.begin() as conn:
-        raw = await Raw.of(conn)
-        held = {"group_id": group_id, "token": token, "agent_id": agent_id}
-        if not (await raw.rows(P.hold_claim, held))[0]["held"]:
-            await _lock_claim(conn, agent_id, group_id, token)  # raises NotFound or StaleClaim
-        ran = await _run(raw, agent_id, group_id, starts, results, progress) if starts and results else set()
-        starts = [s for s in starts if s.job_id not in ran]
-        results = [(job_id, result) for job_id, result in results if job_id not in ran]
-        if starts:
-            await _start(raw, agent_id, group_id, starts, progress)
-        for round_ in _rounds(results):  # a job reported twice (a retried try, then its end): in order
-            await _finish(conn, raw, group_id, round_, progress)
-        closing = {"group_id": group_id, "lease_seconds": lease_seconds}
-        progress.group_done = (await raw.rows(P.close_group_and_free_agent, closing))[0]["closed"]
+    progress = await _report_in_transaction(engine, agent_id, group_id, token, starts, results, lease_seconds)
     _count(progress)
     if progress.group_done:
         history.record_group_soon(direct, group_id, _failed(progress))
     if claim_next is not None and progress.group_done:
         progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds, ranking)
     return progress
+
+
+async def _report_in_transaction(
+    engine: AsyncEngine,
+    agent_id: uuid.UUID,
+    group_id: uuid.UUID,
+    token: uuid.UUID,
+    starts: Sequence[Started],
+    results: Sequence[tuple[uuid.UUID, Result]],
+    lease_seconds: float,
+) -> Progress:
+    """The general path of a report: the claim held, quick runs whole, then starts, then results, then the
+    group closed or its lease extended, in one transaction."""
+    progress = Progress()
+    try:
+        async with engine.begin() as conn:
+            raw = await Raw.of(conn)
+            held = {"group_id": group_id, "token": token, "agent_id": agent_id}
+            if not (await raw.rows(P.hold_claim, held))[0]["held"]:
+                await _lock_claim(conn, agent_id, group_id, token)  # raises NotFound or StaleClaim
+            ran = await _run(raw, agent_id, group_id, starts, results, progress) if starts and results else set()
+            starts = [s for s in starts if s.job_id not in ran]
+            results = [(job_id, result) for job_id, result in results if job_id not in ran]
+            if starts:
+                await _start(raw, agent_id, group_id, starts, progress)
+            for round_ in _rounds(results):  # a job reported twice (a retried try, then its end): in order
+                await _finish(conn, raw, group_id, round_, progress)
+            closing = {"group_id": group_id, "lease_seconds": lease_seconds}
+            progress.group_done = (await raw.rows(P.close_group_and_free_agent, closing))[0]["closed"]
+    except StaleClaim:
+        # Refused, but the runs it tells of happened: on record in their jobs' history (qualgent.queue.orphans).
+        await orphans.record(engine, agent_id, group_id, token, _orphan_runs(starts, results))
+        raise
+    return progress
+
+
+def _orphan_runs(starts: Sequence[Started], results: Sequence[tuple[uuid.UUID, Result]]) -> list[orphans.OrphanRun]:
+    return orphans.runs_of(
+        [(s.job_id, s.elapsed_ms) for s in starts],
+        [
+            (job_id, r.exit_code, r.duration_ms, r.error, None if r.outcome is None else r.outcome.value)
+            for job_id, r in results
+        ],
+    )
+
+
+def _first_of_each(
+    starts: Sequence[Started], results: Sequence[tuple[uuid.UUID, Result]]
+) -> tuple[list[Started], list[tuple[uuid.UUID, Result]], list[uuid.UUID]]:
+    """The first start of each job in a report and its results up to its final one (the runner's retried tries
+    before it), and the jobs whose result came again after that."""
+    first_starts: dict[uuid.UUID, Started] = {}
+    for start in starts:
+        first_starts.setdefault(start.job_id, start)
+    ended: set[uuid.UUID] = set()  # jobs whose final result (one not `retrying`) came already
+    first_results: list[tuple[uuid.UUID, Result]] = []
+    repeated: list[uuid.UUID] = []
+    for job_id, result in results:
+        if job_id in ended:
+            repeated.append(job_id)
+            continue
+        first_results.append((job_id, result))
+        if not result.retrying:
+            ended.add(job_id)
+    return list(first_starts.values()), first_results, repeated
+
+
+def _refuse_repeats(progress: Progress, repeated: list[uuid.UUID]) -> list[Refusal]:
+    """A second result for one job in one report, refused: the job is as the first one left it."""
+    now: dict[uuid.UUID, str | None] = {r.job_id: r.status for r in reversed(progress.refused)}
+    now.update({row["id"]: row["status"] for row in progress.started + progress.reported})
+    detail = "job {} has a result in this report already"
+    return [Refusal(job_id, now.get(job_id), detail.format(job_id)) for job_id in repeated]
 
 
 async def _next(
@@ -525,9 +595,9 @@ async def _settle(conn: AsyncConnection, raw: Raw, job: Row, outcome: Outcome, r
     }
     if await _retries(conn, job, outcome):
         delay = retry_delay_seconds(job["attempts"])
-        await conn.execute(Q.schedule_retry, {**fields, "delay_seconds": delay})
-        await requeue(conn, [job["id"]])
-        await notify_jobs(conn, JobStatus.PENDING, [job["id"]])
+        if (await conn.execute(Q.schedule_retry, {**fields, "delay_seconds": delay})).first() is not None:
+            await requeue(conn, [job["id"]])
+            await notify_jobs(conn, JobStatus.PENDING, [job["id"]])
         return await _job_or_404(conn, job["id"])
     (row,) = await _finish_runs(raw, [(job, outcome, result)], {id(job): _final_status(outcome)})
     return row

@@ -40,6 +40,7 @@ _REVOKE = text(
 # A token the cache cannot vouch for is read with this: one statement on the hot path's pool (qualgent.db.raw.Direct),
 # not a SQLAlchemy connection, which cost the server several times more CPU than the indexed read itself.
 _FIND = "SELECT id, role, org_id, token_hash FROM api_tokens WHERE token_hash = %(token_hash)s AND revoked_at IS NULL"
+_LIVE = "SELECT 1 FROM api_tokens WHERE id = %(token_id)s AND revoked_at IS NULL"
 _ENSURE_ORG = text("INSERT INTO orgs (id) VALUES (:org_id) ON CONFLICT DO NOTHING")
 
 
@@ -119,6 +120,12 @@ async def revoke(engine: AsyncEngine, token_id: uuid.UUID, cache: TokenCache) ->
     if row is None:
         raise NotFound(f"no token {token_id}", token_id=str(token_id))
     return row
+
+
+async def is_live(direct: Direct, token_id: uuid.UUID) -> bool:
+    """Whether this token exists and is not revoked, read from the table (an open event stream asks whenever
+    api_tokens changed)."""
+    return await direct.first(_LIVE, {"token_id": token_id}) is not None
 
 
 @dataclass(frozen=True, slots=True)

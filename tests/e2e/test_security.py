@@ -140,6 +140,14 @@ QGJOB_SUBMIT = ["submit", "--org-id", "acme", "--app-version-id", "v1", "--test"
         (["token", "revoke", "--token-id", "nope"], "--token-id"),
         (["org", "set-tier", "--org-id", "acme", "--tier", "gold"], "--tier"),
         (["org", "set-tier", "--org-id", "", "--tier", "premium"], "--org-id"),
+        (["submit", "--org-id", "acme", "--app-version-id", "--help", "--test", "a.ts"], "--app-version-id"),
+        (["submit", "--org-id", "acme", "--app-version-id", "v1", "--test", "a\u2028.ts"], "--test"),
+        (["submit", "--org-id", "acme", "--app-version-id", "v1", "--test", "a\u202e.ts"], "--test"),
+        (["submit", "--org-id", "ac\u2066me", "--app-version-id", "v1", "--test", "a.ts"], "--org-id"),
+        (["list", "--app-version-id", "-v1"], "--app-version-id"),
+        (["report", "--org-id", "a\x85"], "--org-id"),
+        (["token", "create", "--role", "submitter", "--org-id", "acme", "--name", "ci\u200f"], "--name"),
+        (["agent", "--target", "emulator", "--run", "true", "--name", "-x"], "--name"),
     ],
 )
 def test_the_cli_refuses_bad_flags_with_exit_2_naming_the_flag(args: list[str], flag: str) -> None:

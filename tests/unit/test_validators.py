@@ -21,17 +21,22 @@ from qualgent.api.schemas import (
 )
 from qualgent.domain import InvalidInput, Priority, Target
 
+# Unicode's Bidi_Control characters (PropList.txt) and the two separators, listed one by one.
+_BIDI_CONTROLS = {0x061C, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069}
+_SEPARATORS = {0x2028, 0x2029}
 
-def _control(char: str) -> bool:
-    return ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F
+
+def _refused(char: str) -> bool:
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F or code in _BIDI_CONTROLS or code in _SEPARATORS
 
 
 def identifier_ok(text: str) -> bool:
-    return 1 <= len(text) <= 128 and not any(_control(c) for c in text)
+    return 1 <= len(text) <= 128 and not text.startswith("-") and not any(_refused(c) for c in text)
 
 
 def path_ok(text: str) -> bool:
-    return 1 <= len(text) <= 1024 and not text.startswith("-") and not any(_control(c) for c in text)
+    return 1 <= len(text) <= 1024 and not text.startswith("-") and not any(_refused(c) for c in text)
 
 
 # Text biased towards the edges: control characters, '-', newlines at the end, long runs.
@@ -39,14 +44,16 @@ edgy_text = st.text(
     alphabet=st.one_of(
         st.characters(codec="utf-8"),
         st.sampled_from(["\x00", "\n", "\r", "\t", "\x1b", "\x7f", "\x85", "\x9f", "-", " ", "/", ";"]),
+        st.sampled_from(["\u061c", "\u200d", "\u200e", "\u200f", "\u2027", "\u2028", "\u2029", "\u202a"]),
+        st.sampled_from(["\u202e", "\u202f", "\u2065", "\u2066", "\u2069", "\u206a", "\ufeff"]),
     ),
     max_size=140,
 ) | st.builds(lambda s, tail: s + tail, st.text(max_size=20), st.sampled_from(["\n", "\x00", ""]))
 
 
 @settings(max_examples=500, derandomize=True)
-@given(edgy_text)
-def test_identifiers_are_1_to_128_characters_without_control_characters(text: str) -> None:
+@given(edgy_text | st.builds(lambda s: "-" + s, st.text(max_size=10)))
+def test_identifiers_refuse_control_bidi_and_separator_characters_and_a_dash_first(text: str) -> None:
     assert (violation(text, Identifier) is None) == identifier_ok(text), repr(text)
 
 

@@ -1,17 +1,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Annotated, Any
 
 from litestar import Controller, get
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, QueryParameter
 
 from qualgent.api.deps import ServicesDep
+from qualgent.api.schemas import IdentifierQuery
 from qualgent.domain import InvalidInput
 from qualgent.reporting import ReportFilter, ReportName, run_report
-
-_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 
 
 class ReportController(Controller):
@@ -27,13 +25,11 @@ class ReportController(Controller):
         self,
         services: ServicesDep,
         name: FromPath[ReportName],
-        org_id: FromQuery[str | None] = None,
+        org_id: IdentifierQuery = None,
         since: Annotated[dt.datetime | None, QueryParameter(description="from this time (ISO 8601)")] = None,
         until: Annotated[dt.datetime | None, QueryParameter(description="up to this time, excluded")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=10_000)] = 100,
     ) -> dict[str, Any]:
-        if org_id is not None and not _PRINTABLE.fullmatch(org_id):
-            raise InvalidInput("org_id must be printable text of 1-128 characters", field="org_id")
         since, until = _aware(since), _aware(until)
         if since is not None and until is not None and since >= until:
             raise InvalidInput("since must be before until", field="since")
