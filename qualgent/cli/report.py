@@ -9,9 +9,9 @@ from typing import Any
 import rich_click as click
 from rich.table import Table
 
-from qualgent.api.schemas import Identifier
 from qualgent.cli.common import api_options, checked, client, json_option
 from qualgent.cli.output import console, print_json
+from qualgent.wire import Identifier
 
 VIEWS = ("org-success-rates", "flaky-tests", "app-versions")
 _SPAN = re.compile(r"^(\d+)([mhdw])$")
