@@ -8,6 +8,7 @@ Create Date: 2026-11-28 18:05:00.000000
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+
 from alembic import op
 
 revision: str = "0002"

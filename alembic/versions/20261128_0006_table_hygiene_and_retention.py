@@ -27,6 +27,7 @@ from log buckets 2^(1/8) wide (within 9%). docs/performance.md lists what is exa
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+
 from alembic import op
 from qualgent.db.migrate import revision_module
 

@@ -23,6 +23,7 @@ Create Date: 2026-11-29 09:00:00.000000
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+
 from alembic import op
 
 revision: str = "0008"

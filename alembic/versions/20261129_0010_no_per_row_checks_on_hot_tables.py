@@ -20,6 +20,7 @@ Create Date: 2026-11-29 10:00:00.000000
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+
 from alembic import op
 
 revision: str = "0010"

@@ -30,6 +30,7 @@ Create Date: 2026-12-05 00:40:00.000000
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+
 from alembic import op
 from qualgent.db.migrate import revision_module
 
@@ -122,11 +123,17 @@ BEGIN
                 FROM best_tier t JOIN head h ON h.tier = t.tier
                 GROUP BY t.tier
             ), held AS (
+                -- Each held build's pending group by its key (at most one: uq_job_groups_pending_key); the
+                -- LIMIT keeps the lookup a per-build index probe, whatever the planner thinks of the join.
                 SELECT g.id
                 FROM jsonb_to_recordset(p_held) AS b (target text, org_id text, app_version_id text)
-                JOIN job_groups g
-                  ON g.org_id = b.org_id AND g.app_version_id = b.app_version_id AND g.target = b.target
-                 AND g.status = 'pending'
+                CROSS JOIN LATERAL (
+                    SELECT p.id, p.tier, p.best_priority, p.target, p.org_id, p.available_at
+                    FROM job_groups p
+                    WHERE p.org_id = b.org_id AND p.app_version_id = b.app_version_id AND p.target = b.target
+                      AND p.status = 'pending'
+                    LIMIT 1
+                ) g
                 JOIN bracket k ON g.tier = k.tier AND g.best_priority = k.best_priority
                 WHERE g.target = ANY(p_targets) AND g.available_at <= now()
                   AND g.target <> ALL(full_targets) AND g.org_id <> ALL(full_orgs)
@@ -135,8 +142,8 @@ BEGIN
                 SELECT h.id
                 FROM head h
                 JOIN bracket k ON h.tier = k.tier AND h.best_priority = k.best_priority
-                JOIN orgs o ON o.id = h.org_id
-                ORDER BY o.last_claimed_at NULLS FIRST, h.oldest_job_at, h.id
+                -- at most 16 rows: each org's stamp looked up by its key, never a scan of every org
+                ORDER BY (SELECT o.last_claimed_at FROM orgs o WHERE o.id = h.org_id) NULLS FIRST, h.oldest_job_at, h.id
                 LIMIT 1
             )
             SELECT COALESCE((SELECT id FROM held), (SELECT id FROM fair)) INTO pick;

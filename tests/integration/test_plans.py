@@ -177,7 +177,6 @@ def test_the_claim_walks_the_claimable_index_among_everything_else(loaded: str) 
         "pk_agents",
         "ix_job_groups_aging",  # nothing past the bound: an index scan that ends at once
         "ix_job_groups_claimable",
-        "pk_orgs",
         "ix_jobs_active_by_group",
     )
     (aged,) = [p["Plan"] for p in plans if p["Query Text"].lstrip().startswith("WITH aged AS")]
