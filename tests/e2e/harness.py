@@ -140,16 +140,28 @@ def fake_appwright(directory: Path) -> tuple[Path, Path]:
 def agent(
     api_url: str, script: Path, log_path: Path, *extra: str, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """`qgjob agent` running the stand-in runner `script` (fake_appwright) per test."""
     args = [
-        QGJOB, "agent",
         "--install", f"{script} install {{app_version_id}}",
         "--run", f"{script} run {{app_version_id}} {{test_path}}",
-        "--idle-poll-max", "0.2",
         *extra,
     ]  # fmt: skip
+    with agent_process(api_url, log_path, args, env) as process:
+        yield process
+
+
+@contextlib.contextmanager
+def agent_process(
+    api_url: str, log_path: Path, args: Sequence[str], env: dict[str, str] | None = None, stop_seconds: float = 30
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `qgjob agent ARGS` (polling for work every 0.2 s when idle), its output in `log_path`; stopped with
+    SIGTERM at the end (killed if it has not stopped in `stop_seconds`)."""
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, env=clean_env(QGJOB_API_URL=api_url, **(env or {}))
+            [QGJOB, "agent", "--idle-poll-max", "0.2", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=clean_env(QGJOB_API_URL=api_url, **(env or {})),
         )
     try:
         yield process
@@ -157,7 +169,7 @@ def agent(
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                process.wait(20)
+                process.wait(stop_seconds)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()

@@ -10,7 +10,6 @@ import email.policy
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import QGJOB, Cli, Server, clean_env, wait_for
+from tests.e2e.harness import QGJOB, Cli, Server, agent_process, clean_env, wait_for
 from tests.e2e.playwright import project_copy
 
 pytestmark = pytest.mark.e2e
@@ -44,23 +43,10 @@ def appwright_agent(
     api_url: str, project: Path, log_path: Path, *extra: str, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     args = [
-        QGJOB, "agent", "--appwright", "--project", "android", "--config", "playwright.config.ts",
-        "--workdir", str(project), "--idle-poll-max", "0.2", *extra,
+        "--appwright", "--project", "android", "--config", "playwright.config.ts", "--workdir", str(project), *extra,
     ]  # fmt: skip
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, env=clean_env(QGJOB_API_URL=api_url, **(env or {}))
-        )
-    try:
+    with agent_process(api_url, log_path, args, env) as process:
         yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def install_script(where: Path) -> tuple[Path, Path]:
