@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +125,19 @@ def test_a_server_reached_once_is_waited_for_beyond_the_connect_timeout(db_url: 
 # -- 3. no online agent for a target --------------------------------------------------------------------------
 
 
-def test_waiting_on_a_target_no_agent_serves_says_so_and_can_fail_fast(
-    server: Server, cli: Cli, tmp_path: Path
-) -> None:
+@pytest.fixture
+def steady_server(db_url: str, tmp_path: Path) -> Iterator[Server]:
+    """A server whose lease (15 s) an idle agent beating every 5 s cannot miss on a loaded machine: the e2e
+    server's 3 s lease shows an agent offline after a 3 s stall, and these tests are about targets, not stalls."""
+    running = Server(tmp_path / "steady.log", database_url=db_url, env={"QUALGENT_LEASE_SECONDS": "15"}).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_waiting_on_a_target_no_agent_serves_says_so_and_can_fail_fast(steady_server: Server, tmp_path: Path) -> None:
+    server, cli = steady_server, Cli(steady_server.api_url)
     summary = tmp_path / "summary.md"
     github = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
     job = cli.submit("tests/a.spec.ts", target="device")[0]
