@@ -47,13 +47,12 @@ def runs_of(
     starts: Sequence[tuple[uuid.UUID, int]],
     results: Sequence[tuple[uuid.UUID, int | None, int | None, str | None, str | None]],
 ) -> list[OrphanRun]:
-    """The runs a refused report describes: each job's start (how long ago) with its result when there is one;
-    `results` are (job id, exit code, duration ms, error, the agent's own outcome)."""
+    """The runs a refused report describes: each job's start (how long ago) with its result when there is one (the
+    last, when the runner retried tries within the run); `results` are (job id, exit code, duration ms, error, the
+    agent's own outcome)."""
     started = dict(starts)
     runs: dict[uuid.UUID, OrphanRun] = {}
-    for job_id, exit_code, duration_ms, error, outcome in results:
-        if job_id in runs:
-            continue
+    for job_id, exit_code, duration_ms, error, outcome in results:  # a job's last result ended its run
         by_code = classify_exit_code(exit_code)
         said = Outcome(outcome) if outcome is not None and exit_code is None else by_code
         ago = started.get(job_id, duration_ms or 0)
