@@ -10,7 +10,7 @@ from rich.table import Table
 
 from qualgent.cli.common import api_options, checked, client, json_option
 from qualgent.cli.output import console, print_json
-from qualgent.cli.target import max_running_option
+from qualgent.cli.target import cap_text, max_running_option
 from qualgent.domain import Tier
 from qualgent.wire import Identifier
 
@@ -44,9 +44,7 @@ def set_tier(
     if as_json:
         print_json(changed)
     else:
-        cap = changed.get("max_running")
-        capped = "no cap" if cap is None else f"at most {cap} running"
-        console.print(f"org {escape(changed['id'])} is {changed['tier']}, {capped}")
+        console.print(f"org {escape(changed['id'])} is {changed['tier']}, {cap_text(changed.get('max_running'))}")
 
 
 @org.command("list")
@@ -63,7 +61,7 @@ def list_orgs(api_url: str, token: str | None, as_json: bool) -> None:
     for column in ("org", "tier", "cap", "created", "updated"):
         table.add_column(column, overflow="fold")
     for row in found:
-        cap = "-" if row.get("max_running") is None else str(row["max_running"])
+        cap = cap_text(row.get("max_running"))
         table.add_row(escape(row["id"]), row["tier"], cap, row["created_at"], row["updated_at"])
     console.print(table)
 

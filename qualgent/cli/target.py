@@ -59,7 +59,7 @@ def set_cap(name: str, max_running: int | None, api_url: str, token: str | None,
     if as_json:
         print_json(changed)
     else:
-        console.print(f"target {changed['target']}: {_cap(changed['max_running'])}")
+        console.print(f"target {changed['target']}: {cap_text(changed['max_running'])}")
 
 
 @target.command("list")
@@ -78,7 +78,7 @@ def list_targets(api_url: str, token: str | None, as_json: bool) -> None:
     for row in found:
         table.add_row(
             row["target"],
-            _cap(row["max_running"]),
+            cap_text(row["max_running"]),
             str(row["running"]),
             str(row["pending"]),
             str(row["agents_online"]),
@@ -86,5 +86,6 @@ def list_targets(api_url: str, token: str | None, as_json: bool) -> None:
     console.print(table)
 
 
-def _cap(max_running: int | None) -> str:
+def cap_text(max_running: int | None) -> str:
+    """A capacity cap as people read it, for targets and orgs alike."""
     return "no cap" if max_running is None else f"at most {max_running} running"
