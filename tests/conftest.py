@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qualgent.db import migrate
+from qualgent.db.database import Database
 from qualgent.db.embedded import EmbeddedPostgres
 from qualgent.db.engine import create_server_engine, libpq_url, normalize_url
 
@@ -110,3 +111,10 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     made = create_server_engine(db_url, pool_size=5)
     yield made
     await made.dispose()
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    """The server's own way to run SQL (qualgent.db.database), on this test's migrated database."""
+    async with Database(db_url, size=5, application_name="qualgent tests") as made:
+        yield made
