@@ -5,9 +5,6 @@
   Measured both as one transaction per job (claim and complete together: the ceiling of a one-row queue)
   and as two (claim, commit, complete, commit: what a queue whose work happens outside the transaction
   does). Ratios use the first, the harder to beat.
-- spawn: how fast this machine runs the no-op command itself (`true`), `workers` at a time, with no queue at
-  all: the ceiling for agents that run a process per test (`qgjob bench` waits for them by pidfd, as `qgjob agent`
-  does: qualgent.agent.executor.watch_children_by_pidfd).
 - insert: a plain multi-row INSERT (one statement, one transaction) of the rows a bulk submit makes, twice:
   into qualgent's own jobs table, its indexes and foreign keys included (the price of storing those rows,
   which qualgent's overhead is measured against), and into a bare table of the same columns with only a
@@ -167,20 +164,3 @@ async def insert(database_url: str, rows: int, repeat: int = 3) -> float:
                 await conn.execute(_INSERT, columns)
             best = max(best, rows / (time.perf_counter() - started))
     return best
-
-
-async def spawn(command: str, runs: int, workers: int) -> float:
-    """Runs per second of `command` (no arguments), `workers` at a time, from this process: no queue at all."""
-    done = 0
-
-    async def work(count: int) -> None:
-        nonlocal done
-        for _ in range(count):
-            process = await asyncio.create_subprocess_exec(command, stdin=asyncio.subprocess.DEVNULL)
-            await process.wait()
-            done += 1
-
-    started = time.perf_counter()
-    share, extra = divmod(runs, workers)
-    await asyncio.gather(*(work(share + (1 if i < extra else 0)) for i in range(workers)))
-    return done / (time.perf_counter() - started)

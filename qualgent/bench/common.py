@@ -9,16 +9,13 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-
-from qualgent.db.engine import libpq_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,21 +176,3 @@ class CpuMeter:
             figures["server_cpu_s"] = round(server, 3)
             figures["rest_cpu_s"] = round(machine - server - own, 3)  # PostgreSQL, mostly
         return figures
-
-
-@contextlib.contextmanager
-def target_for(
-    database_url: str, api_url: str | None, token: str | None = None, server_pid: int | None = None
-) -> Iterator[BenchTarget]:
-    """What a benchmark's command line measures: the server at `api_url`, or else a `qgjob server --migrate`
-    started on `database_url` for the run (its pid known, for its CPU time) and stopped after it."""
-    if api_url is not None:
-        yield BenchTarget(api_url, libpq_url(database_url), token, server_pid)
-        return
-    log = Path(tempfile.mkdtemp(prefix="qualgent-bench-")) / "server.log"
-    server = ServerProcess(database_url, log).start(["--migrate"])
-    try:
-        pid = server.process.pid if server.process else None
-        yield BenchTarget(server.api_url, libpq_url(database_url), token, pid)
-    finally:
-        server.stop()

@@ -9,7 +9,6 @@ import dataclasses
 import os
 import platform
 import secrets
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -33,10 +32,7 @@ class Options:
     agents: int = 8
     group_size: int = 20
     waiters: int = 1000
-    agent_processes: int = 3  # 0: skip the drain by real `qgjob agent` processes
     rounds: int = 3  # the raw claim+complete loop and the end-to-end drain, measured alternately this many times
-    scale: bool = False  # the slow part: 1M pending and 5M finished jobs
-    heartbeat_agents: int = 0  # 0: skip; else that many agents heartbeating every 10 s for 30 s
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -79,48 +75,18 @@ async def measure(target: BenchTarget, options: Options, say: Callable[[str], No
             "insert_rows_per_s": round(raw_insert, 1),
             "insert_bare_table_rows_per_s": round(bare_insert, 1),
         }
-        if options.agent_processes:
-            say(f"raw: running `true` {options.agent_processes} at a time, no queue")
-            figures["baseline"]["spawn_true_per_s"] = round(
-                await baseline.spawn(
-                    shutil.which("true") or "/bin/true", min(options.jobs, 3000), options.agent_processes
-                ),
-                1,
-            )
-            say(f"qualgent end to end with {options.agent_processes} qgjob agent processes running `true`")
-            figures["end_to_end_processes"] = await throughput.drain_with_processes(
-                agents_target, options.jobs, options.group_size, options.agent_processes
-            )
     if options.waiters:
         from qualgent.bench import waiters
 
         for count in sorted({1, options.waiters}):
             say(f"commit to waiter, {count} waiter(s)")
             figures[f"wait_latency_{count}"] = await waiters.measure_wait_latency(target, count)
-    if options.heartbeat_agents:
-        from qualgent.bench import heartbeats
-
-        say(f"{options.heartbeat_agents} agents heartbeating every 10 s for 30 s")
-        figures["heartbeats"] = await heartbeats.measure_heartbeats(
-            target, options.heartbeat_agents, server_pid=target.server_pid
-        )
-    if options.scale:
-        from qualgent.bench import scale
-
-        say("claim latency at 10,000 and 1,000,000 pending jobs, then with 5,000,000 finished (minutes)")
-        figures["scale"] = await scale.measure_claim_scale(target, server_pid=target.server_pid)
     figures["ratios"] = {
         "end_to_end_vs_raw_claim_complete": ratio(
             figures["end_to_end"]["jobs_per_s"], figures["baseline"]["claim_complete_per_s"]
         ),
         "end_to_end_vs_raw_claim_then_complete": ratio(
             figures["end_to_end"]["jobs_per_s"], figures["baseline"]["claim_then_complete_per_s"]
-        ),
-        "end_to_end_processes_vs_raw_claim_complete": ratio(
-            figures.get("end_to_end_processes", {}).get("jobs_per_s"), figures["baseline"]["claim_complete_per_s"]
-        ),
-        "end_to_end_processes_vs_spawn_true": ratio(
-            figures.get("end_to_end_processes", {}).get("jobs_per_s"), figures["baseline"].get("spawn_true_per_s")
         ),
         "bulk_submit_vs_raw_insert": ratio(
             figures["bulk_submit"]["rows_per_s"], figures["baseline"]["insert_rows_per_s"]

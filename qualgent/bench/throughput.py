@@ -10,12 +10,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -23,7 +19,6 @@ import psycopg
 
 from qualgent.agent.executor import RunResult
 from qualgent.agent.loop import Agent, AgentConfig, Runner
-from qualgent.agent.reporter import Reporter
 from qualgent.agent.templates import CommandTemplate
 from qualgent.api.schemas import MAX_BULK
 from qualgent.bench.common import BenchTarget, CpuMeter, percentiles
@@ -32,17 +27,39 @@ TARGET = "emulator"
 
 
 class NoopRun:
-    """A test that passes at once."""
+    """A test that passes at once, noting when it ran in its agent's `Runs`."""
+
+    def __init__(self, runs: Runs, group: str) -> None:
+        self.runs, self.group = runs, group
 
     async def execute(self) -> RunResult:
+        self.runs.ran(self.group)
         return RunResult(0, 0, "")
 
     async def stop(self) -> None:
         return None
 
 
-def _noop(argv: list[str], timeout: float, env: dict[str, str]) -> Runner:
-    return NoopRun()
+class Runs:
+    """One agent's tests as its runner sees them (`noop {app_version_id} {test_path}`): the wait for the next
+    group, once the jobs are in, is from its last test of a group to its first test of the next one (the group's
+    closing report claims the next group), or from the submit's answer to its first test."""
+
+    def __init__(self, since: list[float]) -> None:
+        self.since = since  # [drain start], set when the jobs are in
+        self.group: str | None = None
+        self.last = 0.0
+        self.claim_ms: list[float] = []
+
+    def runner(self, argv: list[str], timeout: float, env: dict[str, str]) -> Runner:
+        return NoopRun(self, argv[1])
+
+    def ran(self, group: str) -> None:
+        now = time.perf_counter()
+        if group != self.group and self.since:
+            waited_from = max(self.last, self.since[0])
+            self.claim_ms.append((now - waited_from) * 1000)
+        self.group, self.last = group, now
 
 
 def submission(jobs: int, group_size: int, org_id: str, tag: str, first: int = 0) -> bytes:
@@ -94,82 +111,39 @@ async def _discard(database_url: str, org_id: str) -> None:
         await conn.execute("UPDATE job_groups SET status = 'done' WHERE org_id = %s AND status = 'pending'", (org_id,))
 
 
-class _TimedAgent(Agent):
-    """The product's agent, recording how long it waits for its next group once the queue is full: a claim
-    request, or the group's last report when that claims the next group too (then_claim)."""
-
-    def __init__(self, config: AgentConfig, since: list[float]) -> None:
-        super().__init__(config)
-        self._since = since  # [drain start], set when the jobs are in
-        self.claim_ms: list[float] = []
-        self.in_group = False
-        self.last_group_done = 0.0  # when this agent was last done with a group: its closing report answered
-
-    async def _claim(self) -> dict[str, Any] | None:
-        started = time.perf_counter()
-        return self._timed(started, await super()._claim())
-
-    async def _run_group(self, claim: dict[str, Any], then_claim: bool = True) -> None:
-        self.in_group = True
-        try:
-            await super()._run_group(claim, then_claim)
-        finally:
-            self.in_group = False
-            self.last_group_done = time.perf_counter()
-
-    async def _finish_reports(self, reporter: Reporter, then_claim: bool) -> dict[str, Any] | None:
-        started = time.perf_counter()
-        return self._timed(started, await super()._finish_reports(reporter, then_claim))
-
-    def _timed(self, started: float, claim: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Count the wait for a group that came, once the jobs are in."""
-        if claim is not None and self._since and started >= self._since[0]:
-            self.claim_ms.append((time.perf_counter() - started) * 1000)
-        return claim
-
-
 async def drain(
     target: BenchTarget, jobs: int, group_size: int, agents: int, org_id: str = "bench-drain"
 ) -> dict[str, Any]:
     """End to end: `agents` agents wait for work; `jobs` jobs arrive in one bulk submit; the clock runs from
-    the submit's answer until no job is pending or running (read from the database every 20 ms)."""
+    the submit's answer until no job is pending or running."""
     logging.getLogger("qualgent.agent").setLevel(logging.WARNING)
     since: list[float] = []
+    runs = [Runs(since) for _ in range(agents)]
     fleet = [
-        _TimedAgent(
+        Agent(
             AgentConfig(
                 api_url=target.api_url,
                 token=target.agents_token,
                 targets=[TARGET],
                 install=None,
-                run=CommandTemplate.parse("noop {test_path}"),
-                name=f"bench-agent-{i}",
-                runner=_noop,
+                run=CommandTemplate.parse("noop {app_version_id} {test_path}"),
+                name=f"bench-agent-{org_id}-{i}",
+                runner=runs[i].runner,
                 handle_signals=False,
-            ),
-            since,
+            )
         )
         for i in range(agents)
     ]
     tasks = [asyncio.create_task(a.run_forever()) for a in fleet]
     try:
-
-        def registered() -> bool:
-            return all(a.agent_id for a in fleet) or any(t.done() for t in tasks)
-
-        await _until(registered, 30, "the bench agents did not register")
-        await asyncio.sleep(0.5)  # each agent's first claim is parked, waiting for work
+        async with httpx.AsyncClient(base_url=target.api_url, timeout=30, headers=target.headers()) as http:
+            await wait_parked(http, f"bench-agent-{org_id}-", agents, lambda: any(t.done() for t in tasks))
 
         def failed() -> str | None:
             stopped = [t.exception() for t in tasks if t.done()]
             return f"an agent stopped: {stopped}" if stopped else None
 
-        async def ended() -> float:
-            # The database says every group is done; an agent may not have read its closing report's answer yet.
-            await _until(lambda: not any(a.in_group for a in fleet), 30, "the bench agents did not finish their groups")
-            return max(a.last_group_done for a in fleet)
-
-        elapsed, cpu = await _timed_drain(target, jobs, group_size, org_id, failed, since.append, ended)
+        elapsed, cpu = await timed_drain(target, jobs, group_size, org_id, failed, since.append)
     finally:
         for agent in fleet:
             agent.stop()
@@ -181,84 +155,39 @@ async def drain(
         "group_size": group_size,
         "seconds": round(elapsed, 3),
         "jobs_per_s": round(jobs / elapsed, 1),
-        "claim_latency": percentiles([ms for a in fleet for ms in a.claim_ms]),
+        "claim_latency": percentiles([ms for r in runs for ms in r.claim_ms]),
         "cpu": cpu,
     }
 
 
-async def drain_with_processes(target: BenchTarget, jobs: int, group_size: int, processes: int) -> dict[str, Any]:
-    """End to end with real `qgjob agent` processes, each running `true` as the test: as an operator deploys
-    them, a process per test included."""
-    fleet = _start_agent_processes(target, processes)
-    try:
-        async with httpx.AsyncClient(base_url=target.api_url, timeout=30, headers=target.headers()) as http:
-            await _wait_registered(http, fleet)
-
-        def failed() -> str | None:
-            return "a qgjob agent process exited" if any(p.poll() is not None for p in fleet) else None
-
-        elapsed, cpu = await _timed_drain(target, jobs, group_size, "bench-processes", failed, lambda _: None)
-    finally:
-        _stop_processes(fleet)
-    return {
-        "jobs": jobs,
-        "processes": processes,
-        "group_size": group_size,
-        "seconds": round(elapsed, 3),
-        "jobs_per_s": round(jobs / elapsed, 1),
-        "cpu": cpu,
-    }
-
-
-def _start_agent_processes(target: BenchTarget, processes: int) -> list[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUALGENT_", "QGJOB_"))}
-    env["QGJOB_API_URL"] = target.api_url
-    if target.agents_token:
-        env["QGJOB_TOKEN"] = target.agents_token
-    true = shutil.which("true") or "/bin/true"
-    command = [sys.executable, "-m", "qualgent", "agent", "--target", TARGET, "--log-level", "warning"]
-    command += ["--run", f"{true} {{test_path}}"]
-    return [
-        subprocess.Popen([*command, "--name", f"bench-process-{i}"], env=env, stdout=subprocess.DEVNULL)
-        for i in range(processes)
-    ]
-
-
-def _stop_processes(fleet: list[subprocess.Popen[bytes]]) -> None:
-    for process in fleet:
-        process.terminate()
-    for process in fleet:
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-async def _wait_registered(http: httpx.AsyncClient, fleet: list[subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + 60
+async def wait_parked(
+    http: httpx.AsyncClient, prefix: str, count: int, stopped: Callable[[], bool], timeout: float = 60
+) -> None:
+    """Until `count` agents named `prefix`... are registered and the server holds as many claims parked, waiting
+    for work (its LISTEN hub's waiters that are not waiting on jobs): the drain's clock starts with them ready."""
+    deadline = time.monotonic() + timeout
     while True:
         rows = (await http.get("/agents")).json()
-        if sum(1 for a in rows if a["name"].startswith("bench-process-") and a["status"] != "offline") >= len(fleet):
-            break
-        if time.monotonic() > deadline or any(p.poll() is not None for p in fleet):
-            raise RuntimeError("the qgjob agent processes did not start")
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(0.5)  # each one's first claim is parked, waiting for work
+        listen = (await http.get("/monitoring/metrics")).json()["listen"]
+        ready = sum(1 for a in rows if a["name"].startswith(prefix) and a["status"] != "offline")
+        if ready >= count and listen["waiters"] - listen["job_waiters"] >= count:
+            return
+        if time.monotonic() > deadline or stopped():
+            raise RuntimeError(f"{ready} of {count} bench agents registered and waiting for work")
+        await asyncio.sleep(0.05)
 
 
-async def _timed_drain(
+async def timed_drain(
     target: BenchTarget,
     jobs: int,
     group_size: int,
     org_id: str,
     failed: Callable[[], str | None],
     on_start: Callable[[float], Any],
-    ended: Callable[[], Awaitable[float]] | None = None,
 ) -> tuple[float, dict[str, float]]:
     """Submit `jobs` jobs for agents already waiting, and time them from the submit's answer until none is pending
-    or running (read every 20 ms), or, given `ended` (agents in this process), until the server answered the report
-    that closed the last group: as the raw loop is timed until its last transaction returns, not up to 20 ms later.
-    Every job must have completed after exactly one attempt."""
+    or running (read every 10 ms: a small fraction of any drain worth timing). Every job must have completed after
+    exactly one attempt."""
     async with (
         httpx.AsyncClient(base_url=target.api_url, timeout=300, headers=target.headers()) as http,
         await psycopg.AsyncConnection.connect(target.database_url, autocommit=True) as conn,
@@ -281,10 +210,8 @@ async def _timed_drain(
         while await _unfinished(conn, org_id):
             if problem := failed():
                 raise RuntimeError(problem)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.01)
         finished = time.perf_counter()
-        if ended is not None and (last := await ended()) > started:  # not before the clock started (a tiny run)
-            finished = last
         elapsed = finished - started
         cpu = meter.stop()
         completed = await _completed(conn, org_id)
@@ -295,9 +222,8 @@ async def _timed_drain(
 
 # Is any job left? Asked of the org's groups, through the partial indexes of pending and of running groups: a job
 # is pending or running only in a group that is (a group is done once none of its jobs is), and the count of jobs
-# completed is checked at the end. Asking `jobs` instead walked the table past every finished row (the bulk
-# submits' and the earlier rounds' included), up to several ms per read, 50 reads a second, on the machine whose
-# CPU the drain is measured on.
+# completed is checked at the end. Asking `jobs` instead would walk the table past every finished row (the bulk
+# submits' and the earlier rounds' included), many times a second, on the machine whose CPU the drain is measured on.
 _UNFINISHED = """
 SELECT EXISTS (SELECT 1 FROM job_groups WHERE status = 'pending' AND org_id = %(org)s)
     OR EXISTS (SELECT 1 FROM job_groups WHERE status = 'running' AND org_id = %(org)s)"""
@@ -312,11 +238,3 @@ async def _completed(conn: psycopg.AsyncConnection[Any], org_id: str) -> int:
     query = "SELECT count(*) FROM jobs WHERE org_id = %s AND status = 'completed' AND attempts = 1"
     row = await (await conn.execute(query, (org_id,))).fetchone()
     return int(row[0]) if row else 0
-
-
-async def _until(predicate: Any, timeout: float, failure: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{failure} in time")
-        await asyncio.sleep(0.05)

@@ -18,20 +18,14 @@ Measured in the same run:
   in `notifies()`) receiving a `pg_notify` that another connection commits, timed the same way, so the
   figures can be given as ratios.
 
-    python -m qualgent.bench.waiters --database-url postgresql://postgres@127.0.0.1:5432/scratch \\
-        [--api-url http://127.0.0.1:3000/api] [--waiters 1 --waiters 1000] [--finishes 200]
-
-With no --api-url it starts `qgjob server --migrate` on the scratch database itself. Prints JSON.
+`qgjob bench` measures it with 1 and --waiters long-polls; `python -m benchmarks.waiting` alone.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import json
 import math
-import sys
 import threading
 import time
 import uuid
@@ -41,26 +35,27 @@ from typing import Any
 
 import httpx
 import psycopg
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from psycopg_pool import AsyncConnectionPool
 
-from qualgent.bench.common import BenchTarget, percentiles, ratio, target_for
-from qualgent.db.engine import libpq_url, normalize_url
-from qualgent.queue._common import notify_jobs
+from qualgent.bench.common import BenchTarget, percentiles, ratio
+from qualgent.db.engine import libpq_url
 
 APPLICATION_NAME = "qgjob bench"  # this benchmark's own connections, left out of the counts
 LONG_POLL_SECONDS = 60
 SUBMIT_CHUNK = 1000
 WAITERS_PER_CLIENT = 25
-_FINISH = text(
+# A job's final state as the product writes it: the UPDATE and the notification every state change sends
+# (qualgent_notify_jobs), in one transaction.
+_FINISH = (
     "UPDATE jobs SET status = 'completed', finished_at = now(), updated_at = now() "
-    "WHERE id = ANY(CAST(:job_ids AS uuid[])) AND status IN ('pending', 'running')"
+    "WHERE id = ANY(%(job_ids)s::uuid[]) AND status IN ('pending', 'running')"
 )
-_CONNECTIONS = text(
-    "SELECT count(*) AS total, count(*) FILTER (WHERE state IS DISTINCT FROM 'idle') AS busy "
+_NOTIFY = "SELECT qualgent_notify_jobs('completed', %(job_ids)s::uuid[])"
+_CONNECTIONS = (
+    "SELECT count(*), count(*) FILTER (WHERE state IS DISTINCT FROM 'idle') "
     "FROM pg_stat_activity "
     "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-    "AND application_name IS DISTINCT FROM :me"
+    "AND application_name IS DISTINCT FROM %(me)s"
 )
 
 
@@ -111,29 +106,28 @@ class _Run:
     busy_all: int | None = None
     _client: httpx.AsyncClient | None = None
     _pollers: list[httpx.AsyncClient] = field(default_factory=list)
-    _engine: AsyncEngine | None = None
+    _pool: AsyncConnectionPool | None = None
 
     @contextlib.asynccontextmanager
     async def open(self) -> AsyncIterator[None]:
-        engine = create_async_engine(
-            normalize_url(self.target.database_url),
-            pool_size=2,
-            connect_args={"application_name": APPLICATION_NAME},
+        pool = AsyncConnectionPool(
+            self.target.database_url, min_size=1, max_size=2, kwargs={"application_name": APPLICATION_NAME}, open=False
         )
+        await pool.open()
         try:
             async with contextlib.AsyncExitStack() as stack:
                 self._client = await stack.enter_async_context(self._http(10))
                 for _ in range(math.ceil(self.waiters / WAITERS_PER_CLIENT)):
                     self._pollers.append(await stack.enter_async_context(self._http(WAITERS_PER_CLIENT)))
-                self._engine = engine
+                self._pool = pool
                 yield
         finally:
-            await engine.dispose()
+            await pool.close()
 
     def _http(self, connections: int) -> httpx.AsyncClient:
-        """httpcore's pool looks at each of its connections whenever a response is done: one client holding
-        1,000 long-polls spends ~20 ms per answer on that alone, so the long-polls are spread over clients
-        of WAITERS_PER_CLIENT connections (a CI job has one of its own anyway)."""
+        """httpcore's pool looks at each of its connections whenever a response is done: one client holding a
+        thousand long-polls would spend more time on that than on the answer, so the long-polls are spread over
+        clients of WAITERS_PER_CLIENT connections (a CI job has one of its own anyway)."""
         return httpx.AsyncClient(
             base_url=self.target.api_url,
             headers=self.target.headers(),
@@ -174,8 +168,8 @@ class _Run:
                     await asyncio.wait_for(task, 30)
 
     async def _timed_finish(self, job_id: str, poll: asyncio.Task[tuple[float, str]]) -> None:
-        assert self._engine is not None
-        async with self._engine.connect() as conn:
+        assert self._pool is not None
+        async with self._pool.connection() as conn:
             began = time.perf_counter()
             await self._write_final(conn, [job_id])
             committing = time.perf_counter()
@@ -188,15 +182,14 @@ class _Run:
             return
         self.latencies_ms.append((arrived - committing) * 1000)
 
-    async def _write_final(self, conn: AsyncConnection, job_ids: Sequence[str]) -> None:
-        """A job's final state as the product writes it: the UPDATE and its notification, in the transaction the
-        caller commits."""
+    async def _write_final(self, conn: psycopg.AsyncConnection[Any], job_ids: Sequence[str]) -> None:
+        """_FINISH and _NOTIFY, in the transaction the caller commits."""
         await conn.execute(_FINISH, {"job_ids": list(job_ids)})
-        await notify_jobs(conn, "completed", job_ids)
+        await conn.execute(_NOTIFY, {"job_ids": list(job_ids)})
 
     async def _finish(self, job_ids: Sequence[str]) -> None:
-        assert self._engine is not None
-        async with self._engine.connect() as conn:
+        assert self._pool is not None
+        async with self._pool.connection() as conn:
             await self._write_final(conn, job_ids)
             await conn.commit()
 
@@ -242,10 +235,11 @@ class _Run:
             await asyncio.sleep(0.01)
 
     async def _connections(self) -> tuple[int, int]:
-        assert self._engine is not None
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(_CONNECTIONS, {"me": APPLICATION_NAME})).one()
-        return int(row.total), int(row.busy)
+        assert self._pool is not None
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute(_CONNECTIONS, {"me": APPLICATION_NAME})).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
 
 
 def pg_notify_baseline(database_url: str, samples: int = 200, spacing: float = 0.005) -> dict[str, float | int]:
@@ -278,23 +272,3 @@ def pg_notify_baseline(database_url: str, samples: int = 200, spacing: float = 0
             time.sleep(spacing)
     listener.join(35)
     return percentiles([(received[i] - committing[i]) * 1000 for i in committing if i in received])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qualgent.bench.waiters", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", required=True, help="a scratch database (jobs are added to it)")
-    parser.add_argument("--api-url", help="a qgjob server on that database (default: start one)")
-    parser.add_argument("--token", help="an admin token, if the server needs one")
-    parser.add_argument("--waiters", type=int, action="append", help="repeatable (default: 1 and 1000)")
-    parser.add_argument("--finishes", type=int, default=200)
-    args = parser.parse_args(argv)
-    counts = args.waiters or [1, 1000]
-    with target_for(args.database_url, args.api_url, args.token) as target:
-        results = [asyncio.run(measure_wait_latency(target, n, args.finishes)) for n in counts]
-    json.dump(results, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,7 +12,6 @@ import httpx
 import rich_click as click
 from rich.table import Table
 
-from qualgent.agent.executor import watch_children_by_pidfd
 from qualgent.bench import appwright as bench_appwright
 from qualgent.bench import run as bench_run
 from qualgent.bench.common import BenchTarget
@@ -51,13 +50,6 @@ TARGETS = {
               help="Jobs in the one bulk submit timed, and rows of the raw insert baseline.")  # fmt: skip
 @click.option("--agents", type=click.IntRange(min=1, max=200), default=8, show_default=True,
               help="Agents simulated here (the real agent code, a no-op test); also baseline workers.")  # fmt: skip
-@click.option(
-    "--agent-processes",
-    type=click.IntRange(min=0, max=64),
-    default=3,
-    show_default=True,
-    help="Also drain the jobs with this many real `qgjob agent` processes running `true`; 0 skips.",
-)
 @click.option("--rounds", type=click.IntRange(min=1, max=9), default=3, show_default=True,
               help="Measure the raw claim+complete loop and the end-to-end drain alternately this many times and "
               "report the round with the median ratio (all rounds are in --json): the machine's load moves "
@@ -66,11 +58,6 @@ TARGETS = {
               help="Tests per app build (the jobs an agent claims at once).")  # fmt: skip
 @click.option("--waiters", type=click.IntRange(min=0, max=5000), default=1000, show_default=True,
               help="Long-polls at once for the commit-to-waiter latency (also measured with 1); 0: skip.")  # fmt: skip
-@click.option("--heartbeat-agents", type=click.IntRange(min=0, max=10_000), default=0, show_default=True,
-              help="Also measure that many agents heartbeating every 10 s for 30 s (0 skips it).")  # fmt: skip
-@click.option("--scale", is_flag=True,
-              help="Also measure claim latency at 10,000 and 1,000,000 pending jobs and with 5,000,000 finished "
-              "(several minutes and a few GB of disk).")  # fmt: skip
 @click.option(
     "--appwright",
     "appwright_project",
@@ -88,12 +75,9 @@ def bench(
     jobs: int,
     submit_jobs: int,
     agents: int,
-    agent_processes: int,
     rounds: int,
     group_size: int,
     waiters: int,
-    heartbeat_agents: int,
-    scale: bool,
     appwright_project: Path | None,
     as_json: bool,
 ) -> None:
@@ -108,18 +92,14 @@ def bench(
         jobs=jobs,
         submit_jobs=submit_jobs,
         agents=agents,
-        agent_processes=agent_processes,
         rounds=rounds,
         group_size=group_size,
         waiters=waiters,
-        scale=scale,
-        heartbeat_agents=heartbeat_agents,
     )
 
     def say(message: str) -> None:
         errors.print(f"[dim]bench:[/dim] {message}")
 
-    watch_children_by_pidfd()  # the spawn baseline starts its processes as `qgjob agent` does
     if appwright_project is not None:
         _bench_appwright(appwright_project, group_size, rounds, as_json, say)
         return
@@ -191,20 +171,6 @@ def _print(result: dict[str, Any]) -> None:
     )
     row("  vs claim, commit, complete, commit", "", f"{base['claim_then_complete_per_s']:,.0f}",
         "end_to_end_vs_raw_claim_then_complete")  # fmt: skip
-    if "end_to_end_processes" in result:
-        processes = result["end_to_end_processes"]
-        row(
-            f"  with {processes['processes']} qgjob agent processes running `true`",
-            f"{processes['jobs_per_s']:,.0f}",
-            f"{base['claim_complete_per_s']:,.0f}",
-            "end_to_end_processes_vs_raw_claim_complete",
-        )
-        row(
-            f"    vs running `true` {processes['processes']} at a time, no queue",
-            "",
-            f"{base.get('spawn_true_per_s', 0):,.0f}",
-            "end_to_end_processes_vs_spawn_true",
-        )
     row(
         f"bulk submit of {submit['jobs']:,} jobs, rows/s",
         f"{submit['rows_per_s']:,.0f}",
@@ -225,14 +191,6 @@ def _print(result: dict[str, Any]) -> None:
             None,
             wait.get("p50_ratio"),
         )
-    if "heartbeats" in result:
-        beats = result["heartbeats"]
-        row(f"heartbeats of {beats.get('agents')} agents every 10 s", _heartbeat_summary(beats), "", None)
-    if "scale" in result:
-        for stage in result["scale"]["stages"]:
-            http = stage.get("http") or {}
-            row(f"claim p50 / p99, ms: {stage['stage']}", f"{_ms(http.get('p50_ms'))} / {_ms(http.get('p99_ms'))}",
-                "", None)  # fmt: skip
     console.print(table)
     if len(e2e.get("rounds", [])) > 1:
         each = " ".join(f"{r['ratio']:.2f}x" for r in e2e["rounds"])
@@ -249,14 +207,3 @@ def _ms(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{float(value):.1f}"
-
-
-def _heartbeat_summary(beats: dict[str, Any]) -> str:
-    latency = beats.get("latency") or {}
-    parts = [f"p99 {_ms(latency.get('p99_ms'))} ms"]
-    for key, label in (("server_cpu_percent", "server"), ("db_backend_cpu_percent", "PostgreSQL")):
-        if beats.get(key) is not None:
-            parts.append(f"{label} {beats[key]:.1f}% CPU")
-    if beats.get("wal_bytes_per_beat") is not None:
-        parts.append(f"{beats['wal_bytes_per_beat']:.0f} B WAL/beat")
-    return ", ".join(parts)

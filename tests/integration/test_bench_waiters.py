@@ -60,7 +60,7 @@ async def test_measure_wait_latency_reports_latency_connections_and_the_baseline
 
 def test_the_script_prints_the_figures_as_json(server: ServerProcess, db_url: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "qualgent.bench.waiters", "--api-url", server.api_url,
+        [sys.executable, "-m", "benchmarks.waiting", "--api-url", server.api_url,
          "--database-url", libpq_url(db_url), "--waiters", "2", "--finishes", "3"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip

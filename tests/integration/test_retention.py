@@ -11,11 +11,11 @@ import psycopg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from benchmarks.reporting import FILL
 from qualgent.db.engine import create_server_engine, libpq_url
 from qualgent.queue import retention
 from tests.integration.conftest import Api
 from tests.integration.test_reporting import run_group, sql
-from tests.perf.reporting_bench import FILL
 
 pytestmark = pytest.mark.anyio
 

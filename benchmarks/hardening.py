@@ -1,6 +1,6 @@
 """The figures of issue 20 (docs/security.md), against a real `qgjob server` on loopback:
 
-    .venv/bin/python -m tests.perf.hardening_bench --server-url postgresql://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python -m benchmarks.hardening --server-url postgresql://postgres@127.0.0.1:5432/postgres
         [--code DIR] [--half-sent 1500] [--streams 300] [--submits 100]
 
 1. Other clients' latency (GET /api/jobs?limit=1 from 127.0.0.2, p50 and p90) with no load, then with --half-sent
@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from qualgent.bench._postgres import cpu_of
+from benchmarks.postgres import cpu_of
 from qualgent.db.engine import libpq_url
 
 QGJOB = str(Path(sys.executable).with_name("qgjob"))
@@ -175,7 +175,7 @@ async def hold_streams(base: str, tokens: list[str], count: int) -> None:
 
 @contextlib.contextmanager
 def _streams_open(base: str, tokens: list[str], count: int) -> Iterator[None]:
-    args = [sys.executable, "-m", "tests.perf.hardening_bench", "--hold-streams", base, str(count), *tokens]
+    args = [sys.executable, "-m", "benchmarks.hardening", "--hold-streams", base, str(count), *tokens]
     holder = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None

@@ -1,9 +1,9 @@
 """How fast retention prunes, and what the reporting views cost before and after.
 
-    .venv/bin/python -m tests.perf.retention_bench [--server-url postgresql://postgres@127.0.0.1:5432/postgres]
+    .venv/bin/python -m benchmarks.retention [--server-url postgresql://postgres@127.0.0.1:5432/postgres]
         [--jobs 300000] [--older-than 30] [--batch-size 1000] [--keep]
 
-It creates a database of its own (qualgent_retention_<pid>), fills it with tests/perf/reporting_bench.py's
+It creates a database of its own (qualgent_retention_<pid>), fills it with benchmarks/reporting.py's
 history (50 orgs, 90 days, groups of 15, retries, re-runs, cancels, 10,000 live jobs), VACUUM ANALYZE, then:
 times reporting.org_success_rates, flaky_tests and app_versions over all time; counts what a prune at
 --older-than days would delete (the dry run); prunes it (timed: jobs per second, seconds per batch); VACUUM
@@ -23,10 +23,10 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
+from benchmarks.reporting import FILL
 from qualgent.db import migrate
 from qualgent.db.engine import create_server_engine, libpq_url
 from qualgent.queue import retention
-from tests.perf.reporting_bench import FILL
 
 VIEWS = {
     "org_success_rates": ("org_id", "finished", "completed", "failed", "cancelled", "success_rate"),

@@ -23,7 +23,7 @@ connections. Measured:
   HOT (no index entry written, pruned without VACUUM), dead tuples left, and table sizes before and after.
 Afterwards every agent is deregistered (its claim goes back) and the jobs submitted for it are cancelled.
 
-    python -m qualgent.bench.heartbeats --database-url postgresql://postgres@127.0.0.1:5432/scratch \\
+    python -m benchmarks.heartbeats --database-url postgresql://postgres@127.0.0.1:5432/scratch \\
         [--api-url http://127.0.0.1:3000/api --server-pid PID] [--agents 1000] [--interval 10] [--duration 30]
 
 With no --api-url it starts `qgjob server --migrate` on the scratch database itself. Prints JSON.
@@ -48,8 +48,9 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from qualgent.bench._postgres import APPLICATION_NAME, PostgresCpu, PostgresProcesses, cpu_of
-from qualgent.bench.common import BenchTarget, percentiles, target_for
+from benchmarks.common import target_for
+from benchmarks.postgres import APPLICATION_NAME, PostgresCpu, PostgresProcesses, cpu_of
+from qualgent.bench.common import BenchTarget, percentiles
 from qualgent.db.engine import libpq_url
 from qualgent.db.sql import P
 
@@ -527,7 +528,7 @@ class _Database:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qualgent.bench.heartbeats", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.heartbeats", description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", required=True, help="a scratch database (agents are added to it)")
     parser.add_argument("--api-url", help="a qgjob server on that database (default: start one)")
     parser.add_argument("--server-pid", type=int, help="that server's pid, for its CPU time")

@@ -1,7 +1,7 @@
 """The scheduling benchmark: the real claim SQL, driven by simulated agents over a generated mixed workload, in
 simulated time, against the plain tier/priority/age order on the same workload.
 
-    python -m qualgent.bench.scheduling --database-url postgresql://postgres@127.0.0.1:5432/postgres [--json]
+    python -m benchmarks.scheduling --database-url postgresql://postgres@127.0.0.1:5432/postgres [--json]
 
 Each policy runs in a scratch database (made beside the one given, migrated, dropped). Submissions, claims and
 reports go through qualgent's own code and SQL (qualgent.queue.jobs.submit, the claim function, report_progress);
@@ -354,7 +354,7 @@ def _table(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m qualgent.bench.scheduling", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scheduling", description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", required=True, help="a PostgreSQL server to make scratch databases on")
     parser.add_argument("--seed", type=int, default=19)
     parser.add_argument("--agents", type=int, default=8)

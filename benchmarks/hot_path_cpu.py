@@ -1,7 +1,7 @@
 """PostgreSQL's and the server's CPU per job on the agents' hot path, one agent, serial: the harness behind the
 schema experiments of docs/performance.md (a HOT-friendly jobs table, json for jsonb).
 
-    .venv/bin/python -m tests.perf.hot_path_cpu [--server-url postgresql://...] [--variant FILE.sql]
+    .venv/bin/python -m benchmarks.hot_path_cpu [--server-url postgresql://...] [--variant FILE.sql]
         [--jobs 10000] [--group-size 20] [--rounds 2]
 
 It makes the bench's scratch database (qualgent.bench.run.scratch_database) on --server-url's server (default: the
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psycopg
 
-from qualgent.bench._postgres import cpu_of
+from benchmarks.postgres import cpu_of
 from qualgent.bench.run import scratch_database
 from qualgent.db.engine import create_server_engine, libpq_url
 from qualgent.db.raw import Direct

@@ -1,6 +1,6 @@
 """How many of the hot path's updates are HOT (heap-only: no index entry written), table by table.
 
-    .venv/bin/python -m tests.perf.table_hygiene [--server-url postgresql://postgres@127.0.0.1:5432/postgres]
+    .venv/bin/python -m benchmarks.table_hygiene [--server-url postgresql://postgres@127.0.0.1:5432/postgres]
         [--revision head] [--agents 20] [--groups 200] [--jobs-per-group 10] [--heartbeats-per-job 3] [--keep]
 
 It creates a database of its own (qualgent_hygiene_<pid>), migrates it to --revision (compare `0005`, the

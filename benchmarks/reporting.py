@@ -1,6 +1,6 @@
 """Time the reporting views, and the queue's state queries, on a database of a million finished jobs.
 
-    .venv/bin/python -m tests.perf.reporting_bench [--server-url postgresql://postgres@127.0.0.1:5432/postgres]
+    .venv/bin/python -m benchmarks.reporting [--server-url postgresql://postgres@127.0.0.1:5432/postgres]
         [--jobs 1000000] [--runs 3] [--keep]
 
 It creates a database of its own on that server (qualgent_bench_<pid>), migrates it with the real

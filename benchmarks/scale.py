@@ -25,7 +25,7 @@ between the batches, releases apart): on a shared 2-core machine latency moves w
 time much less. `EXPLAIN (ANALYZE, BUFFERS)` of the claim statement (rolled back) records the index it walks
 and the pages it touches: a flat count of buffers is the machine-independent sign of a flat claim.
 
-    python -m qualgent.bench.scale --database-url postgresql://postgres@127.0.0.1:5432/scratch \\
+    python -m benchmarks.scale --database-url postgresql://postgres@127.0.0.1:5432/scratch \\
         [--api-url http://127.0.0.1:3000/api] [--size 10000 --size 1000000] [--finished 5000000] [--samples 300]
         [--quick]
 
@@ -51,14 +51,15 @@ import httpx
 import psycopg
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from qualgent.bench._postgres import (
+from benchmarks.common import target_for
+from benchmarks.postgres import (
     APPLICATION_NAME,
     PostgresProcesses,
     cpu_and_birth,
     cpu_of,
     uptime_ticks,
 )
-from qualgent.bench.common import BenchTarget, percentiles, ratio, target_for
+from qualgent.bench.common import BenchTarget, percentiles, ratio
 from qualgent.db.engine import libpq_url, normalize_url
 from qualgent.db.plans import plans_inside
 from qualgent.db.raw import Direct
@@ -625,7 +626,7 @@ async def _server_facts(database_url: str) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qualgent.bench.scale", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", required=True, help="a scratch database (it is filled with jobs)")
     parser.add_argument("--api-url", help="a qgjob server on that database (default: start one)")
     parser.add_argument("--server-pid", type=int, help="that server's pid, for its CPU time")

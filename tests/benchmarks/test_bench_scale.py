@@ -9,9 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from benchmarks.heartbeats import measure_heartbeats
+from benchmarks.scale import measure_claim_scale
 from qualgent.bench.common import BenchTarget, ServerProcess
-from qualgent.bench.heartbeats import measure_heartbeats
-from qualgent.bench.scale import measure_claim_scale
 from qualgent.db.engine import libpq_url
 
 pytestmark = pytest.mark.anyio

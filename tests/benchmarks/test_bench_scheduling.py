@@ -3,7 +3,7 @@ The figures themselves are for people (docs/performance.md)."""
 
 from __future__ import annotations
 
-from qualgent.bench import scheduling
+from benchmarks import scheduling
 
 
 def test_both_policies_run_every_job_and_report_consistent_figures(pg_server: str) -> None:

@@ -1,5 +1,5 @@
 -- A jobs table whose completion is a HOT update (docs/performance.md, "Measured and not adopted"), for
--- `python -m tests.perf.hot_path_cpu --variant tests/perf/hot_jobs_variant.sql`: no B-tree references status or
+-- `python -m benchmarks.hot_path_cpu --variant benchmarks/hot_jobs_variant.sql`: no B-tree references status or
 -- finished_at of jobs (BRIN is summarizing: PostgreSQL 16+ keeps an update HOT when only such indexes' columns
 -- change), a group's jobs are read through a plain index, and pages leave room for the new row versions.
 -- An experiment, not a migration: the running-jobs gauge, listings by status, the latest-finished report and

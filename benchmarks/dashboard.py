@@ -1,6 +1,6 @@
 """The dashboard's pages against the JSON API routes that answer the same question, on one server.
 
-    .venv/bin/python -m tests.perf.dashboard_bench [--server-url postgresql://postgres@127.0.0.1:5432/postgres]
+    .venv/bin/python -m benchmarks.dashboard [--server-url postgresql://postgres@127.0.0.1:5432/postgres]
         [--jobs 5000] [--rounds 300]
 
 It makes a scratch database on that server (migrated by the real migrations, dropped at the end), starts a
@@ -12,7 +12,6 @@ median and p95 wall time of each and the page's ratio to the route. Not collecte
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -20,9 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from qualgent.db import migrate
-from tests.conftest import create_database, drop_database
-from tests.e2e.harness import Server
+from qualgent.bench.common import ServerProcess
+from qualgent.bench.run import scratch_database
 
 
 def main() -> None:
@@ -31,21 +29,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=300)
     args = parser.parse_args()
-    name = f"qualgent_dashboard_bench_{os.getpid()}"
-    url = create_database(args.server_url, name)
-    try:
-        migrate.upgrade(url)
-        with tempfile.TemporaryDirectory() as scratch:
-            server = Server(Path(scratch) / "server.log", database_url=url).start()
-            try:
-                run(server, args.jobs, args.rounds)
-            finally:
-                server.stop()
-    finally:
-        drop_database(args.server_url, name)
+    with (
+        scratch_database(args.server_url) as url,
+        tempfile.TemporaryDirectory() as scratch,
+        ServerProcess(url, Path(scratch) / "server.log") as server,
+    ):
+        run(server, args.jobs, args.rounds)
 
 
-def run(server: Server, jobs: int, rounds: int) -> None:
+def run(server: ServerProcess, jobs: int, rounds: int) -> None:
     base = f"http://127.0.0.1:{server.port}"
     with httpx.Client(base_url=base, timeout=60) as client:
         batch = [
