@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from tests.eventually import wait_for  # noqa: F401  (the e2e tests import it from here)
+
 QGJOB = str(Path(sys.executable).with_name("qgjob"))
 
 
@@ -175,11 +177,3 @@ def agent_process(
                 process.wait()
 
 
-def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

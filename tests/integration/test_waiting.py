@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
 
 from qualgent.db.engine import libpq_url
+from tests.eventually import parked
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.anyio
 
-
-async def _finish_later(api: Api, agent: str, claim: dict[str, object], job_id: str, code: int, delay: float) -> float:
-    await asyncio.sleep(delay)
-    await api.run(agent, claim, job_id, code)
-    return time.monotonic()
+METRICS = "/api/monitoring/metrics"
 
 
 async def test_a_long_poll_returns_as_soon_as_the_job_is_final(api: Api) -> None:
@@ -28,14 +25,14 @@ async def test_a_long_poll_returns_as_soon_as_the_job_is_final(api: Api) -> None
     agent = await api.register()
     claim = await api.claim(agent)
     assert claim is not None
-    started = time.monotonic()
-    finisher = asyncio.create_task(_finish_later(api, agent, claim, job["id"], 0, 0.5))
-    waited = await api.call("GET", f"/jobs/{job['id']}/wait", timeout=20)
-    answered = time.monotonic()
-    finished = await finisher
+    waiter = asyncio.create_task(api.call("GET", f"/jobs/{job['id']}/wait", timeout=20))
+    await parked(api.client, jobs=1, path=METRICS)
+    assert not waiter.done()
+    await api.run(agent, claim, job["id"], 0)
+    finished = time.monotonic()
+    waited = await asyncio.wait_for(waiter, 10)
     assert waited["status"] == "completed"
-    assert answered - started < 10, "the long-poll must not wait for its timeout"
-    assert answered >= finished - 0.05
+    assert time.monotonic() - finished < 5, "the commit wakes the long-poll, not its timeout"
 
 
 async def test_a_long_poll_answers_with_the_current_state_at_its_timeout(api: Api) -> None:
@@ -58,7 +55,7 @@ async def test_bulk_wait_answers_at_once_for_unknown_states_then_on_a_change(api
     known = {first["id"]: "pending", second["id"]: "pending"}
     ref = {"group_id": claim["group_id"], "token": claim["token"]}
     waiter = asyncio.create_task(api.call("POST", "/jobs/wait", {"jobs": known, "timeout": 20}))
-    await asyncio.sleep(0.3)
+    await parked(api.client, jobs=1, path=METRICS)
     assert not waiter.done()
     await api.call("POST", f"/agents/{agent}/jobs/{first['id']}/start", ref)
     answer = await asyncio.wait_for(waiter, 10)
@@ -76,7 +73,7 @@ async def test_an_idle_agent_is_woken_by_a_submission(api: Api) -> None:
     agent = await api.register()
     started = time.monotonic()
     claiming = asyncio.create_task(api.call("POST", f"/agents/{agent}/claim", {"wait": 20}))
-    await asyncio.sleep(0.3)
+    await parked(api.client, waiters=1, path=METRICS)
     assert not claiming.done()
     job = await api.submit()
     claim = await asyncio.wait_for(claiming, 10)
@@ -90,7 +87,7 @@ async def test_a_waiter_gets_the_final_state_after_the_listen_connection_is_kill
     claim = await api.claim(agent)
     assert claim is not None
     waiter = asyncio.create_task(api.call("GET", f"/jobs/{job['id']}/wait", timeout=25))
-    await asyncio.sleep(0.3)
+    await parked(api.client, jobs=1, path=METRICS)
     conninfo = libpq_url(db_url)
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         killed = await conn.execute(
@@ -129,24 +126,35 @@ async def test_concurrent_submissions_with_one_key_make_the_jobs_once(api: Api) 
     assert len(await api.call("GET", "/jobs", limit=1000)) == 50
 
 
-async def _read_events(api: Api, params: dict[str, Any], count: int, found: list[dict[str, Any]]) -> None:
+async def _read_events(
+    api: Api,
+    params: dict[str, Any],
+    enough: Callable[[list[dict[str, Any]]], bool],
+    found: list[dict[str, Any]],
+    subscribed: asyncio.Event,
+) -> None:
+    """The stream's job events into `found` until `enough(found)`; `subscribed` is set by the stream's own
+    ": subscribed" comment, from which on the server misses no change."""
     async with api.client.stream("GET", "/api/events", params=params, timeout=30) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         event = None
         async for line in response.aiter_lines():
-            if line.startswith("event: "):
+            if line.startswith(": subscribed"):
+                subscribed.set()
+            elif line.startswith("event: "):
                 event = line.removeprefix("event: ")
             elif line.startswith("data: ") and event == "job":
                 found.append(json.loads(line.removeprefix("data: ")))
-                if len(found) >= count:
+                if enough(found):
                     return
 
 
 async def test_server_sent_events_follow_an_orgs_jobs(api: Api) -> None:
     found: list[dict[str, Any]] = []
-    reader = asyncio.create_task(_read_events(api, {"org_id": "acme"}, 2, found))
-    await asyncio.sleep(0.5)
+    subscribed = asyncio.Event()
+    reader = asyncio.create_task(_read_events(api, {"org_id": "acme"}, lambda f: len(f) >= 2, found, subscribed))
+    await asyncio.wait_for(subscribed.wait(), 10)
     await api.submit(org_id="other")
     job = await api.submit(org_id="acme")
     await api.call("DELETE", f"/jobs/{job['id']}")
@@ -156,14 +164,18 @@ async def test_server_sent_events_follow_an_orgs_jobs(api: Api) -> None:
 
 async def test_an_event_stream_filtered_by_job_starts_with_its_current_state(api: Api) -> None:
     """The stream's first event is the job as it is; the submit's own notification may still be on its way when
-    the stream starts (a busy machine), so "pending" can come twice: what counts is the order of states."""
+    the stream starts (a busy machine), so "pending" can come twice, always before the cancel's (notifications
+    arrive in commit order): what counts is the order of states."""
     job = await api.submit()
     found: list[dict[str, Any]] = []
-    reader = asyncio.create_task(_read_events(api, {"job_id": job["id"]}, 3, found))
-    await asyncio.sleep(0.5)
+    subscribed = asyncio.Event()
+
+    def cancelled(events: list[dict[str, Any]]) -> bool:
+        return events[-1]["status"] == "cancelled"
+
+    reader = asyncio.create_task(_read_events(api, {"job_id": job["id"]}, cancelled, found, subscribed))
+    await asyncio.wait_for(subscribed.wait(), 10)
     await api.call("DELETE", f"/jobs/{job['id']}")
-    with contextlib.suppress(TimeoutError):  # two events, or three with the repeated "pending"
-        await asyncio.wait_for(asyncio.shield(reader), 3)
-    reader.cancel()
+    await asyncio.wait_for(reader, 10)
     states = [e["status"] for e in found]
     assert [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]] == ["pending", "cancelled"]
