@@ -19,6 +19,7 @@ import pytest
 from qualgent.db import migrate
 from qualgent.db.embedded import EmbeddedPostgres
 from tests.e2e.harness import QGJOB, Cli, Server, agent, clean_env, fake_appwright, wait_for
+from tests.eventually import parked_now
 
 pytestmark = pytest.mark.e2e
 
@@ -67,11 +68,16 @@ def test_a_frozen_agent_cannot_overwrite_the_result_of_the_one_that_took_over(
             assert _job(cli, job["id"])["status"] == "completed"
         finally:
             frozen.send_signal(signal.SIGCONT)
-        time.sleep(3)  # the frozen agent wakes, its own run ended (exit 1): it tries to report
+        # The frozen agent wakes, its own run ends (exit 1) and it tries to report: the server refuses it.
+        wait_for(lambda: _refused(tmp_path / "frozen.log"), timeout=30, what="the frozen agent's report refused")
     shown = _job(cli, job["id"])
     assert shown["status"] == "completed"
     assert shown["result"]["exit_code"] == 0  # type: ignore[index]
-    assert "not recorded" in (tmp_path / "frozen.log").read_text() or "lost" in (tmp_path / "frozen.log").read_text()
+
+
+def _refused(log: Path) -> bool:
+    text = log.read_text()
+    return "not recorded" in text or "lost" in text
 
 
 def test_infra_once_then_pass_and_always_infra(server: Server, cli: Cli, tmp_path: Path) -> None:
@@ -119,10 +125,9 @@ def test_a_job_cancelled_while_its_group_runs_is_stopped_when_its_start_is_refus
         assert cli.run("cancel", "--job-id", second["id"]).returncode == 0
         wait_for(lambda: _job(cli, first["id"])["status"] == "completed", timeout=30, what="the first to complete")
         wait_for(lambda: "cancelled meanwhile" in log.read_text(), timeout=10, what="the agent to drop the second")
-        time.sleep(1)  # had its process got as far as logging, it would have by now
-        for line in [run for run in _runs(runs) if "b-sleep60" in run]:
-            pid = int(line.split(" pid=")[1].split()[0])
-            wait_for(lambda p=pid: not Path(f"/proc/{p}").exists() or _zombie(p), timeout=10, what="its process to go")
+        # The agent says so once the run it started has ended: no process of it is left, whether or not it had
+        # got as far as logging its start (a check of the processes themselves, not of a list that may be empty).
+        assert _running(script, "b-sleep60") == []
     shown = _job(cli, second["id"])
     assert shown["status"] == "cancelled"
     assert shown["attempt_history"] == []  # the start was refused: no attempt
@@ -138,11 +143,26 @@ def test_cancel_during_a_run_stops_the_test_within_seconds(server: Server, cli: 
         assert cli.run("cancel", "--job-id", job["id"]).returncode == 0
         wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=15, what="the test process to go")
         stopped_after = time.monotonic() - cancelled_at
-        time.sleep(1)
+        # The agent reports the stopped run and closes its group: it is back, waiting for work.
+        with httpx.Client(base_url=server.api_url, timeout=10) as http:
+            wait_for(lambda: parked_now(http, waiters=1), timeout=15, what="the agent waiting for work again")
     shown = _job(cli, job["id"])
     assert shown["status"] == "cancelled"
-    assert [a["outcome"] for a in shown["attempt_history"]] == ["cancelled"]  # type: ignore[index]
+    assert [a["outcome"] for a in shown["attempt_history"]] == ["cancelled"]
     assert stopped_after < 5, f"the test ran on for {stopped_after:.1f}s after the cancel"
+
+
+def _running(script: Path, name: str) -> list[int]:
+    """Live processes of `script` whose command line names `name`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if entry.name.isdigit() and str(script) in cmdline and name in cmdline and not _zombie(int(entry.name)):
+            found.append(int(entry.name))
+    return found
 
 
 def _zombie(pid: int) -> bool:
@@ -175,9 +195,9 @@ def test_a_server_killed_during_submissions_loses_none_it_acknowledged(db_url: s
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         for n in range(8):
             pool.submit(submitter, n)
-        time.sleep(2)
+        wait_for(lambda: len(acknowledged) > 100, what="submissions acknowledged")
         server.stop(signal.SIGKILL)
-        time.sleep(0.5)
+        time.sleep(0.5)  # the scenario: the submitters keep at it, against a dead server, for a while
         stop.set()
     assert len(acknowledged) > 50
     restarted = Server(tmp_path / "server.log", database_url=db_url).start()
@@ -240,7 +260,7 @@ def test_agents_and_waiting_clis_ride_out_a_postgresql_restart(tmp_path: Path) -
         with agent(server.api_url, script, tmp_path / "agent.log"):
             wait_for(lambda: _runs(runs), what="the first test")
             database.stop()  # this process is its only registered user: it really stops
-            time.sleep(2)
+            time.sleep(2)  # the scenario: PostgreSQL stays down a while (the agent and the waiting CLI retry)
             database.start()
             out, err = waiting.communicate(timeout=120)
         assert waiting.returncode == 1, err[-2000:]

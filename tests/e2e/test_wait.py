@@ -17,7 +17,8 @@ import psycopg
 import pytest
 
 from qualgent.db.engine import libpq_url
-from tests.e2e.harness import Cli, Server, agent, fake_appwright
+from tests.e2e.harness import Cli, Server, agent, fake_appwright, wait_for
+from tests.eventually import parked, parked_now
 
 pytestmark = pytest.mark.e2e
 
@@ -118,9 +119,10 @@ def test_a_waiting_cli_survives_a_server_restart(db_url: str, tmp_path: Path) ->
         [*cli_args(cli), "wait", "--job-id", job["id"], "--timeout", "90", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(cli),
     )  # fmt: skip
-    time.sleep(1)
+    with httpx.Client(base_url=first.api_url, timeout=10) as http:
+        wait_for(lambda: parked_now(http, jobs=1), what="the CLI's long-poll parked on the server")
     first.stop(signal.SIGKILL)
-    time.sleep(2)
+    time.sleep(2)  # the scenario: no server for a while (the waiting CLI retries)
     second = _restart_on(first.port, db_url, tmp_path)
     script, _ = fake_appwright(tmp_path)
     try:
@@ -198,7 +200,7 @@ async def _thousand_waiters(server: Server, db_url: str, tmp_path: Path) -> None
             asyncio.create_task(pollers[i // POLLS_PER_CLIENT].get(f"/jobs/{job_id}/wait", params={"timeout": 60}))
             for i, job_id in enumerate(watched)
         ]
-        await _until_parked(api, WAITERS)
+        await parked(api, waiters=WAITERS)
         assert not any(poll.done() for poll in polls), "a long-poll answered before its job was final"
         # Overflow connections of the initial reads close as they go back: the pool's 10, the agents' hot-path
         # pool (qualgent.db.raw.Direct, its one idle connection) and LISTEN stay.
@@ -234,16 +236,6 @@ def _final(index: int) -> str:
     if index >= 20:
         return "cancelled"
     return "failed" if index % 2 else "completed"
-
-
-async def _until_parked(api: httpx.AsyncClient, count: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        parked = (await api.get("/monitoring/metrics")).json()["listen"]["waiters"]
-        if parked >= count:
-            return
-        assert time.monotonic() < deadline, f"only {parked} of {count} long-polls parked after {timeout}s"
-        await asyncio.sleep(0.05)
 
 
 class _ConnectionCount:
