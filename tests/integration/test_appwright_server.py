@@ -11,6 +11,7 @@ import pytest
 
 from qualgent.db.engine import libpq_url
 from qualgent.queue.browserstack import custom_id
+from tests.eventually import parked
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.anyio
@@ -78,7 +79,7 @@ async def test_the_run_watch_answers_the_jobs_retries_and_wakes_on_a_cancel(api:
     assert {(j["status"], j["test_retries"], j["timeout_seconds"]) for j in now} == {("pending", 1, 90)}
     known = {"jobs": [{"id": i, "status": "pending"} for i in ids], "timeout": 10}
     watch = asyncio.create_task(api.call("POST", f"/agents/{agent_id}/jobs/wait", known))
-    await asyncio.sleep(0.2)
+    await parked(api.client, jobs=1, path="/api/monitoring/metrics")
     assert not watch.done()
     await api.call("DELETE", f"/jobs/{ids[1]}")
     answer = await asyncio.wait_for(watch, 5)

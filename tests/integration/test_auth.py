@@ -19,6 +19,7 @@ import pytest
 from qualgent.agent.client import AgentClient, ServerConflict, ServerRejected
 from qualgent.db.engine import libpq_url
 from qualgent.settings import Settings
+from tests.eventually import until
 from tests.integration.conftest import Api, serve_api
 
 pytestmark = pytest.mark.anyio
@@ -173,7 +174,11 @@ async def test_tokens_cached_before_the_listen_connection_was_lost_are_read_agai
         while not (now := conn.execute(listening).fetchall()) or now == old:
             assert time.monotonic() < deadline, "the server did not listen again"
             await asyncio.sleep(0.02)  # the server runs in this event loop
-    await asyncio.sleep(0.1)  # the hub marks itself connected right after its LISTEN
+
+    async def connected() -> bool:
+        return bool((await admin.call("GET", "/monitoring/metrics"))["listen"]["connected"])
+
+    await until(connected, what="the hub to mark itself connected (right after its LISTEN)")
     await submitter.call("GET", "/jobs", expect=401)
 
 

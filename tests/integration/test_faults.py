@@ -181,7 +181,7 @@ async def test_a_heartbeat_extends_the_leases_it_holds_and_names_those_it_lost(a
             return row[0] if row else None
 
     before = lease()
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # the scenario: time passes, so an extended lease ends later than `before`
     beat = await api.call("PUT", f"/agents/{agent}/heartbeat", {"claims": [ref, elsewhere]})
     assert (beat["held"], beat["lost"], beat["cancelled_job_ids"]) == ([ref["group_id"]], [elsewhere["group_id"]], [])
     assert lease() > before

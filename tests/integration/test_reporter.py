@@ -74,7 +74,7 @@ async def test_a_suite_of_quick_tests_is_reported_a_linger_at_a_time_not_a_round
         began = time.monotonic()
         for job in claim["jobs"]:
             reporter.start(job["id"])
-            await asyncio.sleep(0.004)
+            await asyncio.sleep(0.004)  # the scenario: each test takes a moment, so reports linger and batch
             reporter.result(job["id"], PASSED)
         elapsed = time.monotonic() - began
         await reporter.close()

@@ -18,6 +18,7 @@ import pytest
 from qualgent.db.engine import libpq_url
 from qualgent.notify import events
 from qualgent.settings import Settings
+from tests.eventually import until
 from tests.integration.conftest import Api, serve_api
 
 pytestmark = pytest.mark.anyio
@@ -102,15 +103,6 @@ async def _open_when_room(client: httpx.AsyncClient, token: str, timeout: float 
         await asyncio.sleep(0.05)
 
 
-async def _until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s")
-
-
 def _client(api: Api) -> httpx.AsyncClient:
     """A client of its own for the streams, without a cap on its connections."""
     return httpx.AsyncClient(base_url=str(api.client.base_url), limits=httpx.Limits(max_connections=None))
@@ -139,7 +131,7 @@ async def test_other_orgs_changes_cost_a_stream_no_read_and_one_read_serves_all(
         cancelled = await _submit(api, betas[0], "beta")  # then one change of beta, after alpha's five
         response = await api.client.delete(f"/api/jobs/{cancelled[0]}", headers=_bearer(betas[0]))
         assert response.status_code == 200
-        await _until(lambda: all(len(s.events) >= 2 for s in streams))
+        await until(lambda: all(len(s.events) >= 2 for s in streams))
         for stream in streams:
             assert [(name, e["org_id"], e["status"]) for name, e in stream.events] == [
                 ("job", "beta", "pending"),
@@ -194,7 +186,7 @@ async def test_revoking_a_token_ends_its_open_streams(api: Api, db_url: str) -> 
         # Streams of tokens still live go on, and see what comes next.
         assert not kept.ended.is_set()
         await _submit(api, ADMIN, "alpha")
-        await _until(lambda: any(name == "job" for name, _ in kept.events))
+        await until(lambda: any(name == "job" for name, _ in kept.events))
         await kept.close()
         # the revoked token opens no new stream
         response = await client.get("/api/events", headers=_bearer(alpha))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from qualgent.agent.executor import TAIL_BYTES, Run
+from tests.eventually import until
 
 pytestmark = pytest.mark.anyio
 
@@ -52,14 +53,21 @@ async def test_a_timeout_kills_the_whole_process_tree(tmp_path: Path) -> None:
     assert result.exit_code is None
     assert "timed out" in (result.error or "")
     child = int(pid_file.read_text())
-    await asyncio.sleep(0.2)
-    assert not _alive(child) or Path(f"/proc/{child}/stat").read_text().split()[2] == "Z"
+    await until(lambda: not _alive(child) or _zombie(child), timeout=10, what="the child to die")
 
 
-async def test_stop_kills_a_running_test() -> None:
-    run = Run(_python("import time; time.sleep(60)"), timeout=60)
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+async def test_stop_kills_a_running_test(tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    run = Run(_python(f"import pathlib, time; pathlib.Path({str(started)!r}).touch(); time.sleep(60)"), timeout=60)
     task = asyncio.create_task(run.execute())
-    await asyncio.sleep(0.5)
+    await until(started.exists, timeout=30, what="the test to start")
     await run.stop()
     result = await asyncio.wait_for(task, 10)
     assert result.stopped
