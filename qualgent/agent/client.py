@@ -3,7 +3,8 @@ and turns 409 into StaleClaim/Conflict so the loop can drop a lost group.
 
 Requests go straight to httpx's connection pool (`AsyncHTTPTransport`), not through `AsyncClient`: the agent sends
 a few kinds of JSON request to one server, and the client's layers it does not use (URL merging, auth flows,
-redirects, a cookie jar filled from every answer) cost ~40% of an agent's CPU per request (docs/performance.md).
+redirects, a cookie jar filled from every answer) are a large part of an agent's CPU per request
+(docs/performance.md).
 What the client did that the agent needs is done here: the base URL, the bearer token, timeouts, and a proxy from
 the environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY), as httpx reads it."""
 
@@ -44,7 +45,7 @@ class AgentClient:
         self._base = api_url.rstrip("/")
         auth = [("Authorization", f"Bearer {token}")] if token else []
         self._plain = auth
-        self._json = [*auth, ("Content-Type", "application/json")]  # bodies encoded by msgspec, several times faster
+        self._json = [*auth, ("Content-Type", "application/json")]  # bodies encoded by msgspec, in C
         self._http = httpx.AsyncHTTPTransport(proxy=_proxy_for(httpx.URL(self._base)))
         self.max_backoff = max_backoff
 

@@ -125,9 +125,9 @@ async def _collect(process: asyncio.subprocess.Process, tail: deque[bytes]) -> N
 
 def watch_children_by_pidfd() -> None:
     """Python 3.11 waits for each test process in a thread of its own (ThreadedChildWatcher); a pidfd in the
-    event loop costs no thread per test (~0.2 ms less of the agent's CPU per process here). 3.12 does this by
-    default (and deprecates choosing). For `qgjob agent`, and for `qgjob bench`, whose spawn baseline must spawn
-    as the agents do."""
+    event loop costs no thread per test, so the agent's CPU per test process does not grow with a thread's start.
+    3.12 does this by default (and deprecates choosing). For `qgjob agent`, and for benchmarks.agent_processes,
+    whose spawn baseline must spawn as the agents do."""
     if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
         return
     try:

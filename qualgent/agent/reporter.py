@@ -1,18 +1,18 @@
 """The agent's side of batched reporting: a group's starts and results go to the server as they happen,
 with one request in flight at a time; whatever happens while a request is in flight rides on the next one.
 
-An event waits at most LINGER_SECONDS for others to join it (River's batch completer waits up to 50 ms): a
-suite of 30-second tests reports each start and each result 25-50 ms late, which nobody sees, while a suite of
-quick tests reports many jobs per request and per commit. What comes while a request is in flight lingers too,
-counted from when it came: sent as soon as a round trip ended, a suite of 3 ms tests went out two runs a request,
-a round trip apart (three agents: 8.4 requests a group of 20 -> 3.2; the server's CPU 0.35 -> 0.19 ms a job).
+An event waits at most LINGER_SECONDS for others to join it (as River's batch completer does): a suite of long
+tests reports each start and each result a moment late, which nobody sees, while a suite of quick tests reports
+many jobs per request and per commit. What comes while a request is in flight lingers too, counted from when it
+came: sent as soon as a round trip ended, a suite of very quick tests would go out a run or two a request, a round
+trip apart, and the server would pay a request per run.
 
 A start also waits until it is LINGER_SECONDS old, unless its result has come (or the group is over): a test over
-within those 25 ms is then reported once, start and result together, which the server writes in one statement
-and one row version (qualgent_report_runs). Without that wait, a suite of quick tests sent every report with the
-start of the test then running and not its result, and every report took the server's general path. (25 ms rather
-than 10: with three `qgjob agent` processes running `true`, 630-710 jobs/s against 510-590, the server's CPU per
-job 0.34-0.40 ms against 0.49-0.59, four interleaved runs each.)"""
+within the linger is then reported once, start and result together, which the server writes in one statement
+and one row version (qualgent_report_runs). Without that wait, a suite of quick tests would send every report
+with the start of the test then running and not its result, and every report would take the server's general
+path. LINGER_SECONDS is long enough for a quick test to end inside it and short enough for nobody to notice
+(docs/performance.md gives the figures)."""
 
 from __future__ import annotations
 

@@ -29,9 +29,8 @@ from qualgent.queue._common import (
 )
 
 
-# JobSpec and NewJob are made 10,000 at a time by a bulk submit: named tuples, immutable like a frozen dataclass at
-# a third of the cost to make (a frozen dataclass sets each field through object.__setattr__: ~2.5 us against
-# ~0.7 us here, 50 ms of a 10,000-job submit for the two).
+# JobSpec and NewJob are made 10,000 at a time by a bulk submit: named tuples, immutable like a frozen dataclass
+# and cheaper to make (a frozen dataclass sets each field through object.__setattr__).
 class JobSpec(NamedTuple):
     """One job as submitted (already validated by the caller's schema)."""
 
@@ -46,7 +45,7 @@ class JobSpec(NamedTuple):
 
     @property
     def key(self) -> GroupKey:
-        return GroupKey(self.org_id, self.app_version_id, str(self.target))  # (its value; str() is 3x faster)
+        return GroupKey(self.org_id, self.app_version_id, str(self.target))  # its value (str() of a StrEnum)
 
 
 class NewJob(NamedTuple):
@@ -140,8 +139,8 @@ Q_COPY_JOBS = (
 
 
 def sorted_ids(count: int) -> list[uuid.UUID]:
-    """`new_ids`, ascending. Sorted as 16-byte strings (compared in C; sorting the UUIDs compares them in Python,
-    3x the cost), which is the order of both Python's UUID and PostgreSQL's uuid."""
+    """`new_ids`, ascending. Sorted as 16-byte strings (compared in C; sorting the UUIDs would compare them in
+    Python), which is the order of both Python's UUID and PostgreSQL's uuid."""
     return [uuid.UUID(bytes=chunk) for chunk in sorted(_random_uuid_bytes(count))]
 
 
@@ -170,7 +169,7 @@ async def submit_in(
     ids = list(ids) if ids is not None else new_ids(len(specs))
     group_ids = [groups[key] for key in keys]
     group_text = {key: str(group_id) for key, group_id in groups.items()}  # once per group, not once per job
-    # COPY, the bulk path PostgreSQL parses fastest (25% under INSERT ... SELECT of the same rows here), on the
+    # COPY, the bulk path PostgreSQL parses fastest (faster than INSERT ... SELECT of the same rows), on the
     # transaction's own psycopg connection, written as blocks of COPY text (psycopg's row-by-row formatting
     # cost more than PostgreSQL's parsing of it). Defaults (status, attempts, timestamps) are the table's, which
     # NewJob mirrors instead of reading the rows back.

@@ -1,6 +1,6 @@
 """Runs an agent reports after its claim was lost: on record in the job's history, its state untouched.
 
-An agent starts a test and reports the start a moment later (its reporter lingers up to 25 ms to batch). Should
+An agent starts a test and reports the start a moment later (its reporter lingers up to LINGER_SECONDS to batch). Should
 the server be down then (killed, restarting), the start reaches it only after the lease lapsed and the rescue
 handed the group back: the report is refused (409, the claim is stale) and the job runs again elsewhere. Runs are
 at least once, but every run that started must leave an attempt, or the history lies about what a device did (a
