@@ -2,7 +2,7 @@
 
 EXPLAIN shows a function call as one opaque node; auto_explain, loaded for one transaction and set to report at
 NOTICE level, hands the client the plan of every statement the function runs. The transaction is rolled back.
-Used by the plan regression tests and by `qgjob bench --scale`. LOAD needs a superuser (or auto_explain among
+Used by the plan regression tests and by benchmarks/scale.py. LOAD needs a superuser (or auto_explain among
 the server's plugins)."""
 
 from __future__ import annotations
