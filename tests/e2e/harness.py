@@ -175,5 +175,3 @@ def agent_process(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
