@@ -1,25 +1,8 @@
 """Commit to waiter: how long after a job's final COMMIT a client long-polling on it has its answer, with
-`waiters` long-polls (GET /api/jobs/{id}/wait, one per job) parked on the server at once.
-
-Method. Submit the jobs over the API, open one long-poll per job, and wait until the server reports them all
-parked (its `listen.waiters` in GET /api/monitoring/metrics). Then finish jobs one at a time, as an agent's
-result would: UPDATE the job to `completed` and send the product's own notification (`notify_jobs`, the
-payload every state change sends) in one transaction; the clock starts when COMMIT is sent and stops when the
-waiting client has the response, both `time.perf_counter` in this process. The next job is finished only
-after that answer and a short pause, so each finish is a separate notification. When there are fewer waiters
-than finishes, the round repeats with new jobs. The rest of a round's jobs are then finished in bulk (not
-timed) so that no long-poll is left parked on the server.
-
-Measured in the same run:
-- how long the finishing transaction itself takes (UPDATE, NOTIFY, COMMIT), for context;
-- the database connections of everything but this benchmark while the waiters are parked, with 1 waiter and
-  with all of them (and how many of them were busy): waiting must not hold a connection per waiter;
-- PostgreSQL's own commit-to-notification time: a plain psycopg LISTEN connection (its own thread, blocked
-  in `notifies()`) receiving a `pg_notify` that another connection commits, timed the same way, so the
-  figures can be given as ratios.
-
-`qgjob bench` measures it with 1 and --waiters long-polls; `python -m benchmarks.waiting` alone.
-"""
+`waiters` long-polls (GET /api/jobs/{id}/wait, one per job) parked on the server at once, against PostgreSQL's own
+COMMIT-to-notification time; and the server's database connections while they are parked (waiting must not hold a
+connection per waiter). Method and figures: docs/waiting.md, "Benchmark: commit to waiter". `qgjob bench` measures
+it with 1 and --waiters long-polls; `python -m benchmarks.waiting` alone."""
 
 from __future__ import annotations
 
