@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from alembic import context
+from qualgent.db import migrate
 from qualgent.db.engine import create_sync_engine, normalize_url
 from qualgent.db.models import Base
 
@@ -20,25 +21,31 @@ def _url() -> str:
     return normalize_url(url)
 
 
+def _run() -> None:
+    """The migrations, between dropping and re-creating the functions, triggers and views (qualgent.db.migrate),
+    all in one transaction."""
+    with context.begin_transaction():
+        dropped = migrate.before_migrations(context)
+        context.run_migrations()
+        migrate.after_migrations(context, dropped)
+
+
 def run_offline() -> None:
     context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True)
-    with context.begin_transaction():
-        context.run_migrations()
+    _run()
 
 
 def run_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
         context.configure(connection=connection, target_metadata=target_metadata)
-        with context.begin_transaction():
-            context.run_migrations()
+        _run()
         return
     engine = create_sync_engine(_url())
     try:
         with engine.connect() as conn:
             context.configure(connection=conn, target_metadata=target_metadata)
-            with context.begin_transaction():
-                context.run_migrations()
+            _run()
     finally:
         engine.dispose()
 

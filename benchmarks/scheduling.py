@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import psycopg
@@ -36,7 +37,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qualgent.bench.run import scratch_database
 from qualgent.db.engine import create_server_engine, libpq_url
-from qualgent.db.migrate import revision_module
 from qualgent.db.raw import Direct
 from qualgent.domain import Priority, Target
 from qualgent.queue import claims, jobs
@@ -130,7 +130,7 @@ PLAIN_CLAIM_SQL = "SELECT qualgent_claim_plain(%(agent_id)s, %(targets)s, %(leas
 
 def _install_plain_claim(url: str) -> None:
     """The claim of migration 0009, the plain tier/priority/age order, beside today's (same tables)."""
-    plain = revision_module("20261129_0009_hot_path_functions.py").CLAIM
+    plain = (Path(__file__).parent / "plain_claim.sql").read_text(encoding="utf-8")
     plain = plain.replace("CREATE FUNCTION qualgent_claim(", "CREATE OR REPLACE FUNCTION qualgent_claim_plain(")
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         conn.execute(plain)

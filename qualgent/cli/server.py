@@ -103,7 +103,7 @@ def server(
                 url = embedded.start()
             except EmbeddedPostgresError as err:
                 raise CliError(str(err), INFRA_ERROR) from err
-            migrate.upgrade(url)
+            _upgrade(url)
             where = f"embedded PostgreSQL in {settings.data_dir}"
         else:
             url = settings.database_url
@@ -152,19 +152,28 @@ def _stop_on_signals() -> Iterator[None]:
 def _check_schema(url: str, allow_migrate: bool) -> None:
     try:
         current, head = migrate.current_revision(url), migrate.head_revision()
+        applied = current == head and migrate.schema_sql_applied(url)
     except Exception as err:
         raise CliError(f"cannot connect to the database: {str(err).splitlines()[0]}", INFRA_ERROR) from err
-    if current == head:
+    if applied:
         return
     if allow_migrate:
         log.info("upgrading the database schema from %s to %s", current, head)
-        migrate.upgrade(url)
+        _upgrade(url)
         return
+    needs = f"revision {head}" if current != head else "this version's functions (qualgent/db/schema.sql)"
     raise CliError(
-        f"the database schema is at revision {current or 'none'}, this qgjob needs {head}: "
+        f"the database schema is at revision {current or 'none'}, this qgjob needs {needs}: "
         "run `qgjob db upgrade` (or start the server with --migrate)",
         BAD_INPUT,
     )
+
+
+def _upgrade(url: str, sql: bool = False) -> None:
+    try:
+        migrate.upgrade(url, sql=sql)
+    except migrate.SchemaTooOld as err:
+        raise CliError(str(err), BAD_INPUT) from err
 
 
 def _database_url(database_url: str | None, data_dir: Path | None) -> tuple[str, EmbeddedPostgres | None]:
@@ -198,7 +207,7 @@ def upgrade(database_url: str | None, data_dir: Path | None, sql: bool) -> None:
     url, embedded = _database_url(database_url, data_dir)
     try:
         before = None if sql else migrate.current_revision(url)
-        migrate.upgrade(url, sql=sql)
+        _upgrade(url, sql=sql)
         if not sql:
             click.echo(f"schema upgraded: {before or 'empty'} -> {migrate.current_revision(url)}")
     finally:
@@ -228,6 +237,9 @@ def check(database_url: str | None, data_dir: Path | None) -> None:
         current_rev, head = migrate.current_revision(url), migrate.head_revision()
         if current_rev != head:
             click.echo(f"out of date: database at {current_rev or 'empty'}, qgjob needs {head}")
+            sys.exit(1)
+        if not migrate.schema_sql_applied(url):
+            click.echo(f"out of date: the database's functions are not this qgjob's schema.sql ({head})")
             sys.exit(1)
         differences = migrate.schema_differences(url)
         if differences:

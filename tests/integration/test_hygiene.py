@@ -9,7 +9,6 @@ from typing import Any
 import psycopg
 from sqlalchemy import text
 
-from qualgent.db import migrate
 from qualgent.db.engine import create_sync_engine, libpq_url
 from qualgent.db.models import Base
 from qualgent.db.sql import Q
@@ -88,22 +87,3 @@ def test_heartbeats_and_lease_extensions_are_hot_updates(db_url: str) -> None:
         engine.dispose()
     assert (counts["agents"].updated, counts["agents"].hot) == (3, 3)
     assert (counts["job_groups"].updated, counts["job_groups"].hot) == (6, 6)
-
-
-def test_0006_goes_down_to_0005_and_up_again(empty_db_url: str) -> None:
-    migrate.upgrade(empty_db_url)
-    migrate.downgrade(empty_db_url, "0005")
-    assert storage_parameters(empty_db_url)["jobs"] == {"fillfactor": "70"}
-    assert storage_parameters(empty_db_url)["agents"] == {}
-    with psycopg.connect(libpq_url(empty_db_url)) as conn:
-        indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")}
-        assert "ix_job_groups_lease" in indexes
-        assert not {"ix_job_groups_running", "ix_job_groups_finished_at", "ix_jobs_group_id"} & indexes
-        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'reporting'")}
-        assert tables == set()
-        assert conn.execute("SELECT count(*) FROM reporting.org_success_rates").fetchone() == (0,)
-    migrate.upgrade(empty_db_url)
-    assert migrate.schema_differences(empty_db_url) == []
-    actual = storage_parameters(empty_db_url)
-    for table, declared in declared_parameters().items():
-        assert actual[table] == declared, table

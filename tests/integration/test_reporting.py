@@ -10,7 +10,6 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from qualgent.db import migrate
 from qualgent.db.engine import libpq_url
 from tests.integration.conftest import Api
 from tests.integration.test_schema import _index_names, explain
@@ -157,16 +156,3 @@ def test_the_windowed_report_reads_finished_jobs_by_their_finish_time(db_url: st
     assert "ix_jobs_finished_at" in _index_names(explain(db_url, query, {}))
     (row,) = sql(db_url, "SELECT * FROM reporting.org_success_rates_between(now() - interval '1 hour')")
     assert row["completed"] in (59, 60)  # the jobs finished in the last hour, one a minute
-
-
-def test_downgrade_drops_the_reporting_schema_and_upgrade_makes_it_again(empty_db_url: str) -> None:
-    migrate.upgrade(empty_db_url)
-    count = "SELECT count(*) AS n FROM information_schema.views WHERE table_schema = 'reporting'"
-    assert sql(empty_db_url, count)[0]["n"] == 4
-    migrate.downgrade(empty_db_url, "0004")
-    assert sql(empty_db_url, "SELECT count(*) AS n FROM pg_namespace WHERE nspname = 'reporting'")[0]["n"] == 0
-    indexes = "SELECT count(*) AS n FROM pg_indexes WHERE indexname IN ('ix_jobs_finished_at', 'ix_attempts_group_id')"
-    assert sql(empty_db_url, indexes)[0]["n"] == 0
-    migrate.upgrade(empty_db_url)
-    assert sql(empty_db_url, count)[0]["n"] == 4
-    assert migrate.schema_differences(empty_db_url) == []

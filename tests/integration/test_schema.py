@@ -1,8 +1,13 @@
-"""The schema comes from Alembic only, and the claim query uses the index designed for it."""
+"""The schema: tables from the migrations, functions, triggers and views from schema.sql, the same whichever way a
+database got there; and the claim query uses the index designed for it."""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,6 +18,9 @@ from qualgent.db import migrate
 from qualgent.db.engine import create_sync_engine, libpq_url
 from qualgent.db.plans import plans_inside
 from qualgent.db.sql import P
+from tests.integration.catalog import REPLACEABLE, catalog, differences
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
 def test_migrations_produce_exactly_the_models_schema(empty_db_url: str) -> None:
@@ -32,6 +40,120 @@ def test_migrations_downgrade_to_nothing_and_back(empty_db_url: str) -> None:
         assert tables == (0,)
     migrate.upgrade(empty_db_url)
     assert migrate.schema_differences(empty_db_url) == []
+
+
+def defined_in_schema_sql() -> dict[str, set[str]]:
+    """The names schema.sql creates, by kind, as the catalog spells them (public's unqualified)."""
+    text = migrate.schema_text()
+    return {
+        "function": set(re.findall(r"^CREATE FUNCTION ([\w.]+)\(", text, re.M)),
+        "view": set(re.findall(r"^CREATE VIEW ([\w.]+)", text, re.M)),
+        "trigger": {
+            f"{table}.{name}" for name, table in re.findall(r"^CREATE TRIGGER (\w+)\n.* ON (\w+)\n", text, re.M)
+        },
+    }
+
+
+def names(found: dict[str, dict[str, str]]) -> dict[str, set[str]]:
+    return {
+        "function": {signature.split("(")[0] for signature in found["function"]},
+        "view": set(found["view"]),
+        "trigger": set(found["trigger"]),
+    }
+
+
+def test_an_empty_database_gets_exactly_schema_sql(empty_db_url: str, db_url: str) -> None:
+    """Migrated from nothing, a database has the functions, triggers and views schema.sql defines, as it defines
+    them, and nothing else: the same catalog as tables-only plus schema.sql run by hand."""
+    migrate.upgrade(empty_db_url)
+    migrated = catalog(empty_db_url)
+    assert names(migrated) == defined_in_schema_sql()
+    assert all(migrated[kind] for kind in REPLACEABLE)
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        conn.execute(migrate.DROP_OBJECTS)
+        assert all(not found for kind, found in catalog(db_url).items() if kind in REPLACEABLE)
+        conn.execute(migrate.schema_text())
+    assert differences(migrated, catalog(db_url)) == []
+    assert migrate.is_up_to_date(empty_db_url)
+
+
+def restore(url: str, fixture: str) -> None:
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        conn.execute((FIXTURES / fixture).read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("revision", ["0012", "0016"])
+def test_a_database_of_the_old_chain_upgrades_to_what_a_new_one_gets(
+    empty_db_url: str, db_url: str, revision: str
+) -> None:
+    """A database the old migrations 0001-0012 (or on to 0016, what users run today) made, restored from a dump:
+    the upgrade ends with exactly the catalog a fresh migration gives, and its rows are still there."""
+    restore(empty_db_url, f"old_chain_{revision}.sql")
+    assert migrate.current_revision(empty_db_url) == revision
+    assert not migrate.is_up_to_date(empty_db_url)
+    migrate.upgrade(empty_db_url)
+    assert migrate.is_up_to_date(empty_db_url)
+    assert differences(catalog(empty_db_url), catalog(db_url)) == []
+    assert migrate.schema_differences(empty_db_url) == []
+    with psycopg.connect(libpq_url(empty_db_url)) as conn:
+        assert conn.execute("SELECT id FROM orgs").fetchall() == [("acme",)]
+        assert conn.execute("SELECT count(*) FROM job_groups WHERE org_id = 'acme'").fetchone() == (1,)
+        jobs = conn.execute("SELECT test_path, status FROM jobs ORDER BY test_path").fetchall()
+        assert jobs == [("tests/cart.spec.js", "pending"), ("tests/login.spec.js", "pending")]
+        # schema.sql's functions work on the old rows: one notification for the org's two jobs
+        sent = conn.execute("SELECT qualgent_notify_jobs('pending', array_agg(id)) FROM jobs").fetchone()
+        assert sent == (1,)
+
+
+def oids(url: str) -> dict[str, int]:
+    with psycopg.connect(libpq_url(url)) as conn:
+        rows = conn.execute(
+            "SELECT p.oid::regprocedure::text, p.oid::int FROM pg_proc p "
+            "WHERE p.pronamespace::regnamespace::text IN ('public', 'reporting')"
+        ).fetchall()
+    return dict(rows)
+
+
+def test_upgrading_again_changes_nothing_and_a_changed_schema_sql_is_applied(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before, first = catalog(db_url), oids(db_url)
+    migrate.upgrade(db_url)
+    assert oids(db_url) == first, "the same schema.sql is not applied again"
+    assert differences(catalog(db_url), before) == []
+
+    original = migrate.schema_text()
+    marker = "CREATE FUNCTION qualgent_marker() RETURNS integer LANGUAGE sql IMMUTABLE AS $$ SELECT 1 $$;\n"
+    monkeypatch.setattr(migrate, "schema_text", lambda: original + marker)
+    assert not migrate.is_up_to_date(db_url)
+    migrate.upgrade(db_url)
+    assert migrate.is_up_to_date(db_url)
+    assert "qualgent_marker()" in oids(db_url)
+
+    monkeypatch.setattr(migrate, "schema_text", lambda: original)
+    migrate.upgrade(db_url)
+    assert "qualgent_marker()" not in oids(db_url), "a function schema.sql no longer defines is dropped"
+    assert differences(catalog(db_url), before) == []
+
+
+def test_two_upgrades_at_once_take_turns(empty_db_url: str, db_url: str) -> None:
+    """Two servers starting on one new database: the second waits for the first's transaction (the migration
+    lock), then finds the schema at head and does nothing. Two processes: Alembic's context is one per process."""
+    upgrade = f"from qualgent.db import migrate; migrate.upgrade({empty_db_url!r})"
+    both = [subprocess.Popen([sys.executable, "-c", upgrade], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for process in both:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+    assert differences(catalog(empty_db_url), catalog(db_url)) == []
+
+
+def test_a_database_older_than_the_baseline_is_refused_with_what_to_do(empty_db_url: str) -> None:
+    with psycopg.connect(libpq_url(empty_db_url), autocommit=True) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0009')")
+    with pytest.raises(migrate.SchemaTooOld, match=r"revision 0009, from before the 0012 baseline.*5ba93f2"):
+        migrate.upgrade(empty_db_url)
+    assert migrate.current_revision(empty_db_url) == "0009"
 
 
 def explain(url: str, query: TextClause, params: dict[str, object]) -> dict[str, Any]:
