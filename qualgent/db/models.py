@@ -57,7 +57,7 @@ def _in(column: str, enum: type[Any]) -> str:
 PRIORITY = Enum(Priority, name="job_priority", values_callable=lambda e: [m.value for m in e])
 TIER = Enum(Tier, name="org_tier", values_callable=lambda e: [m.value for m in e])
 
-# Storage parameters of the hot tables (migration 0006; docs/storage.md "Table hygiene" has the figures).
+# Storage parameters of the hot tables (docs/storage.md "Table hygiene" has the figures).
 # A fill factor below 100 leaves room on each page for the next version of a row, so an update that changes
 # no indexed column stays on its page (a HOT update: no index entry written, cleaned up without VACUUM).
 # Vacuum and analyze at 2% of changed rows instead of 20%: the hot tables hold history, so 20% of them is a
@@ -228,14 +228,14 @@ class Job(Base):
         Index("ix_jobs_group_id", "group_id"),
         Index("ix_jobs_org_id_created_at", "org_id", "created_at"),
         # Running, failed and cancelled jobs by status, newest first (stats, listings). Partial: completed and
-        # pending jobs, the many, never enter it, and no query for pending jobs can walk it (migration 0008).
+        # pending jobs, the many, never enter it, and no query for pending jobs can walk it.
         Index(
             "ix_jobs_running_failed_cancelled",
             "status",
             "created_at",
             postgresql_where=text("status IN ('running', 'failed', 'cancelled')"),
         ),
-        # Reporting (migration 0005): time windows and recent results read finished jobs by finish time.
+        # Reporting: time windows and recent results read finished jobs by finish time.
         Index(
             "ix_jobs_finished_at",
             "finished_at",
@@ -277,7 +277,7 @@ class Attempt(Base):
     __tablename__ = "attempts"
     __table_args__ = (
         CheckConstraint(f"outcome IS NULL OR {_in('outcome', Outcome)}", name="outcome"),
-        # Reporting (migration 0005): test runs by finish time (flaky tests), a group's attempts (installs).
+        # Reporting: test runs by finish time (flaky tests), a group's attempts (installs).
         Index("ix_attempts_finished_at", "finished_at", postgresql_where=text("outcome IN ('passed', 'test_failed')")),
         Index("ix_attempts_group_id", "group_id"),
         ATTEMPTS_STORAGE,

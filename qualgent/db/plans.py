@@ -1,4 +1,4 @@
-"""The plans PostgreSQL runs for the statements inside the hot path's stored functions (migration 0009).
+"""The plans PostgreSQL runs for the statements inside the hot path's stored functions (qualgent/db/schema.sql).
 
 EXPLAIN shows a function call as one opaque node; auto_explain, loaded for one transaction and set to report at
 NOTICE level, hands the client the plan of every statement the function runs. The transaction is rolled back.

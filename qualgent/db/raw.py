@@ -43,7 +43,7 @@ class Raw:
 
 
 class Direct:
-    """The agents' hot path as single statements (the stored functions of migration 0009) in autocommit, on a
+    """The agents' hot path as single statements (the stored functions of qualgent/db/schema.sql) in autocommit, on a
     psycopg pool of its own: no BEGIN and COMMIT round trips, no SQLAlchemy execution layer, one statement per
     claim or report, and the token lookup every authenticated request makes. Everything else goes through the
     SQLAlchemy engine."""
