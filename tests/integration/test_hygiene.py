@@ -1,5 +1,5 @@
-"""Table hygiene (migration 0006): the storage parameters the models declare are the database's, the updates
-the hot path makes most often (heartbeats, lease extensions) are HOT, and the migration goes down and up."""
+"""Table hygiene: the storage parameters the models declare are the database's, and the updates the hot path makes
+most often (heartbeats, lease extensions) are HOT."""
 
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ of 20 jobs (100,000 pending jobs); 200 running groups of 10 jobs (one running, a
 leases); 20,000 done groups of 15 finished jobs (300,000 jobs, 300,000 attempts) over 90 days; then VACUUM
 ANALYZE, as autovacuum would have left it.
 Each test runs EXPLAIN (FORMAT JSON) on the very named statement the server runs, through the production driver;
-for the stored functions of the hot path (migration 0009), auto_explain reports the plan of each statement they run
-(qualgent.db.plans).
+for the stored functions of the hot path (qualgent/db/schema.sql), auto_explain reports the plan of each statement
+they run (qualgent.db.plans).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The reporting views (migration 0005) and the reports API that `qgjob report` reads: what an analyst sees
+"""The reporting views (qualgent/db/schema.sql) and the reports API that `qgjob report` reads: what an analyst sees
 in SQL is what the command prints."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Retention (qualgent/queue/retention.py, migration 0006): old finished work is folded into the reporting
+"""Retention (qualgent/queue/retention.py): old finished work is folded into the reporting
 rollups and deleted in batches; live work is never touched; the reporting views say the same before and after."""
 
 from __future__ import annotations
