@@ -9,27 +9,27 @@ CREATE SCHEMA reporting;
 COMMENT ON SCHEMA reporting IS 'qualgent reporting views for analysts: docs/reporting.md';
 
 -- type job_priority
-CREATE TYPE public.job_priority AS ENUM (
+CREATE TYPE job_priority AS ENUM (
     'high',
     'medium',
     'low'
 );
 
 -- type org_tier
-CREATE TYPE public.org_tier AS ENUM (
+CREATE TYPE org_tier AS ENUM (
     'premium',
     'enterprise',
     'standard'
 );
 
 -- table jobs
-CREATE TABLE public.jobs (
+CREATE TABLE jobs (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     org_id text NOT NULL,
     app_version_id text NOT NULL,
     target text NOT NULL,
     test_path text NOT NULL,
-    priority public.job_priority NOT NULL,
+    priority job_priority NOT NULL,
     status text DEFAULT 'pending'::text NOT NULL,
     group_id uuid NOT NULL,
     agent_id uuid,
@@ -56,7 +56,7 @@ CREATE TABLE public.jobs (
 WITH (autovacuum_vacuum_scale_factor='0.02', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_insert_scale_factor='0.05');
 
 -- table agents
-CREATE TABLE public.agents (
+CREATE TABLE agents (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     name text NOT NULL,
     targets text[] NOT NULL,
@@ -68,7 +68,7 @@ CREATE TABLE public.agents (
 WITH (fillfactor='50');
 
 -- table api_tokens
-CREATE TABLE public.api_tokens (
+CREATE TABLE api_tokens (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     role text NOT NULL,
     org_id text,
@@ -82,7 +82,7 @@ CREATE TABLE public.api_tokens (
 );
 
 -- table attempts
-CREATE TABLE public.attempts (
+CREATE TABLE attempts (
     job_id uuid NOT NULL,
     number integer NOT NULL,
     agent_id uuid NOT NULL,
@@ -98,14 +98,14 @@ CREATE TABLE public.attempts (
 WITH (autovacuum_vacuum_scale_factor='0.02', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_insert_scale_factor='0.05');
 
 -- table job_groups
-CREATE TABLE public.job_groups (
+CREATE TABLE job_groups (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     org_id text NOT NULL,
     app_version_id text NOT NULL,
     target text NOT NULL,
     status text DEFAULT 'pending'::text NOT NULL,
-    tier public.org_tier NOT NULL,
-    best_priority public.job_priority NOT NULL,
+    tier org_tier NOT NULL,
+    best_priority job_priority NOT NULL,
     oldest_job_at timestamp with time zone NOT NULL,
     available_at timestamp with time zone NOT NULL,
     job_count integer DEFAULT 0 NOT NULL,
@@ -121,15 +121,15 @@ CREATE TABLE public.job_groups (
 WITH (fillfactor='70', autovacuum_vacuum_scale_factor='0.02', autovacuum_analyze_scale_factor='0.02');
 
 -- table orgs
-CREATE TABLE public.orgs (
+CREATE TABLE orgs (
     id text NOT NULL,
-    tier public.org_tier DEFAULT 'standard'::public.org_tier NOT NULL,
+    tier org_tier DEFAULT 'standard'::org_tier NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
 -- table submissions
-CREATE TABLE public.submissions (
+CREATE TABLE submissions (
     idempotency_key text NOT NULL,
     request_hash text NOT NULL,
     job_ids uuid[] NOT NULL,
@@ -214,35 +214,35 @@ CREATE TABLE reporting.test_run_tails (
 COMMENT ON TABLE reporting.test_run_tails IS 'The last pruned verdict of each org, test path, app version and target, when it was a failure: the previous run of the first verdict still live.';
 
 -- constraint agents pk_agents
-ALTER TABLE ONLY public.agents
+ALTER TABLE ONLY agents
     ADD CONSTRAINT pk_agents PRIMARY KEY (id);
 
 -- constraint api_tokens pk_api_tokens
-ALTER TABLE ONLY public.api_tokens
+ALTER TABLE ONLY api_tokens
     ADD CONSTRAINT pk_api_tokens PRIMARY KEY (id);
 
 -- constraint attempts pk_attempts
-ALTER TABLE ONLY public.attempts
+ALTER TABLE ONLY attempts
     ADD CONSTRAINT pk_attempts PRIMARY KEY (job_id, number);
 
 -- constraint job_groups pk_job_groups
-ALTER TABLE ONLY public.job_groups
+ALTER TABLE ONLY job_groups
     ADD CONSTRAINT pk_job_groups PRIMARY KEY (id);
 
 -- constraint jobs pk_jobs
-ALTER TABLE ONLY public.jobs
+ALTER TABLE ONLY jobs
     ADD CONSTRAINT pk_jobs PRIMARY KEY (id);
 
 -- constraint orgs pk_orgs
-ALTER TABLE ONLY public.orgs
+ALTER TABLE ONLY orgs
     ADD CONSTRAINT pk_orgs PRIMARY KEY (id);
 
 -- constraint submissions pk_submissions
-ALTER TABLE ONLY public.submissions
+ALTER TABLE ONLY submissions
     ADD CONSTRAINT pk_submissions PRIMARY KEY (idempotency_key);
 
 -- constraint api_tokens uq_api_tokens_token_hash
-ALTER TABLE ONLY public.api_tokens
+ALTER TABLE ONLY api_tokens
     ADD CONSTRAINT uq_api_tokens_token_hash UNIQUE (token_hash);
 
 -- constraint daily_installs pk_daily_installs
@@ -266,60 +266,60 @@ ALTER TABLE ONLY reporting.test_run_tails
     ADD CONSTRAINT pk_test_run_tails PRIMARY KEY (org_id, test_path, app_version_id, target);
 
 -- index ix_attempts_finished_at
-CREATE INDEX ix_attempts_finished_at ON public.attempts USING btree (finished_at) WHERE (outcome = ANY (ARRAY['passed'::text, 'test_failed'::text]));
+CREATE INDEX ix_attempts_finished_at ON attempts USING btree (finished_at) WHERE (outcome = ANY (ARRAY['passed'::text, 'test_failed'::text]));
 
 -- index ix_attempts_group_id
-CREATE INDEX ix_attempts_group_id ON public.attempts USING btree (group_id);
+CREATE INDEX ix_attempts_group_id ON attempts USING btree (group_id);
 
 -- index ix_job_groups_claimable
-CREATE INDEX ix_job_groups_claimable ON public.job_groups USING btree (tier, best_priority, oldest_job_at, id) WHERE (status = 'pending'::text);
+CREATE INDEX ix_job_groups_claimable ON job_groups USING btree (tier, best_priority, oldest_job_at, id) WHERE (status = 'pending'::text);
 
 -- index ix_job_groups_finished_at
-CREATE INDEX ix_job_groups_finished_at ON public.job_groups USING btree (finished_at) WHERE (status = 'done'::text);
+CREATE INDEX ix_job_groups_finished_at ON job_groups USING btree (finished_at) WHERE (status = 'done'::text);
 
 -- index ix_job_groups_running
-CREATE INDEX ix_job_groups_running ON public.job_groups USING btree (agent_id) WHERE (status = 'running'::text);
+CREATE INDEX ix_job_groups_running ON job_groups USING btree (agent_id) WHERE (status = 'running'::text);
 
 -- index ix_jobs_active_by_group
-CREATE INDEX ix_jobs_active_by_group ON public.jobs USING btree (group_id, priority, created_at) WHERE (status = ANY (ARRAY['pending'::text, 'running'::text]));
+CREATE INDEX ix_jobs_active_by_group ON jobs USING btree (group_id, priority, created_at) WHERE (status = ANY (ARRAY['pending'::text, 'running'::text]));
 
 -- index ix_jobs_finished_at
-CREATE INDEX ix_jobs_finished_at ON public.jobs USING btree (finished_at) WHERE (status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text]));
+CREATE INDEX ix_jobs_finished_at ON jobs USING btree (finished_at) WHERE (status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text]));
 
 -- index ix_jobs_group_id
-CREATE INDEX ix_jobs_group_id ON public.jobs USING btree (group_id);
+CREATE INDEX ix_jobs_group_id ON jobs USING btree (group_id);
 
 -- index ix_jobs_org_id_created_at
-CREATE INDEX ix_jobs_org_id_created_at ON public.jobs USING btree (org_id, created_at);
+CREATE INDEX ix_jobs_org_id_created_at ON jobs USING btree (org_id, created_at);
 
 -- index ix_jobs_running_failed_cancelled
-CREATE INDEX ix_jobs_running_failed_cancelled ON public.jobs USING btree (status, created_at) WHERE (status = ANY (ARRAY['running'::text, 'failed'::text, 'cancelled'::text]));
+CREATE INDEX ix_jobs_running_failed_cancelled ON jobs USING btree (status, created_at) WHERE (status = ANY (ARRAY['running'::text, 'failed'::text, 'cancelled'::text]));
 
 -- index ix_submissions_created_at
-CREATE INDEX ix_submissions_created_at ON public.submissions USING btree (created_at);
+CREATE INDEX ix_submissions_created_at ON submissions USING btree (created_at);
 
 -- index uq_job_groups_pending_key
-CREATE UNIQUE INDEX uq_job_groups_pending_key ON public.job_groups USING btree (org_id, app_version_id, target) WHERE (status = 'pending'::text);
+CREATE UNIQUE INDEX uq_job_groups_pending_key ON job_groups USING btree (org_id, app_version_id, target) WHERE (status = 'pending'::text);
 
 -- fk constraint api_tokens fk_api_tokens_org_id_orgs
-ALTER TABLE ONLY public.api_tokens
-    ADD CONSTRAINT fk_api_tokens_org_id_orgs FOREIGN KEY (org_id) REFERENCES public.orgs(id);
+ALTER TABLE ONLY api_tokens
+    ADD CONSTRAINT fk_api_tokens_org_id_orgs FOREIGN KEY (org_id) REFERENCES orgs(id);
 
 -- fk constraint job_groups fk_job_groups_agent_id_agents
-ALTER TABLE ONLY public.job_groups
-    ADD CONSTRAINT fk_job_groups_agent_id_agents FOREIGN KEY (agent_id) REFERENCES public.agents(id);
+ALTER TABLE ONLY job_groups
+    ADD CONSTRAINT fk_job_groups_agent_id_agents FOREIGN KEY (agent_id) REFERENCES agents(id);
 
 -- fk constraint job_groups fk_job_groups_org_id_orgs
-ALTER TABLE ONLY public.job_groups
-    ADD CONSTRAINT fk_job_groups_org_id_orgs FOREIGN KEY (org_id) REFERENCES public.orgs(id);
+ALTER TABLE ONLY job_groups
+    ADD CONSTRAINT fk_job_groups_org_id_orgs FOREIGN KEY (org_id) REFERENCES orgs(id);
 
 -- fk constraint jobs fk_jobs_group_id_job_groups
-ALTER TABLE ONLY public.jobs
-    ADD CONSTRAINT fk_jobs_group_id_job_groups FOREIGN KEY (group_id) REFERENCES public.job_groups(id);
+ALTER TABLE ONLY jobs
+    ADD CONSTRAINT fk_jobs_group_id_job_groups FOREIGN KEY (group_id) REFERENCES job_groups(id);
 
 -- fk constraint jobs fk_jobs_org_id_orgs
-ALTER TABLE ONLY public.jobs
-    ADD CONSTRAINT fk_jobs_org_id_orgs FOREIGN KEY (org_id) REFERENCES public.orgs(id);
+ALTER TABLE ONLY jobs
+    ADD CONSTRAINT fk_jobs_org_id_orgs FOREIGN KEY (org_id) REFERENCES orgs(id);
 
 
 --
