@@ -9,8 +9,8 @@ silently lost notification cannot leave it hanging.
 A dead connection that looks alive (a half-open TCP socket) is found by a probe query whenever the
 channel has been quiet for `probe_interval`.
 
-Event streams subscribe by org: a job change (its notification names the org of its jobs, migration 0013) reaches
-only the streams of that org and those that see every org, so one org's streams cost other orgs nothing.
+Event streams subscribe by org: a job change (its notification names the org of its jobs, qualgent/db/schema.sql)
+reaches only the streams of that org and those that see every org, so one org's streams cost other orgs nothing.
 
 The hub also counts changes to api_tokens (`token_generation`): every `tokens` notification (a trigger sends one
 for any change to the table) and every (re)connect or disconnect moves it on. The token cache

@@ -1,7 +1,7 @@
 """Reading the reporting views for one org and time window, in a fixed, bounded shape.
 
-Each report is a windowed function of the `reporting` schema (`<name>_between(since, until)`, made by
-migration 0005); the view of the same name is that function over all time. The queries here only add the
+Each report is a windowed function of the `reporting` schema (`<name>_between(since, until)`, defined in
+qualgent/db/schema.sql); the view of the same name is that function over all time. The queries here only add the
 org filter, an order and a limit. Aggregating a large history sorts many rows, so a report runs with more
 work_mem than the server's default (REPORT_WORK_MEM), and a longer statement timeout than the API's 30 s
 (REPORT_TIMEOUT: all orgs over all time takes seconds on a million jobs), set for its own transaction only.
