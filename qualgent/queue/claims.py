@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from qualgent.db.raw import Direct, Raw, Row
 from qualgent.db.sql import P, Q
 from qualgent.domain import Conflict, JobStatus, NotFound, Outcome, StaleClaim, classify_exit_code
-from qualgent.domain.types import GroupStatus, retry_delay_seconds
+from qualgent.domain.types import GroupStatus
 from qualgent.observability import metrics
 from qualgent.queue import history, orphans
-from qualgent.queue._common import notify_jobs, requeue
+from qualgent.queue._common import requeue
 
 OUTPUT_TAIL_LIMIT = 16_384
 RUNS_DID_NOT_ALL_END = "QGRUN"  # qualgent_report_runs: take the general path
@@ -339,6 +339,7 @@ def _runs(started: Mapping[uuid.UUID, Started], results: Sequence[tuple[uuid.UUI
                 "duration_ms": result.duration_ms,
                 "output_tail": _tail(result.output_tail),
                 "error": result.error,
+                "final": result.final,
             }
             for job_id, result in results
         ]
@@ -459,10 +460,10 @@ async def _finish(
     results: Sequence[tuple[uuid.UUID, Result]],
     progress: Progress,
 ) -> None:
+    """Results of running jobs: each run's attempt closed and its job moved on as qualgent_settle decides (in
+    finish_runs); what is not a running job's result is refused here, and nothing else is decided here."""
     jobs = {j["id"]: j for j in await raw.rows(P.lock_jobs, {"job_ids": [r[0] for r in results]})}
-    closing: list[tuple[Row, Outcome, Result]] = []  # attempts to close
-    final: list[tuple[Row, JobStatus, Result]] = []  # jobs that end here
-    retried: list[tuple[Row, Outcome, Result]] = []  # jobs that may go round again
+    closing: list[tuple[Row, Outcome, Result]] = []  # attempts to close; their jobs, if running, are settled
     in_place: list[tuple[Row, Outcome, Result]] = []  # tries the agent's runner retries itself
     for job_id, result in results:
         job = jobs.get(job_id)
@@ -481,32 +482,21 @@ async def _finish(
         elif result.retrying and outcome_of(result) == Outcome.TEST_FAILED and job["attempts"] < job["max_attempts"]:
             in_place.append((job, Outcome.TEST_FAILED, result))
         else:
-            outcome = outcome_of(result)
-            closing.append((job, outcome, result))
-            may_retry = not result.final and (
-                outcome == Outcome.INFRA_ERROR or (outcome == Outcome.TEST_FAILED and job["test_retries"] > 0)
-            )
-            if may_retry and job["attempts"] < job["max_attempts"]:
-                retried.append((job, outcome, result))
-            else:
-                final.append((job, _final_status(outcome), result))
-    progress.reported += await _finish_runs(raw, closing, {id(job): status for job, status, _ in final})
+            closing.append((job, outcome_of(result), result))
+    progress.reported += await _requeue_retried(conn, raw, await _finish_runs(raw, closing))
     if in_place:
         progress.reported += await _retry_in_place(raw, in_place)
-    for job, outcome, result in retried:  # rare: one by one, after their attempts are closed
-        progress.reported.append(await _settle(conn, raw, job, outcome, result))
 
 
-async def _finish_runs(raw: Raw, closing: list[tuple[Row, Outcome, Result]], final: dict[int, JobStatus]) -> list[Row]:
-    """Close these runs' attempts; end the jobs `final` gives a status for (keyed by the row's identity)."""
+async def _finish_runs(raw: Raw, closing: list[tuple[Row, Outcome, Result]]) -> list[Row]:
+    """Close these runs' attempts and settle their jobs that are still running (finish_runs, qualgent_settle)."""
     if not closing:
         return []
-    statuses = [final.get(id(job)) for job, _, _ in closing]
     params = {
         "job_ids": [j["id"] for j, _, _ in closing],
         "numbers": [j["attempts"] for j, _, _ in closing],
         "outcomes": [o.value for _, o, _ in closing],
-        "statuses": [None if s is None else s.value for s in statuses],
+        "finals": [r.final for _, _, r in closing],
         "exit_codes": [r.exit_code for _, _, r in closing],
         "durations": [r.duration_ms for _, _, r in closing],
         "output_tails": [_tail(r.output_tail) for _, _, r in closing],
@@ -514,6 +504,17 @@ async def _finish_runs(raw: Raw, closing: list[tuple[Row, Outcome, Result]], fin
         "error_locations": [r.error_location for _, _, r in closing],
     }
     return await raw.rows(P.finish_runs, params)
+
+
+async def _requeue_retried(conn: AsyncConnection, raw: Raw, settled: list[Row]) -> list[Row]:
+    """Jobs finish_runs sent round again (pending, after their backoff) join their key's pending group; the rows
+    as they are then."""
+    retried = [row["id"] for row in settled if row["status"] == JobStatus.PENDING]
+    if not retried:
+        return settled
+    await requeue(conn, retried)
+    moved = {row["id"]: row for row in await raw.rows(P.get_jobs, {"job_ids": retried})}
+    return [moved.get(row["id"], row) for row in settled]
 
 
 async def _retry_in_place(raw: Raw, tries: list[tuple[Row, Outcome, Result]]) -> list[Row]:
@@ -527,10 +528,6 @@ async def _retry_in_place(raw: Raw, tries: list[tuple[Row, Outcome, Result]]) ->
         "error_locations": [r.error_location for _, _, r in tries],
     }
     return await raw.rows(P.retry_in_place, params)
-
-
-def _final_status(outcome: Outcome) -> JobStatus:
-    return JobStatus.COMPLETED if outcome == Outcome.PASSED else JobStatus.FAILED
 
 
 async def start_job(
@@ -582,40 +579,6 @@ def outcome_of(result: Result) -> Outcome:
     return result.outcome
 
 
-async def _settle(conn: AsyncConnection, raw: Raw, job: Row, outcome: Outcome, result: Result) -> Row:
-    """After an attempt (already closed): retry (back to pending after a backoff) or finish (completed /
-    failed) the way a batch does (finish_runs)."""
-    fields = {
-        "job_id": job["id"],
-        "exit_code": result.exit_code,
-        "duration_ms": result.duration_ms,
-        "output_tail": _tail(result.output_tail),
-        "error": result.error,
-        "error_location": result.error_location,
-    }
-    if await _retries(conn, job, outcome):
-        delay = retry_delay_seconds(job["attempts"])
-        if (await conn.execute(Q.schedule_retry, {**fields, "delay_seconds": delay})).first() is not None:
-            await requeue(conn, [job["id"]])
-            await notify_jobs(conn, JobStatus.PENDING, [job["id"]])
-        return await _job_or_404(conn, job["id"])
-    (row,) = await _finish_runs(raw, [(job, outcome, result)], {id(job): _final_status(outcome)})
-    return row
-
-
-async def _retries(conn: AsyncConnection, job: Row, outcome: Outcome) -> bool:
-    """Infrastructure errors are retried while attempts remain; a test failure only if the submission
-    asked for test retries and it has some left."""
-    if job["attempts"] >= job["max_attempts"]:
-        return False
-    if outcome == Outcome.INFRA_ERROR:
-        return True
-    if outcome == Outcome.TEST_FAILED and job["test_retries"] > 0:
-        failures = (await conn.execute(Q.test_failures_of_job, {"job_id": job["id"]})).scalar_one()
-        return bool(failures <= job["test_retries"])
-    return False
-
-
 async def heartbeat(
     direct: Direct, agent_id: uuid.UUID, claims: dict[uuid.UUID, uuid.UUID], lease_seconds: float
 ) -> dict[str, Any]:
@@ -647,26 +610,28 @@ async def release(engine: AsyncEngine, agent_id: uuid.UUID, group_id: uuid.UUID,
 async def rescue_lapsed(engine: AsyncEngine, limit: int = 100) -> int:
     """Hand back every claim whose lease lapsed: its agent is presumed dead. Safe on many servers."""
     async with engine.begin() as conn:
-        groups = [r.id for r in await conn.execute(Q.lapsed_claims, {"limit": limit})]
-        for group_id in groups:
-            agent_id = (await conn.execute(Q.mark_group_done, {"group_id": group_id})).scalar_one()
-            await _hand_back(conn, group_id, agent_id, "agent lost: its lease expired")
+        groups = (await conn.execute(Q.lapsed_claims, {"limit": limit})).all()
+        for group in groups:
+            await _hand_back(conn, group.id, group.agent_id, "agent lost: its lease expired")
         return len(groups)
 
 
 async def _hand_back(conn: AsyncConnection, group_id: uuid.UUID, agent_id: Any, reason: str) -> None:
-    """The interrupted job counts a failed attempt (infrastructure) and is retried if it may be;
-    the group's other unfinished jobs go back to pending untouched."""
+    """The group is done; its interrupted job's run ends as an infrastructure error (settled like any other: retried
+    if it may be) and the group's other unfinished jobs go back to pending untouched."""
     raw = await Raw.of(conn)
     interrupted = (await conn.execute(Q.running_attempt_of_group, {"group_id": group_id})).mappings().all()
-    for attempt in interrupted:
-        job = await _job_or_404(conn, attempt["job_id"])
-        if job["status"] == JobStatus.CANCELLED:  # cancelled mid-run, and its agent never said so
-            await _finish_runs(raw, [(job, Outcome.CANCELLED, Result(exit_code=None, error=reason))], {})
-            continue
-        result = Result(exit_code=None, error=reason, outcome=Outcome.INFRA_ERROR)
-        await _finish_runs(raw, [(job, Outcome.INFRA_ERROR, result)], {})
-        metrics.job_finished(await _settle(conn, raw, job, Outcome.INFRA_ERROR, result))
+    if interrupted:
+        jobs = await raw.rows(P.lock_jobs, {"job_ids": [a["job_id"] for a in interrupted]})
+        closing = [
+            # cancelled mid-run, and its agent never said so: the attempt closes, the job stays cancelled
+            (job, Outcome.CANCELLED, Result(exit_code=None, error=reason))
+            if job["status"] == JobStatus.CANCELLED
+            else (job, Outcome.INFRA_ERROR, Result(exit_code=None, error=reason, outcome=Outcome.INFRA_ERROR))
+            for job in jobs
+        ]
+        for row in await _finish_runs(raw, closing):
+            metrics.job_finished(row)
     pending = [r.id for r in await conn.execute(Q.group_jobs_to_run, {"group_id": group_id})]
     await requeue(conn, pending)
     await conn.execute(Q.mark_group_done, {"group_id": group_id})
@@ -680,13 +645,6 @@ async def _lock_claim(conn: AsyncConnection, agent_id: uuid.UUID, group_id: uuid
         raise NotFound(f"no group {group_id}", group_id=str(group_id))
     if group["status"] != GroupStatus.RUNNING or group["lease_token"] != token or group["agent_id"] != agent_id:
         raise StaleClaim(group_id=str(group_id))
-
-
-async def _job_or_404(conn: AsyncConnection, job_id: uuid.UUID) -> Row:
-    job = (await conn.execute(Q.get_job, {"job_id": job_id})).mappings().first()
-    if job is None:
-        raise NotFound(f"no job {job_id}", job_id=str(job_id))
-    return job
 
 
 def _tail(output: str | None) -> str | None:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from qualgent.db.raw import Raw
 from qualgent.db.sql import Q
-from qualgent.domain import FINAL_STATUSES, Conflict, InvalidInput, JobStatus, NotFound, Priority, Target
+from qualgent.domain import Conflict, InvalidInput, JobStatus, NotFound, Priority, Target
 from qualgent.observability import metrics
 from qualgent.queue._common import (
     GroupAggregate,
@@ -302,7 +302,7 @@ async def cancel(engine: AsyncEngine, job_id: uuid.UUID) -> RowMapping:
     """A pending job is cancelled at once; a running one is marked cancelled, and its agent learns it
     from its next heartbeat and kills the test. Nothing the agent reports afterwards changes it."""
     async with engine.begin() as conn:
-        row = (await conn.execute(Q.cancel_job, {"job_id": job_id})).mappings().first()
+        row = (await conn.execute(Q.cancel_jobs, {"job_ids": [job_id]})).mappings().first()
         if row is None:
             current = (await conn.execute(Q.get_job, {"job_id": job_id})).mappings().first()
             if current is None:
@@ -323,11 +323,10 @@ async def rerun(engine: AsyncEngine, job_id: uuid.UUID) -> RowMapping:
         row = (await conn.execute(Q.lock_jobs, {"job_ids": [job_id]})).mappings().first()
         if row is None:
             raise NotFound(f"no job {job_id}", job_id=str(job_id))
-        if row["status"] not in {s.value for s in FINAL_STATUSES}:
+        if (await conn.execute(Q.rerun_jobs, {"job_ids": [job_id]})).first() is None:  # not in a final state
             raise Conflict(
                 f"job {job_id} is {row['status']}: only a finished job can be re-queued", status=row["status"]
             )
-        await conn.execute(Q.reset_for_rerun, {"job_id": job_id})
         await requeue(conn, [job_id])
         await notify_jobs(conn, JobStatus.PENDING, [job_id])
         return (await conn.execute(Q.get_job, {"job_id": job_id})).mappings().one()

@@ -107,13 +107,12 @@ async def cancel(engine: AsyncEngine, selection: Selection) -> BulkResult:
     """Cancel every pending or running job the selection names, as `jobs.cancel` does one: pending ones at once,
     running ones marked so that their agent kills the test at its next heartbeat."""
     where, params = _statuses(selection, CANCELLABLE, CANCELLABLE, "cancel").where()
-    query = text(
-        "UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now() "  # noqa: S608 - fixed text
-        f"WHERE id IN (SELECT id FROM jobs WHERE {where} AND status IN ('pending', 'running') "
-        "ORDER BY id FOR NO KEY UPDATE) AND status IN ('pending', 'running') RETURNING *"
+    lock = text(
+        f"SELECT id FROM jobs WHERE {where} AND status IN ('pending', 'running') ORDER BY id FOR NO KEY UPDATE"  # noqa: S608 - fixed text
     )
     async with engine.begin() as conn:
-        rows = list((await conn.execute(query, params)).mappings())
+        ids = list((await conn.execute(lock, params)).scalars())
+        rows = list((await conn.execute(Q.cancel_jobs, {"job_ids": ids})).mappings()) if ids else []
         await _refresh_pending_groups(conn, {row["group_id"] for row in rows})
         await notify_jobs(conn, JobStatus.CANCELLED, [row["id"] for row in rows])
     for row in rows:
@@ -141,14 +140,7 @@ async def retry(engine: AsyncEngine, selection: Selection) -> BulkResult:
     async with engine.begin() as conn:
         ids = list((await conn.execute(lock, params)).scalars())
         if ids:
-            await conn.execute(
-                text(
-                    "UPDATE jobs SET max_attempts = attempts + attempt_budget, run_after = now(), exit_code = NULL, "
-                    "duration_ms = NULL, output_tail = NULL, error = NULL, started_at = NULL, finished_at = NULL, "
-                    "updated_at = now() WHERE id = ANY(CAST(:ids AS uuid[]))"
-                ),
-                {"ids": ids},
-            )
+            await conn.execute(Q.rerun_jobs, {"job_ids": ids})
             await requeue(conn, ids)
             await notify_jobs(conn, JobStatus.PENDING, ids)
     return BulkResult(ids)
