@@ -45,7 +45,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from qualgent.bench.common import BenchTarget, percentiles, ratio, target_for
+from qualgent.db.database import Tx
 from qualgent.db.engine import libpq_url, normalize_url
+from qualgent.db.raw import Raw
 from qualgent.queue._common import notify_jobs
 
 APPLICATION_NAME = "qgjob bench"  # this benchmark's own connections, left out of the counts
@@ -192,7 +194,7 @@ class _Run:
         """A job's final state as the product writes it: the UPDATE and its notification, in the transaction the
         caller commits."""
         await conn.execute(_FINISH, {"job_ids": list(job_ids)})
-        await notify_jobs(conn, "completed", job_ids)
+        await notify_jobs(Tx((await Raw.of(conn)).connection), "completed", job_ids)
 
     async def _finish(self, job_ids: Sequence[str]) -> None:
         assert self._engine is not None

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import RowMapping, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from qualgent.db.database import Tx
+from qualgent.db.raw import Raw
 from qualgent.db.sql import Q
 from qualgent.domain import FINAL_STATUSES, InvalidInput, JobStatus, Target
 from qualgent.observability import metrics
@@ -114,7 +116,7 @@ async def cancel(engine: AsyncEngine, selection: Selection) -> BulkResult:
         ids = list((await conn.execute(lock, params)).scalars())
         rows = list((await conn.execute(Q.cancel_jobs, {"job_ids": ids})).mappings()) if ids else []
         await _refresh_pending_groups(conn, {row["group_id"] for row in rows})
-        await notify_jobs(conn, JobStatus.CANCELLED, [row["id"] for row in rows])
+        await notify_jobs(await _tx(conn), JobStatus.CANCELLED, [row["id"] for row in rows])
     for row in rows:
         metrics.job_finished(row)
     return BulkResult([row["id"] for row in rows])
@@ -141,6 +143,11 @@ async def retry(engine: AsyncEngine, selection: Selection) -> BulkResult:
         ids = list((await conn.execute(lock, params)).scalars())
         if ids:
             await conn.execute(Q.rerun_jobs, {"job_ids": ids})
-            await requeue(conn, ids)
-            await notify_jobs(conn, JobStatus.PENDING, ids)
+            await requeue(await _tx(conn), ids)
+            await notify_jobs(await _tx(conn), JobStatus.PENDING, ids)
     return BulkResult(ids)
+
+
+async def _tx(conn: AsyncConnection) -> Tx:
+    """The transaction's own psycopg connection, for the queue's shared operations (qualgent.queue._common)."""
+    return Tx((await Raw.of(conn)).connection)
