@@ -391,14 +391,7 @@ def progress_out(done: Progress, next_claim: ClaimOut | None = None) -> Progress
 
 def claim_out(got: Claim, lease_seconds: float) -> ClaimOut:
     jobs = [
-        ClaimedJob(
-            j["id"],
-            j["test_path"],
-            Priority(str(j["priority"])),
-            j["attempts"],
-            j["max_attempts"],
-            j["timeout_seconds"],
-        )
+        ClaimedJob(j.id, j.test_path, Priority(j.priority), j.attempts, j.max_attempts, j.timeout_seconds)
         for j in got.jobs
     ]
     return ClaimOut(

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import msgspec
 import psycopg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -241,10 +242,10 @@ class Simulation:
         agent.claim = claim
         agent.runs = []
         for job in claim.jobs:
-            submitted, tier = self.submitted[job["id"]]
+            submitted, tier = self.submitted[job.id]
             self.outcome.waits[tier].append(start - submitted)
-            agent.runs.append((job["id"], self.durations[job["id"]]))
-            start += self.durations[job["id"]]
+            agent.runs.append((job.id, self.durations[job.id]))
+            start += self.durations[job.id]
         agent.free_at = start
 
     async def _report(self, agent: SimAgent) -> None:
@@ -256,8 +257,6 @@ class Simulation:
 
 
 def _claim_of(group: dict[str, Any], claimed: list[dict[str, Any]]) -> claims.Claim:
-    for job in claimed:
-        job["id"] = uuid.UUID(job["id"])
     return claims.Claim(
         group_id=uuid.UUID(group["id"]),
         token=uuid.UUID(group["token"]),
@@ -265,7 +264,7 @@ def _claim_of(group: dict[str, Any], claimed: list[dict[str, Any]]) -> claims.Cl
         app_version_id=group["app_version_id"],
         target=group["target"],
         lease_expires_at=group["lease_expires_at"],
-        jobs=claimed,
+        jobs=msgspec.convert(claimed, list[claims.ClaimedJob]),
     )
 
 

@@ -26,6 +26,17 @@ OUTPUT_TAIL_LIMIT = 16_384
 RUNS_DID_NOT_ALL_END = "QGRUN"  # qualgent_report_runs: take the general path
 
 
+class ClaimedJob(msgspec.Struct, frozen=True):
+    """A job of a claim, as qualgent_claim lists it (in run order)."""
+
+    id: uuid.UUID
+    test_path: str
+    priority: str
+    attempts: int
+    max_attempts: int
+    timeout_seconds: int | None
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     group_id: uuid.UUID
@@ -34,7 +45,7 @@ class Claim:
     app_version_id: str
     target: str
     lease_expires_at: dt.datetime
-    jobs: list[Row] = field(default_factory=list)
+    jobs: list[ClaimedJob] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +123,7 @@ async def _take(q: Queue, agent_id: uuid.UUID, got: dict[str, Any]) -> tuple[Cla
         app_version_id=group["app_version_id"],
         target=group["target"],
         lease_expires_at=dt.datetime.fromisoformat(group["lease_expires_at"]),
-        jobs=_ids_typed(got["jobs"]),
+        jobs=msgspec.convert(got["jobs"], list[ClaimedJob]),
     )
     return taken, False
 

@@ -69,7 +69,7 @@ async def drain(url: str, jobs: int, group_size: int, tag: str) -> str:
         done = 0
         backends, python, wall = backend_cpu_seconds(pids), time.process_time(), time.perf_counter()
         while got is not None:
-            ids = [job["id"] for job in got.jobs]
+            ids = [job.id for job in got.jobs]
             report = await claims.report_progress(
                 q,
                 agent_id,
