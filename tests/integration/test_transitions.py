@@ -179,3 +179,15 @@ async def test_a_cancel_takes_only_a_pending_or_running_job(api: Api, db: Databa
     assert await db.rows(P.cancel_jobs, {"job_ids": [job["id"]]}) == []
     assert await db.rows(P.rerun_jobs, {"job_ids": [job["id"]]}) != []
     assert (await _state(db, job["id"]))["status"] == "pending"
+
+
+async def test_the_backoff_doubles_is_capped_and_jittered(db: Database) -> None:
+    """qualgent_retry_delay, the one backoff (finish_runs' retry)."""
+    for attempt, nominal in ((1, 2.0), (2, 4.0), (3, 8.0), (4, 16.0), (50, 300.0)):
+        delays = set(
+            await db.values(
+                "SELECT qualgent_retry_delay(%(attempt)s) FROM generate_series(1, 50)", {"attempt": attempt}
+            )
+        )
+        assert all(0.75 * nominal <= d <= 1.25 * nominal for d in delays)
+        assert len(delays) > 1, "jitter spreads retries out"
