@@ -118,7 +118,7 @@ WHERE a.id = :agent_id AND a.status = 'busy'
   AND NOT EXISTS (SELECT 1 FROM job_groups g WHERE g.agent_id = a.id AND g.status = 'running');
 
 -- name: heartbeat
--- An agent's sign of life, one statement in autocommit on the hot path's pool (qualgent.db.raw.Direct): its row's
+-- An agent's sign of life, one statement in autocommit (qualgent.db.database.Database.tuple_row): its row's
 -- last_heartbeat_at; the leases of the claims it still holds under the tokens it presents, extended (both HOT
 -- updates: neither column is indexed); and its running jobs that someone cancelled, which it must kill (through
 -- its running groups). `known` is false for no such agent. One round trip where a transaction of three statements
