@@ -8,6 +8,7 @@ itself, `attempts > 0` on a pending one does not; both meant "an earlier attempt
                                         what the run numbered `attempt` leaves its job: 'completed', 'failed', or
                                         'pending' (retried after a backoff); the only place that decides
     qualgent_flaky(job, outcome, attempt)   whether that run makes its job flaky (passed after a test failure)
+    qualgent_test_failures_before(job, attempt)   what both read of the job's earlier attempts, when they must
     qualgent_retry_delay(attempt)       the backoff before a retried job may run again
     qualgent_run_jobs(agent, group, runs)   the one-statement report's write: ends the runs qualgent_settle ends,
                                         leaves the rest (a retry) to the general path (finish_runs), which asks
@@ -28,32 +29,32 @@ down_revision: str | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# A test failure is retried while the submission's test retries and the job's attempts last; the count of earlier
-# test failures is read only then (a passed run, the common case, reads nothing). `attempt` is the run's own number,
-# so its failure is the one more than those numbered below it.
+# A test failure is retried while the submission's test retries and the job's attempts last; `attempt` is the run's
+# own number, so its failure is the one more than the test failures numbered below it. Plain SQL, so that PostgreSQL
+# inlines it into the statements that call it: the earlier attempts are read (qualgent_test_failures_before) only
+# in the branch that needs them, never for a passed run, the common case.
+TEST_FAILURES_BEFORE = """
+CREATE OR REPLACE FUNCTION qualgent_test_failures_before(p_job_id uuid, p_attempt integer)
+RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+SELECT count(*) FROM attempts a WHERE a.job_id = p_job_id AND a.number < p_attempt AND a.outcome = 'test_failed'
+$$
+"""
+
 SETTLE = """
 CREATE OR REPLACE FUNCTION qualgent_settle(p_job_id uuid, p_outcome text, p_final boolean, p_attempt integer,
                                            p_max_attempts integer, p_test_retries integer)
 RETURNS text
-LANGUAGE plpgsql STABLE
+LANGUAGE sql STABLE
 AS $$
-BEGIN
-    IF p_outcome = 'passed' THEN
-        RETURN 'completed';
-    END IF;
-    IF COALESCE(p_final, false) OR p_attempt >= p_max_attempts THEN
-        RETURN 'failed';
-    END IF;
-    IF p_outcome = 'infra_error' THEN
-        RETURN 'pending';
-    END IF;
-    IF p_outcome = 'test_failed' AND p_test_retries > 0 AND (
-        SELECT count(*) FROM attempts a
-        WHERE a.job_id = p_job_id AND a.number < p_attempt AND a.outcome = 'test_failed'
-    ) < p_test_retries THEN
-        RETURN 'pending';
-    END IF;
-    RETURN 'failed';
+SELECT CASE
+    WHEN p_outcome = 'passed' THEN 'completed'
+    WHEN COALESCE(p_final, false) OR p_attempt >= p_max_attempts THEN 'failed'
+    WHEN p_outcome = 'infra_error' THEN 'pending'
+    WHEN p_outcome = 'test_failed' AND p_test_retries > 0
+         AND qualgent_test_failures_before(p_job_id, p_attempt) < p_test_retries THEN 'pending'
+    ELSE 'failed'
 END
 $$
 """
@@ -62,15 +63,11 @@ $$
 FLAKY = """
 CREATE OR REPLACE FUNCTION qualgent_flaky(p_job_id uuid, p_outcome text, p_attempt integer)
 RETURNS boolean
-LANGUAGE plpgsql STABLE
+LANGUAGE sql STABLE
 AS $$
-BEGIN
-    IF p_outcome <> 'passed' OR p_attempt <= 1 THEN
-        RETURN false;
-    END IF;
-    RETURN EXISTS (SELECT 1 FROM attempts a
-                   WHERE a.job_id = p_job_id AND a.number < p_attempt AND a.outcome = 'test_failed');
-END
+SELECT CASE WHEN p_outcome = 'passed' AND p_attempt > 1
+            THEN qualgent_test_failures_before(p_job_id, p_attempt) > 0
+            ELSE false END
 $$
 """
 
@@ -128,6 +125,7 @@ $$
 """
 
 NEW = {
+    "qualgent_test_failures_before(uuid, integer)": TEST_FAILURES_BEFORE,
     "qualgent_settle(uuid, text, boolean, integer, integer, integer)": SETTLE,
     "qualgent_flaky(uuid, text, integer)": FLAKY,
     "qualgent_retry_delay(integer)": RETRY_DELAY,

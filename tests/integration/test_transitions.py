@@ -191,3 +191,50 @@ async def test_the_backoff_doubles_is_capped_and_jittered(db: Database) -> None:
         )
         assert all(0.75 * nominal <= d <= 1.25 * nominal for d in delays)
         assert len(delays) > 1, "jitter spreads retries out"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "final", "attempt", "max_attempts", "test_retries", "failures_before", "settled"),
+    [
+        ("passed", False, 1, 3, 0, 0, "completed"),
+        ("passed", False, 3, 3, 0, 2, "completed"),
+        ("infra_error", False, 1, 3, 0, 0, "pending"),
+        ("infra_error", False, 3, 3, 0, 0, "failed"),  # no attempt left
+        ("infra_error", True, 1, 3, 0, 0, "failed"),  # no retry can help
+        ("test_failed", False, 1, 3, 0, 0, "failed"),  # no test retries asked for
+        ("test_failed", False, 1, 3, 1, 0, "pending"),
+        ("test_failed", False, 2, 3, 1, 1, "failed"),  # the one test retry spent
+        ("test_failed", False, 2, 3, 2, 1, "pending"),
+        ("test_failed", False, 3, 3, 2, 2, "failed"),  # no attempt left
+        ("cancelled", False, 1, 3, 0, 0, "failed"),  # an agent's own word on a job not cancelled
+    ],
+)
+async def test_what_a_run_leaves_its_job(
+    db: Database,
+    outcome: str,
+    final: bool,
+    attempt: int,
+    max_attempts: int,
+    test_retries: int,
+    failures_before: int,
+    settled: str,
+) -> None:
+    """qualgent_settle, the one place that decides; its earlier test failures read from the job's attempts."""
+    job_id = uuid.uuid4()
+    for number in range(1, failures_before + 1):
+        await db.execute(
+            "INSERT INTO attempts (job_id, number, agent_id, group_id, started_at, finished_at, outcome)"
+            " VALUES (%(job)s, %(n)s, %(job)s, %(job)s, now(), now(), 'test_failed')",
+            {"job": job_id, "n": number},
+        )
+    decided = await db.value(
+        "SELECT qualgent_settle(%(job)s, %(outcome)s, %(final)s, %(attempt)s, %(max)s, %(retries)s)",
+        {"job": job_id, "outcome": outcome, "final": final, "attempt": attempt, "max": max_attempts,
+         "retries": test_retries},
+    )  # fmt: skip
+    assert decided == settled
+    flaky = await db.value(
+        "SELECT qualgent_flaky(%(job)s, %(outcome)s, %(attempt)s)",
+        {"job": job_id, "outcome": outcome, "attempt": attempt},
+    )
+    assert flaky == (outcome == "passed" and failures_before > 0)
