@@ -26,11 +26,13 @@ import psycopg
 
 from benchmarks.postgres import cpu_of
 from qualgent.bench.run import scratch_database
+from qualgent.db.database import Database
 from qualgent.db.engine import create_server_engine, libpq_url
-from qualgent.db.raw import Direct
 from qualgent.queue import agents, claims
 from qualgent.queue import jobs as queue_jobs
 from qualgent.queue.claims import Result, Started
+from qualgent.queue.core import Queue
+from qualgent.settings import Settings
 
 PASSED = Result(0, 5)
 
@@ -42,8 +44,9 @@ def backend_cpu_seconds(pids: list[int]) -> float:
 
 async def drain(url: str, jobs: int, group_size: int, tag: str) -> str:
     engine = create_server_engine(url)
-    direct = Direct(url)
+    direct = Database(url)
     await direct.open()
+    q = Queue(direct, Settings(database_url=url, lease_seconds=30))
     try:
         agent_id = (await agents.register(engine, f"hot-path-{tag}", ["emulator"]))["id"]
         for first in range(0, jobs, 10_000):
@@ -51,11 +54,11 @@ async def drain(url: str, jobs: int, group_size: int, tag: str) -> str:
                 queue_jobs.JobSpec("hot-path", f"{tag}-build-{i // group_size}", f"tests/{i % group_size}.spec.ts")
                 for i in range(first, min(jobs, first + 10_000))
             ]
-            await queue_jobs.submit(engine, specs)
+            await queue_jobs.submit(q, specs)
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             for table in ("orgs", "job_groups", "jobs", "attempts", "agents"):
                 conn.execute(f"VACUUM ANALYZE {table}")
-        got = await claims.claim(engine, direct, agent_id, ["emulator"], 30)
+        got = await claims.claim(q, agent_id, ["emulator"])
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             pids = [
                 row[0]
@@ -66,16 +69,14 @@ async def drain(url: str, jobs: int, group_size: int, tag: str) -> str:
         done = 0
         backends, python, wall = backend_cpu_seconds(pids), time.process_time(), time.perf_counter()
         while got is not None:
-            ids = [job["id"] for job in got.jobs]
+            ids = [job.id for job in got.jobs]
             report = await claims.report_progress(
-                engine,
-                direct,
+                q,
                 agent_id,
                 got.group_id,
                 got.token,
                 [Started(job_id, 1) for job_id in ids],
                 [(job_id, PASSED) for job_id in ids],
-                30,
                 ["emulator"],
             )
             done += len(ids)

@@ -60,11 +60,13 @@ from benchmarks.postgres import (
     uptime_ticks,
 )
 from qualgent.bench.common import BenchTarget, percentiles, ratio
+from qualgent.db.database import Database
 from qualgent.db.engine import libpq_url, normalize_url
 from qualgent.db.plans import plans_inside
-from qualgent.db.raw import Direct
 from qualgent.db.sql import P
 from qualgent.queue import claims
+from qualgent.queue.core import Queue
+from qualgent.settings import Settings
 
 ORGS = 200
 HISTORY_AGENTS = 50
@@ -303,14 +305,14 @@ class _Claimers:
         target: BenchTarget,
         client: httpx.AsyncClient,
         engine: AsyncEngine,
-        direct: Direct,
+        queue: Queue,
         conn: psycopg.AsyncConnection[Any],
         server_pid: int | None,
     ) -> None:
         self.target = target
         self.client = client
         self.engine = engine
-        self.direct = direct
+        self.queue = queue
         self.processes = PostgresProcesses(conn)
         self.server_pid = server_pid
         self.agents: list[tuple[str, list[str]]] = []
@@ -322,8 +324,9 @@ class _Claimers:
         engine = create_async_engine(
             normalize_url(target.database_url), pool_size=2, connect_args={"application_name": CLAIMS_APPLICATION}
         )
-        direct = Direct(target.database_url, size=2, application_name=CLAIMS_APPLICATION)
-        await direct.open()
+        db = Database(target.database_url, size=2, application_name=CLAIMS_APPLICATION)
+        await db.open()
+        queue = Queue(db, Settings(database_url=target.database_url, lease_seconds=LEASE_SECONDS))
         try:
             async with (
                 httpx.AsyncClient(
@@ -337,7 +340,7 @@ class _Claimers:
                     libpq_url(target.database_url), autocommit=True, application_name=APPLICATION_NAME
                 ) as conn,
             ):
-                claimers = cls(target, client, engine, direct, conn, server_pid)
+                claimers = cls(target, client, engine, queue, conn, server_pid)
                 for index, targets in enumerate(AGENT_TARGETS):
                     response = await client.post("/agents", json={"name": f"bench-claim-{index}", "targets": targets})
                     response.raise_for_status()
@@ -349,7 +352,7 @@ class _Claimers:
                         with contextlib.suppress(httpx.HTTPError):
                             await client.delete(f"/agents/{agent_id}")
         finally:
-            await direct.close()
+            await db.close()
             await engine.dispose()
 
     async def stage(self, label: str, samples: int, loaded: dict[str, Any]) -> dict[str, Any]:
@@ -451,7 +454,7 @@ class _Claimers:
         agent_id, targets = self.agents[i % len(self.agents)]
         agent = uuid.UUID(agent_id)
         started = time.perf_counter()
-        got = await claims.claim(self.engine, self.direct, agent, targets, LEASE_SECONDS)
+        got = await claims.claim(self.queue, agent, targets)
         elapsed = (time.perf_counter() - started) * 1000
         if got is None:
             return elapsed, None, 0
@@ -459,7 +462,7 @@ class _Claimers:
 
     async def _db_release(self, claim: tuple[uuid.UUID, claims.Claim]) -> None:
         agent, got = claim
-        await claims.release(self.engine, agent, got.group_id, got.token, "benchmark")
+        await claims.release(self.queue, agent, got.group_id, got.token, "benchmark")
 
     async def _plan(self) -> dict[str, Any]:
         """The plan of the claim's own statement (inside qualgent_claim) for the all-targets agent, with actual
@@ -468,7 +471,7 @@ class _Claimers:
         params = {"agent_id": uuid.UUID(agent_id), "targets": targets, "lease_seconds": LEASE_SECONDS}
         # The walk in tier, priority, age order: an aging bound no filled group reaches (the aged walk is another
         # index, ix_job_groups_aging, read in the same way).
-        params.update(claims.Ranking(aging_seconds=1e9).params())
+        params.update({"aging_seconds": 1e9, "held": "[]", "min_chunk_seconds": self.queue.settings.min_chunk_seconds})
         plans = await asyncio.to_thread(_plans_inside, self.target.database_url, P.claim, params)
         # The statement that chose the group: one past the aging bound, else the head of the queue.
         (top, *_) = [p["Plan"] for p in plans if p["Query Text"].lstrip().startswith(("WITH aged AS", "WITH head AS"))][

@@ -32,14 +32,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
 import psycopg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qualgent.bench.run import scratch_database
+from qualgent.db.database import Database
 from qualgent.db.engine import create_server_engine, libpq_url
 from qualgent.db.raw import Direct
 from qualgent.domain import Priority, Target
 from qualgent.queue import claims, jobs
+from qualgent.queue.core import Queue
+from qualgent.settings import Settings
 
 LEASE_SECONDS = 3600.0  # real seconds: no claim lapses while the simulation runs
 AGING_SECONDS = 600.0
@@ -137,9 +141,10 @@ def _install_plain_claim(url: str) -> None:
 
 
 class Simulation:
-    def __init__(self, workload: Workload, engine: AsyncEngine, direct: Direct, plain: bool) -> None:
+    def __init__(self, workload: Workload, engine: AsyncEngine, queue: Queue, direct: Direct, plain: bool) -> None:
         self.workload = workload
         self.engine = engine
+        self.queue = queue
         self.direct = direct
         self.plain = plain
         self.now = 0.0
@@ -207,7 +212,7 @@ class Simulation:
 
     async def _submit(self, plan: GroupPlan) -> None:
         specs = [jobs.JobSpec(plan.org_id, plan.build, path, plan.priority, Target.EMULATOR) for path, _ in plan.tests]
-        made = await jobs.submit(self.engine, specs)
+        made = await jobs.submit(self.queue, specs)
         tier = self.workload.tiers[plan.org_id]
         made_jobs = cast("list[jobs.NewJob]", made.jobs)  # a fresh submission, never a replay
         for job, (_, seconds) in zip(made_jobs, plan.tests, strict=True):
@@ -223,8 +228,7 @@ class Simulation:
             claim = None if group is None else _claim_of(group, got["jobs"])
         else:
             held = () if agent.held is None else (claims.HeldBuild("emulator", *agent.held),)
-            ranking = claims.Ranking(aging_seconds=AGING_SECONDS, held=held)
-            claim = await claims.claim(self.engine, self.direct, agent.id, ["emulator"], LEASE_SECONDS, ranking)
+            claim = await claims.claim(self.queue, agent.id, ["emulator"], held)
         if claim is None:
             return
         self.outcome.claims += 1
@@ -238,10 +242,10 @@ class Simulation:
         agent.claim = claim
         agent.runs = []
         for job in claim.jobs:
-            submitted, tier = self.submitted[job["id"]]
+            submitted, tier = self.submitted[job.id]
             self.outcome.waits[tier].append(start - submitted)
-            agent.runs.append((job["id"], self.durations[job["id"]]))
-            start += self.durations[job["id"]]
+            agent.runs.append((job.id, self.durations[job.id]))
+            start += self.durations[job.id]
         agent.free_at = start
 
     async def _report(self, agent: SimAgent) -> None:
@@ -249,14 +253,10 @@ class Simulation:
         claim, agent.claim = agent.claim, None
         starts = [claims.Started(job_id) for job_id, _ in agent.runs]
         results = [(job_id, claims.Result(exit_code=0, duration_ms=int(s * 1000))) for job_id, s in agent.runs]
-        await claims.report_progress(
-            self.engine, self.direct, agent.id, claim.group_id, claim.token, starts, results, LEASE_SECONDS
-        )
+        await claims.report_progress(self.queue, agent.id, claim.group_id, claim.token, starts, results)
 
 
 def _claim_of(group: dict[str, Any], claimed: list[dict[str, Any]]) -> claims.Claim:
-    for job in claimed:
-        job["id"] = uuid.UUID(job["id"])
     return claims.Claim(
         group_id=uuid.UUID(group["id"]),
         token=uuid.UUID(group["token"]),
@@ -264,7 +264,7 @@ def _claim_of(group: dict[str, Any], claimed: list[dict[str, Any]]) -> claims.Cl
         app_version_id=group["app_version_id"],
         target=group["target"],
         lease_expires_at=group["lease_expires_at"],
-        jobs=claimed,  # type: ignore[arg-type]
+        jobs=msgspec.convert(claimed, list[claims.ClaimedJob]),
     )
 
 
@@ -306,9 +306,11 @@ def _round(value: float | None) -> float | None:
 async def simulate(url: str, workload: Workload, plain: bool) -> dict[str, Any]:
     engine = create_server_engine(url, pool_size=2)
     direct = Direct(url, size=2, application_name="qgjob bench scheduling")
+    settings = Settings(database_url=url, lease_seconds=LEASE_SECONDS, aging_seconds=AGING_SECONDS)
     await direct.open()
     try:
-        outcome = await Simulation(workload, engine, direct, plain).run()
+        async with Database(url, size=2, application_name="qgjob bench scheduling") as db:
+            outcome = await Simulation(workload, engine, Queue(db, settings), direct, plain).run()
     finally:
         await direct.close()
         await engine.dispose()

@@ -8,7 +8,7 @@ schema before migration 0006, with `head`), then plays the agent protocol with t
 qualgent/db/queries.sql, one transaction per request as the server runs them: --agents agents, --groups
 groups of --jobs-per-group jobs submitted in bulk; each group claimed, each job started, --heartbeats-per-job
 heartbeats while it runs (the heartbeat statement: the agent's row, the lease, cancelled jobs), the result
-recorded; one job in ten first fails with an infrastructure error and is retried (schedule_retry, requeue).
+recorded; one job in ten first fails with an infrastructure error and is retried (finish_runs, requeue).
 Then it prints, per table, updates, HOT updates and their share (pg_stat_user_tables), the size of the
 table and of its indexes, and its storage parameters. Not collected by pytest (no test_ prefix).
 """
@@ -122,19 +122,14 @@ def _run_group(conn: Connection, agent_id: uuid.UUID, heartbeats: int, counter: 
                 "job_ids": [job.id],
                 "numbers": [started.attempts],
                 "outcomes": ["infra_error" if infra else "passed"],
-                "statuses": [None if infra else "completed"],
+                "finals": [False],
                 "exit_codes": [3 if infra else 0],
                 "durations": [1000],
                 "output_tails": ["ok"],
                 "errors": [None],
             }
             conn.execute(Q.finish_runs, run)
-            if infra:
-                conn.execute(
-                    Q.schedule_retry,
-                    {"job_id": job.id, "exit_code": 3, "duration_ms": 1000, "output_tail": "x" * 200,
-                     "error": "device lost", "delay_seconds": 0},
-                )  # fmt: skip
+            if infra:  # finish_runs sent it round again (qualgent_settle)
                 _requeue(conn, job.id)
             conn.execute(Q.close_group_and_free_agent, {"group_id": claim.id, "lease_seconds": 30})
     return True

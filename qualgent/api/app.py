@@ -29,11 +29,13 @@ from qualgent.api.deps import Services, provide_services
 from qualgent.api.docs import redoc_bundle, redoc_plugin
 from qualgent.api.errors import EXCEPTION_HANDLERS, document_error_responses
 from qualgent.api.schemas import strict_json_body
+from qualgent.db.database import Database
 from qualgent.db.engine import create_server_engine
 from qualgent.db.raw import Direct
 from qualgent.notify import Hub
 from qualgent.observability import metrics
 from qualgent.queue import claims, history, retention, tokens
+from qualgent.queue.core import Queue
 from qualgent.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,10 +56,13 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
         await hub.start()
         direct = Direct(url)
         await direct.open()
+        db = Database(url, size=10)
+        await db.open()
+        queue = Queue(db, settings)
         app.state.services = Services(
-            engine=active, direct=direct, settings=settings, hub=hub, tokens=tokens.TokenCache(hub)
+            engine=active, direct=direct, settings=settings, queue=queue, hub=hub, tokens=tokens.TokenCache(hub)
         )
-        rescuer = asyncio.create_task(_rescue_loop(active, settings.lease_seconds), name="qualgent-rescue")
+        rescuer = asyncio.create_task(_rescue_loop(queue), name="qualgent-rescue")
         pruner = asyncio.create_task(retention.prune_loop(active, settings.retention_days), name="qualgent-prune")
         try:
             yield
@@ -69,6 +74,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             await hub.stop()
             await history.recorded()  # the last groups' history, before the pool it writes through closes
             await direct.close()
+            await db.close()
             if own_engine:
                 await active.dispose()
 
@@ -113,12 +119,12 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
     return app
 
 
-async def _rescue_loop(engine: AsyncEngine, lease_seconds: float) -> None:
+async def _rescue_loop(queue: Queue) -> None:
     """Hand back claims whose lease lapsed. Every server runs this; SKIP LOCKED makes it safe."""
-    interval = max(0.5, min(5.0, lease_seconds / 3))
+    interval = max(0.5, min(5.0, queue.lease_seconds / 3))
     while True:
         try:
-            rescued = await claims.rescue_lapsed(engine)
+            rescued = await claims.rescue_lapsed(queue)
             metrics.leases_rescued(rescued)
             if rescued:
                 log.warning("rescued %d claim(s) whose lease lapsed", rescued)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qualgent.db.raw import Direct
 from qualgent.notify import Hub
+from qualgent.queue.core import Queue
 from qualgent.queue.tokens import TokenCache
 from qualgent.settings import Settings
 
@@ -21,6 +22,7 @@ class Services:
     engine: AsyncEngine
     direct: Direct  # the agents' claims and reports, one statement each (qualgent.db.raw)
     settings: Settings
+    queue: Queue  # the queue's operations (qualgent.queue: claims, jobs) on their database, with the settings
     hub: Hub
     tokens: TokenCache  # live tokens seen, forgotten whenever api_tokens changes (the hub counts the changes)
     # Agents' targets by id, for claims: set at registration and never changed, so a claim need not read

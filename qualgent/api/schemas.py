@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import msgspec
@@ -382,7 +382,7 @@ class ProgressOut(Struct):
 
 
 def progress_out(done: Progress, next_claim: ClaimOut | None = None) -> ProgressOut:
-    def brief(rows: list[Row]) -> list[JobProgressOut]:
+    def brief(rows: Sequence[Row]) -> list[JobProgressOut]:
         return [JobProgressOut(r["id"], JobStatus(r["status"]), r["attempts"]) for r in rows]
 
     refused = [RefusalOut(r.job_id, None if r.status is None else JobStatus(r.status), r.detail) for r in done.refused]
@@ -391,14 +391,7 @@ def progress_out(done: Progress, next_claim: ClaimOut | None = None) -> Progress
 
 def claim_out(got: Claim, lease_seconds: float) -> ClaimOut:
     jobs = [
-        ClaimedJob(
-            j["id"],
-            j["test_path"],
-            Priority(str(j["priority"])),
-            j["attempts"],
-            j["max_attempts"],
-            j["timeout_seconds"],
-        )
+        ClaimedJob(j.id, j.test_path, Priority(j.priority), j.attempts, j.max_attempts, j.timeout_seconds)
         for j in got.jobs
     ]
     return ClaimOut(

@@ -51,13 +51,15 @@ WHERE id = ANY(CAST(:job_ids AS uuid[]))
 GROUP BY org_id, app_version_id, target;
 
 -- name: move_jobs_to_groups
+-- Pending jobs (in backoff at a claim, not started in a handed-back group, retried, re-run) join their key's pending
+-- group; their status is not this statement's to change: a job in any other state stays where it is.
 UPDATE jobs j
-SET group_id = g.id, status = 'pending', agent_id = NULL, updated_at = now()
+SET group_id = g.id, agent_id = NULL, updated_at = now()
 FROM unnest(
     CAST(:group_ids AS uuid[]), CAST(:org_ids AS text[]), CAST(:app_version_ids AS text[]),
     CAST(:targets AS text[])
 ) AS g (id, org_id, app_version_id, target)
-WHERE j.id = ANY(CAST(:job_ids AS uuid[]))
+WHERE j.id = ANY(CAST(:job_ids AS uuid[])) AND j.status = 'pending'
   AND j.org_id = g.org_id AND j.app_version_id = g.app_version_id AND j.target = g.target;
 
 -- name: lock_claim
@@ -67,21 +69,12 @@ FROM job_groups
 WHERE id = :group_id
 FOR NO KEY UPDATE;
 
--- name: test_failures_of_job
-SELECT count(*) FROM attempts WHERE job_id = :job_id AND outcome = 'test_failed';
-
--- name: schedule_retry
--- Only a running job goes round again: a job that reached its final state stays there.
-UPDATE jobs
-SET exit_code = :exit_code, duration_ms = :duration_ms, output_tail = :output_tail, error = :error,
-    error_location = :error_location, run_after = now() + make_interval(secs => :delay_seconds), updated_at = now()
-WHERE id = :job_id AND status = 'running'
-RETURNING id;
-
 -- name: mark_group_done
+-- A claimed group handed back (release, lapsed lease) or left with nothing runnable at its claim: done. Only a
+-- running group: a group is never reopened, nor closed twice.
 UPDATE job_groups
 SET status = 'done', finished_at = now(), lease_expires_at = NULL
-WHERE id = :group_id
+WHERE id = :group_id AND status = 'running'
 RETURNING agent_id;
 
 -- name: refresh_pending_group
@@ -109,7 +102,7 @@ WHERE a.group_id = :group_id AND a.finished_at IS NULL;
 
 -- name: lapsed_claims
 -- Rescue: running groups whose lease lapsed. SKIP LOCKED: any number of servers may rescue at once.
-SELECT id
+SELECT id, agent_id
 FROM job_groups
 WHERE status = 'running' AND lease_expires_at < now()
 ORDER BY lease_expires_at
@@ -125,7 +118,7 @@ WHERE a.id = :agent_id AND a.status = 'busy'
   AND NOT EXISTS (SELECT 1 FROM job_groups g WHERE g.agent_id = a.id AND g.status = 'running');
 
 -- name: heartbeat
--- An agent's sign of life, one statement in autocommit on the hot path's pool (qualgent.db.raw.Direct): its row's
+-- An agent's sign of life, one statement in autocommit (qualgent.db.database.Database.tuple_row): its row's
 -- last_heartbeat_at; the leases of the claims it still holds under the tokens it presents, extended (both HOT
 -- updates: neither column is indexed); and its running jobs that someone cancelled, which it must kill (through
 -- its running groups). `known` is false for no such agent. One round trip where a transaction of three statements
@@ -153,10 +146,11 @@ SELECT EXISTS (SELECT FROM agent) AS known,
              )
        ) AS cancelled;
 
--- name: cancel_job
+-- name: cancel_jobs
+-- One job's cancel and a selection's alike (qualgent.queue.jobs, selection): only a pending or running job.
 UPDATE jobs
 SET status = 'cancelled', finished_at = now(), updated_at = now()
-WHERE id = :job_id AND status IN ('pending', 'running')
+WHERE id = ANY(CAST(:job_ids AS uuid[])) AND status IN ('pending', 'running')
 RETURNING *;
 
 -- name: group_status
@@ -176,12 +170,15 @@ SELECT pg_notify('qualgent', p) FROM unnest(CAST(:payloads AS text[])) AS p;
 -- name: notify_jobs
 SELECT qualgent_notify_jobs(:status, CAST(:job_ids AS uuid[]));
 
--- name: reset_for_rerun
--- A re-run keeps the attempt history and numbering, and grants the job its usual budget anew.
+-- name: rerun_jobs
+-- A re-run (one job's, or a selection's): only a job in a final state goes back to pending, keeping its attempt
+-- history and numbering, with its usual budget of attempts anew; requeue then moves it to its key's pending group.
 UPDATE jobs
-SET max_attempts = attempts + attempt_budget, run_after = now(), exit_code = NULL, duration_ms = NULL,
-    output_tail = NULL, error = NULL, error_location = NULL, started_at = NULL, finished_at = NULL, updated_at = now()
-WHERE id = :job_id;
+SET status = 'pending', max_attempts = attempts + attempt_budget, run_after = now(), exit_code = NULL,
+    duration_ms = NULL, output_tail = NULL, error = NULL, error_location = NULL, started_at = NULL,
+    finished_at = NULL, updated_at = now()
+WHERE id = ANY(CAST(:job_ids AS uuid[])) AND status IN ('completed', 'failed', 'cancelled')
+RETURNING id;
 
 -- name: get_jobs
 SELECT * FROM jobs WHERE id = ANY(CAST(:job_ids AS uuid[]));
@@ -225,15 +222,19 @@ SELECT started.*, (SELECT count(*) FROM notified) AS notifications FROM started;
 SELECT * FROM jobs WHERE id = ANY(CAST(:job_ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE;
 
 -- name: finish_runs
--- Batched results, in one statement: every run's attempt is closed; the jobs whose status is given end
--- there (a job that passes after a failed test attempt is flaky) and are announced. A NULL status leaves
--- the job to the caller (a retry) or as it is (cancelled).
+-- Batched results, in one statement: every run's attempt is closed; each running job is moved on as
+-- qualgent_settle says (completed, failed, or pending again after a backoff: the caller then requeues it) and
+-- announced. A job no longer running (cancelled meanwhile) is left as it is: only its run's attempt is closed.
 WITH r AS (
     SELECT * FROM unnest(
         CAST(:job_ids AS uuid[]), CAST(:numbers AS integer[]), CAST(:outcomes AS text[]),
-        CAST(:statuses AS text[]), CAST(:exit_codes AS integer[]), CAST(:durations AS bigint[]),
+        CAST(:finals AS boolean[]), CAST(:exit_codes AS integer[]), CAST(:durations AS bigint[]),
         CAST(:output_tails AS text[]), CAST(:errors AS text[]), CAST(:error_locations AS text[])
-    ) AS r (id, number, outcome, status, exit_code, duration_ms, output_tail, error, error_location)
+    ) AS r (id, number, outcome, final, exit_code, duration_ms, output_tail, error, error_location)
+), settled AS (
+    SELECT r.*, qualgent_settle(j.id, r.outcome, r.final, j.attempts, j.max_attempts, j.test_retries) AS status
+    FROM r JOIN jobs j ON j.id = r.id
+    WHERE j.status = 'running'
 ), closed AS (
     UPDATE attempts a
     SET finished_at = now(), outcome = r.outcome, exit_code = r.exit_code, duration_ms = r.duration_ms,
@@ -243,14 +244,15 @@ WITH r AS (
     RETURNING a.job_id
 ), finished AS (
     UPDATE jobs j
-    SET status = r.status, exit_code = r.exit_code, duration_ms = r.duration_ms, output_tail = r.output_tail,
-        error = qualgent_job_error(r.outcome, r.error, j.attempts), error_location = r.error_location,
-        finished_at = now(), updated_at = now(),
-        -- Only a job with an earlier attempt can be flaky: the lookup is for retried jobs alone.
-        flaky = (r.status = 'completed' AND j.attempts > 1 AND EXISTS (
-            SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.outcome = 'test_failed'))
-    FROM r
-    WHERE j.id = r.id AND r.status IS NOT NULL AND j.status = 'running'
+    SET status = s.status, exit_code = s.exit_code, duration_ms = s.duration_ms, output_tail = s.output_tail,
+        error = CASE WHEN s.status = 'pending' THEN s.error ELSE qualgent_job_error(s.outcome, s.error, j.attempts) END,
+        error_location = s.error_location,
+        run_after = CASE WHEN s.status = 'pending'
+                         THEN now() + make_interval(secs => qualgent_retry_delay(j.attempts)) ELSE j.run_after END,
+        finished_at = CASE WHEN s.status = 'pending' THEN NULL ELSE now() END, updated_at = now(),
+        flaky = qualgent_flaky(j.id, s.outcome, j.attempts)
+    FROM settled s
+    WHERE j.id = s.id AND j.status = 'running'
     RETURNING j.*
 ), notified AS (
     SELECT qualgent_notify_org_jobs(status, org_id, array_agg(id)) FROM finished GROUP BY status, org_id

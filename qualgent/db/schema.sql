@@ -327,9 +327,60 @@ BEGIN
 END
 $$;
 
--- Runs started and finished within one report that end their job: pending to final in one row version, the attempt
--- written once. A first run needs no lookup in attempts to know it is not flaky (with statistics older than a
--- burst the planner made that lookup through every finished attempt).
+-- One owner per state change: what a run's end does to its job is decided here, by qualgent_settle, and nowhere
+-- else. Every path asks it: the one-statement report (qualgent_run_jobs), the general path and the hand-back of a
+-- lapsed or released claim (the finish_runs statement). qualgent/queue/transitions.py lists every transition and
+-- its owner; tests/integration/test_transitions.py checks the code and docs/design.md's diagrams against it.
+--
+-- A test failure is retried while the submission's test retries and the job's attempts last; `attempt` is the run's
+-- own number, so its failure is the one more than the test failures numbered below it. Plain SQL, so that PostgreSQL
+-- inlines these into the statements that call them: the earlier attempts are read (qualgent_test_failures_before)
+-- only in the branch that needs them, never for a passed run, the common case.
+CREATE FUNCTION qualgent_test_failures_before(p_job_id uuid, p_attempt integer)
+RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+SELECT count(*) FROM attempts a WHERE a.job_id = p_job_id AND a.number < p_attempt AND a.outcome = 'test_failed'
+$$;
+
+-- What the run numbered p_attempt leaves its job: 'completed', 'failed', or 'pending' (retried after a backoff).
+CREATE FUNCTION qualgent_settle(p_job_id uuid, p_outcome text, p_final boolean, p_attempt integer,
+                                           p_max_attempts integer, p_test_retries integer)
+RETURNS text
+LANGUAGE sql STABLE
+AS $$
+SELECT CASE
+    WHEN p_outcome = 'passed' THEN 'completed'
+    WHEN COALESCE(p_final, false) OR p_attempt >= p_max_attempts THEN 'failed'
+    WHEN p_outcome = 'infra_error' THEN 'pending'
+    WHEN p_outcome = 'test_failed' AND p_test_retries > 0
+         AND qualgent_test_failures_before(p_job_id, p_attempt) < p_test_retries THEN 'pending'
+    ELSE 'failed'
+END
+$$;
+
+-- Whether that run makes its job flaky: passed after an earlier test failure (a first run reads nothing).
+CREATE FUNCTION qualgent_flaky(p_job_id uuid, p_outcome text, p_attempt integer)
+RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+SELECT CASE WHEN p_outcome = 'passed' AND p_attempt > 1
+            THEN qualgent_test_failures_before(p_job_id, p_attempt) > 0
+            ELSE false END
+$$;
+
+-- The backoff before a retried job may run again: 2 s, 4 s, 8 s ... capped at 300 s, +-25% so that jobs failed
+-- together by one outage do not come back together.
+CREATE FUNCTION qualgent_retry_delay(p_attempt integer)
+RETURNS double precision
+LANGUAGE sql VOLATILE
+AS $$
+SELECT least(300.0, 2.0 * power(2.0, greatest(0, p_attempt - 1))) * (0.75 + random() * 0.5)
+$$;
+
+-- Runs started and finished within one report that end their job (as qualgent_settle says): pending to final in
+-- one row version, the attempt written once. A run that qualgent_settle would retry is left to the general path
+-- (finish_runs), which asks the same function.
 CREATE FUNCTION qualgent_run_jobs(p_agent_id uuid, p_group_id uuid, p_runs jsonb)
 RETURNS SETOF jobs
 LANGUAGE plpgsql VOLATILE
@@ -339,23 +390,20 @@ BEGIN
     WITH r AS (
         SELECT *
         FROM jsonb_to_recordset(p_runs) AS r (id uuid, elapsed_ms bigint, outcome text, exit_code integer,
-                                              duration_ms bigint, output_tail text, error text)
+                                              duration_ms bigint, output_tail text, error text, final boolean)
     ), ran AS (
         UPDATE jobs j
-        SET status = CASE WHEN r.outcome = 'passed' THEN 'completed' ELSE 'failed' END,
+        SET status = qualgent_settle(j.id, r.outcome, r.final, j.attempts + 1, j.max_attempts, j.test_retries),
             attempts = j.attempts + 1, agent_id = p_agent_id,
             started_at = now() - make_interval(secs => r.elapsed_ms / 1000.0),
             finished_at = now(), updated_at = now(), exit_code = r.exit_code, duration_ms = r.duration_ms,
             output_tail = r.output_tail,
             error = qualgent_job_error(r.outcome, r.error, j.attempts + 1),
-            flaky = (r.outcome = 'passed' AND j.attempts > 0 AND EXISTS (
-                SELECT 1 FROM attempts a WHERE a.job_id = j.id AND a.outcome = 'test_failed'))
+            flaky = qualgent_flaky(j.id, r.outcome, j.attempts + 1)
         FROM r
         WHERE j.id = r.id AND j.group_id = p_group_id AND j.status = 'pending'
-          -- the run ends the job: it passed, or failed with nothing left to try
-          AND (r.outcome = 'passed'
-               OR (r.outcome = 'test_failed' AND j.test_retries = 0)
-               OR (r.outcome = 'infra_error' AND j.attempts + 1 >= j.max_attempts))
+          -- the run ends its job; one that retries it is the general path's (finish_runs)
+          AND qualgent_settle(j.id, r.outcome, r.final, j.attempts + 1, j.max_attempts, j.test_retries) <> 'pending'
         RETURNING j AS job, r.outcome AS run_outcome, r.error AS run_error
     ), recorded AS (
         INSERT INTO attempts (job_id, number, agent_id, group_id, started_at, finished_at, outcome, exit_code,

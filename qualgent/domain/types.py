@@ -12,7 +12,6 @@ the database enums are declared in the same order, so SQL can sort and min() on 
 
 from __future__ import annotations
 
-import random
 from enum import StrEnum
 
 
@@ -74,10 +73,3 @@ def classify_exit_code(exit_code: int | None) -> Outcome:
     if exit_code == 1:
         return Outcome.TEST_FAILED
     return Outcome.INFRA_ERROR
-
-
-def retry_delay_seconds(attempt: int, base: float = 2.0, cap: float = 300.0, jitter: float = 0.25) -> float:
-    """Exponential backoff before attempt `attempt + 1` (attempt counts from 1), with +-25% jitter so
-    jobs failed together by one outage do not all come back at the same instant."""
-    delay = min(cap, base * 2 ** max(0, attempt - 1))
-    return float(delay * random.uniform(1 - jitter, 1 + jitter))

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar.response import ServerSentEventMessage
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qualgent.db.raw import Direct
 from qualgent.domain import NotFound
 from qualgent.notify.hub import Hub
 from qualgent.queue import jobs, tokens
+from qualgent.queue.core import Queue
 
 KEEPALIVE_SECONDS = 15.0
 _FIELDS = ("id", "org_id", "app_version_id", "test_path", "target", "priority", "status", "attempts", "group_id")
@@ -66,14 +66,14 @@ def _event(job: dict[str, Any], sequence: int, status: str | None = None) -> Ser
     return ServerSentEventMessage(data=json.dumps(data), event="job", id=sequence)
 
 
-async def _read(engine: AsyncEngine, ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+async def _read(q: Queue, ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
     try:
-        return await jobs.get_many(engine, ids)
+        return await jobs.get_many(q, ids)
     except NotFound:  # a job deleted by retention between the notification and now
         found = []
         for job_id in ids:
             try:
-                found.append(await jobs.get(engine, job_id))
+                found.append(await jobs.get(q, job_id))
             except NotFound:
                 continue
         return found
@@ -83,16 +83,14 @@ def _closed(reason: str, sequence: int) -> ServerSentEventMessage:
     return ServerSentEventMessage(data=json.dumps({"reason": reason}), event="closed", id=sequence)
 
 
-async def stream(
-    engine: AsyncEngine, hub: Hub, filters: EventFilter, owner: StreamOwner
-) -> AsyncIterator[ServerSentEventMessage]:
+async def stream(q: Queue, hub: Hub, filters: EventFilter, owner: StreamOwner) -> AsyncIterator[ServerSentEventMessage]:
     sequence = 0
     with hub.subscribe(filters.org_id, owner.key, watches_tokens=owner.token_id is not None) as subscription:
         if hub.streams_of(owner.key) > owner.max_streams:  # opened in a race past the controller's check
             yield _closed(f"too many streams: at most {owner.max_streams} per token", 1)
             return
         yield ServerSentEventMessage(comment="subscribed", data=None)  # from here on, no change is missed
-        for job in await _current(engine, filters):
+        for job in await _current(q, filters):
             sequence += 1
             yield _event(job, sequence)
         while True:
@@ -111,16 +109,16 @@ async def stream(
                 yield _closed("token revoked", sequence + 1)
                 return
             status = payload.get("status")
-            for job in await _changed_jobs(engine, filters, payload):
+            for job in await _changed_jobs(q, filters, payload):
                 sequence += 1
                 yield _event(job, sequence, status if isinstance(status, str) else None)
 
 
-async def _current(engine: AsyncEngine, filters: EventFilter) -> list[dict[str, Any]]:
+async def _current(q: Queue, filters: EventFilter) -> list[dict[str, Any]]:
     """The filter's jobs as they are now (another org's are left out, for a stream scoped to one org)."""
     if not filters.job_ids:
         return []
-    return [job for job in await _read(engine, sorted(filters.job_ids)) if filters.accepts(job)]
+    return [job for job in await _read(q, sorted(filters.job_ids)) if filters.accepts(job)]
 
 
 async def _token_live(owner: StreamOwner) -> bool:
@@ -133,7 +131,7 @@ async def _token_live(owner: StreamOwner) -> bool:
 _SHARED_READ = "_read"  # where the first stream to need a notification's jobs leaves the read, for the others
 
 
-async def _changed_jobs(engine: AsyncEngine, filters: EventFilter, payload: dict[str, Any]) -> list[dict[str, Any]]:
+async def _changed_jobs(q: Queue, filters: EventFilter, payload: dict[str, Any]) -> list[dict[str, Any]]:
     if payload.get("kind") != "jobs":
         return []
     named = payload.get("ids", ())
@@ -144,7 +142,7 @@ async def _changed_jobs(engine: AsyncEngine, filters: EventFilter, payload: dict
         return []  # (the hub gave it none of those; a payload of no org is filtered after the read)
     read = payload.get(_SHARED_READ)
     if read is None:
-        read = payload[_SHARED_READ] = asyncio.ensure_future(_read(engine, [uuid.UUID(i) for i in named]))
+        read = payload[_SHARED_READ] = asyncio.ensure_future(_read(q, [uuid.UUID(i) for i in named]))
         read.add_done_callback(_retrieved)
     return [job for job in await asyncio.shield(read) if filters.accepts(job)]
 

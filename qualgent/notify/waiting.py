@@ -8,21 +8,20 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from qualgent.domain import FINAL_STATUSES, JobStatus
 from qualgent.notify.hub import Hub
 from qualgent.queue import jobs
+from qualgent.queue.core import Queue
 
 T = TypeVar("T")
 
 
-async def wait_for_job(engine: AsyncEngine, hub: Hub, job_id: uuid.UUID, timeout: float) -> dict[str, Any]:
+async def wait_for_job(q: Queue, hub: Hub, job_id: uuid.UUID, timeout: float) -> dict[str, Any]:
     """The job as soon as it is final, or as it is when `timeout` runs out."""
     deadline = asyncio.get_running_loop().time() + timeout
     with hub.watch_jobs([job_id]) as waiter:  # watch first: a change between read and wait still wakes us
         while True:
-            job = await jobs.get(engine, job_id, with_attempts=True)
+            job = await jobs.get(q, job_id, with_attempts=True)
             remaining = deadline - asyncio.get_running_loop().time()
             if JobStatus(job["status"]) in FINAL_STATUSES or remaining <= 0 or hub.closing:
                 return job
@@ -30,7 +29,7 @@ async def wait_for_job(engine: AsyncEngine, hub: Hub, job_id: uuid.UUID, timeout
 
 
 async def wait_for_change(
-    engine: AsyncEngine, hub: Hub, known: Mapping[uuid.UUID, str | None], timeout: float
+    q: Queue, hub: Hub, known: Mapping[uuid.UUID, str | None], timeout: float
 ) -> tuple[list[dict[str, Any]], bool]:
     """The jobs as soon as any of them has a status other than the caller's `known` one (None: unknown,
     so answer at once), or as they are at the timeout. Returns (jobs, changed)."""
@@ -38,7 +37,7 @@ async def wait_for_change(
     deadline = asyncio.get_running_loop().time() + timeout
     with hub.watch_jobs(ids) as waiter:
         while True:
-            current = await jobs.get_many(engine, ids)
+            current = await jobs.get_many(q, ids)
             changed = any(job["status"] != known[job["id"]] for job in current)
             remaining = deadline - asyncio.get_running_loop().time()
             if changed or remaining <= 0 or hub.closing:

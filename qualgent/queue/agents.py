@@ -13,6 +13,7 @@ from qualgent.domain import NotFound
 from qualgent.domain.types import AgentStatus
 from qualgent.queue import claims
 from qualgent.queue._common import OFFLINE_AFTER_LEASES
+from qualgent.queue.core import Queue
 
 _SELECT = """
 SELECT a.id, a.name, a.targets, a.registered_at, a.last_heartbeat_at, a.deregistered_at,
@@ -115,7 +116,7 @@ async def set_status(engine: AsyncEngine, agent_id: uuid.UUID, status: AgentStat
     return await get(engine, agent_id, lease_seconds)
 
 
-async def deregister(engine: AsyncEngine, agent_id: uuid.UUID, lease_seconds: float) -> RowMapping:
+async def deregister(engine: AsyncEngine, agent_id: uuid.UUID, lease_seconds: float, q: Queue) -> RowMapping:
     """The agent leaves: whatever it holds goes back to the queue, and it is kept, offline and marked
     deregistered, for history (the live views leave it out)."""
     async with engine.begin() as conn:
@@ -131,7 +132,7 @@ async def deregister(engine: AsyncEngine, agent_id: uuid.UUID, lease_seconds: fl
         )
         held_claims = list(held)
     for group in held_claims:
-        await claims.release(engine, agent_id, group.id, group.lease_token, "agent deregistered")
+        await claims.release(q, agent_id, group.id, group.lease_token, "agent deregistered")
     await _set_offline(engine, agent_id)
     return await get(engine, agent_id, lease_seconds)
 

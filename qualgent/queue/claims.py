@@ -8,22 +8,33 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 import psycopg
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from qualgent.db.raw import Direct, Raw, Row
-from qualgent.db.sql import P, Q
+from qualgent.db.database import Row, Tx
+from qualgent.db.sql import P
 from qualgent.domain import Conflict, JobStatus, NotFound, Outcome, StaleClaim, classify_exit_code
-from qualgent.domain.types import GroupStatus, retry_delay_seconds
+from qualgent.domain.types import GroupStatus
 from qualgent.observability import metrics
 from qualgent.queue import history, orphans
-from qualgent.queue._common import notify_jobs, requeue
+from qualgent.queue._common import requeue
+from qualgent.queue.core import Queue
 
 OUTPUT_TAIL_LIMIT = 16_384
 RUNS_DID_NOT_ALL_END = "QGRUN"  # qualgent_report_runs: take the general path
+
+
+class ClaimedJob(msgspec.Struct, frozen=True):
+    """A job of a claim, as qualgent_claim lists it (in run order)."""
+
+    id: uuid.UUID
+    test_path: str
+    priority: str
+    attempts: int
+    max_attempts: int
+    timeout_seconds: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +45,7 @@ class Claim:
     app_version_id: str
     target: str
     lease_expires_at: dt.datetime
-    jobs: list[Row] = field(default_factory=list)
+    jobs: list[ClaimedJob] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,43 +77,30 @@ class HeldBuild:
     app_version_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Ranking:
-    """What the claim ranks by besides tier, priority and age (docs/design.md, "3. The claim")."""
-
-    aging_seconds: float = 600.0  # QUALGENT_AGING_SECONDS
-    held: Sequence[HeldBuild] = ()
-    min_chunk_seconds: float = 120.0  # QUALGENT_MIN_CHUNK_SECONDS
-
-    def params(self) -> dict[str, Any]:
-        held = [{"target": b.target, "org_id": b.org_id, "app_version_id": b.app_version_id} for b in self.held]
-        return {
-            "aging_seconds": self.aging_seconds,
-            "held": msgspec.json.encode(held).decode(),
-            "min_chunk_seconds": self.min_chunk_seconds,
-        }
+def _ranking(q: Queue, held: Sequence[HeldBuild]) -> dict[str, Any]:
+    """What the claim ranks by besides tier, priority and age (docs/design.md, "3. The claim"): the settings'
+    aging and chunk size, and the builds the agent holds."""
+    builds = [{"target": b.target, "org_id": b.org_id, "app_version_id": b.app_version_id} for b in held]
+    return {
+        "aging_seconds": q.settings.aging_seconds,
+        "held": msgspec.json.encode(builds).decode(),
+        "min_chunk_seconds": q.settings.min_chunk_seconds,
+    }
 
 
 @metrics.timed_claim
-async def claim(
-    engine: AsyncEngine,
-    direct: Direct,
-    agent_id: uuid.UUID,
-    targets: list[str],
-    lease_seconds: float,
-    ranking: Ranking = Ranking(),
-) -> Claim | None:
+async def claim(q: Queue, agent_id: uuid.UUID, targets: list[str], held: Sequence[HeldBuild] = ()) -> Claim | None:
     """Take the best pending group this agent can run, whole: one statement (qualgent_claim, in autocommit)."""
-    params = {"agent_id": agent_id, "targets": targets, "lease_seconds": lease_seconds, **ranking.params()}
+    params = {"agent_id": agent_id, "targets": targets, "lease_seconds": q.lease_seconds, **_ranking(q, held)}
     for _ in range(3):  # a group emptied by cancels or backoff is retired and the next one tried
-        got = await direct.value(P.claim, params)
-        taken, again = await _take(engine, agent_id, got)
+        got = await q.db.value(P.claim, params)
+        taken, again = await _take(q, agent_id, got)
         if not again:
             return taken
     return None
 
 
-async def _take(engine: AsyncEngine, agent_id: uuid.UUID, got: dict[str, Any]) -> tuple[Claim | None, bool]:
+async def _take(q: Queue, agent_id: uuid.UUID, got: dict[str, Any]) -> tuple[Claim | None, bool]:
     """What qualgent_claim answered, as a Claim (or None), and whether to try again (a group was retired)."""
     if got["agent_status"] is None:
         raise NotFound(f"no agent {agent_id}: register first", agent_id=str(agent_id))
@@ -115,7 +113,7 @@ async def _take(engine: AsyncEngine, agent_id: uuid.UUID, got: dict[str, Any]) -
         # Rare: jobs still in backoff, and jobs split off for idle agents, go back to the queue, and a group left
         # with nothing to run (its jobs in backoff, or cancelled meanwhile) is retired, in a transaction of their own.
         back = [uuid.UUID(j) for j in [*got["deferred"], *split]]
-        await _defer(engine, group_id, back, retire=not got["jobs"])
+        await _defer(q, group_id, back, retire=not got["jobs"])
     if not got["jobs"]:
         return None, True
     taken = Claim(
@@ -125,19 +123,19 @@ async def _take(engine: AsyncEngine, agent_id: uuid.UUID, got: dict[str, Any]) -
         app_version_id=group["app_version_id"],
         target=group["target"],
         lease_expires_at=dt.datetime.fromisoformat(group["lease_expires_at"]),
-        jobs=_ids_typed(got["jobs"]),
+        jobs=msgspec.convert(got["jobs"], list[ClaimedJob]),
     )
     return taken, False
 
 
-async def _defer(engine: AsyncEngine, group_id: uuid.UUID, deferred: list[uuid.UUID], retire: bool) -> None:
+async def _defer(q: Queue, group_id: uuid.UUID, deferred: list[uuid.UUID], retire: bool) -> None:
     """A claimed group's jobs still in backoff return to the queue; a group left with none to run is done (its
     agent was not made busy by it). Should this transaction not happen, the claim's lease lapses and rescue
     does the same."""
-    async with engine.begin() as conn:
-        await requeue(conn, deferred)
+    async with q.db.transaction() as tx:
+        await requeue(tx, deferred)
         if retire:
-            await conn.execute(Q.mark_group_done, {"group_id": group_id})
+            await tx.execute(P.mark_group_done, {"group_id": group_id})
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,22 +165,21 @@ class Progress:
 
 
 async def report_progress(
-    engine: AsyncEngine,
-    direct: Direct,
+    q: Queue,
     agent_id: uuid.UUID,
     group_id: uuid.UUID,
     token: uuid.UUID,
     starts: Sequence[Started],
     results: Sequence[tuple[uuid.UUID, Result]],
-    lease_seconds: float,
     claim_next: list[str] | None = None,
-    ranking: Ranking = Ranking(),
+    held: Sequence[HeldBuild] = (),
 ) -> Progress:
     """Starts, then results, of a claimed group's jobs in one transaction: the agent's batched path (River's
     batch completer, on the agent's side). A fast test suite reports many jobs per request and per commit;
     a slow one reports each start and each result at once. Set-based SQL: the statement count does not grow
     with the batch. Refusals (a job cancelled meanwhile, not in this group) are committed with the rest.
-    `claim_next` (the agent's targets): when the report closes the group, claim the agent's next one too.
+    `claim_next` (the agent's targets): when the report closes the group, claim the agent's next one too (`held`:
+    the builds it holds, as for a claim).
 
     The common report of a quick suite, runs that each started and ended their job within it, is one statement
     (qualgent_report_runs, and qualgent_claim in the same statement and commit when asked); anything else, or any
@@ -193,9 +190,7 @@ async def report_progress(
     Tries that the agent's runner retries itself (`retrying`, an AppWright run's --retries) may come before it."""
     starts, results, repeated = _first_of_each(starts, results)
     if repeated:
-        progress = await report_progress(
-            engine, direct, agent_id, group_id, token, starts, results, lease_seconds, claim_next, ranking
-        )
+        progress = await report_progress(q, agent_id, group_id, token, starts, results, claim_next, held)
         progress.refused += _refuse_repeats(progress, repeated)
         return progress
     if (
@@ -204,56 +199,52 @@ async def report_progress(
         and len(starts) == len(results)
         and all(result.plain for _, result in results)
     ):
-        fast = await _report_runs(
-            direct, agent_id, group_id, token, starts, results, lease_seconds, claim_next, ranking
-        )
+        fast = await _report_runs(q, agent_id, group_id, token, starts, results, claim_next, held)
         if fast is not None:
             progress, claimed = fast
             _count(progress)
             if claimed is not None:
-                progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds, ranking, claimed)
+                progress.next_claim = await _next(q, agent_id, claim_next, held, claimed)
             if progress.group_done:
-                history.record_group_soon(direct, group_id, _failed(progress))
+                history.record_group_soon(q.db, group_id, _failed(progress))
             return progress
-    progress = await _report_in_transaction(engine, agent_id, group_id, token, starts, results, lease_seconds)
+    progress = await _report_in_transaction(q, agent_id, group_id, token, starts, results)
     _count(progress)
     if progress.group_done:
-        history.record_group_soon(direct, group_id, _failed(progress))
+        history.record_group_soon(q.db, group_id, _failed(progress))
     if claim_next is not None and progress.group_done:
-        progress.next_claim = await _next(engine, direct, agent_id, claim_next, lease_seconds, ranking)
+        progress.next_claim = await _next(q, agent_id, claim_next, held)
     return progress
 
 
 async def _report_in_transaction(
-    engine: AsyncEngine,
+    q: Queue,
     agent_id: uuid.UUID,
     group_id: uuid.UUID,
     token: uuid.UUID,
     starts: Sequence[Started],
     results: Sequence[tuple[uuid.UUID, Result]],
-    lease_seconds: float,
 ) -> Progress:
     """The general path of a report: the claim held, quick runs whole, then starts, then results, then the
     group closed or its lease extended, in one transaction."""
     progress = Progress()
     try:
-        async with engine.begin() as conn:
-            raw = await Raw.of(conn)
+        async with q.db.transaction() as tx:
             held = {"group_id": group_id, "token": token, "agent_id": agent_id}
-            if not (await raw.rows(P.hold_claim, held))[0]["held"]:
-                await _lock_claim(conn, agent_id, group_id, token)  # raises NotFound or StaleClaim
-            ran = await _run(raw, agent_id, group_id, starts, results, progress) if starts and results else set()
+            if not await tx.value(P.hold_claim, held):
+                await _lock_claim(tx, agent_id, group_id, token)  # raises NotFound or StaleClaim
+            ran = await _run(tx, agent_id, group_id, starts, results, progress) if starts and results else set()
             starts = [s for s in starts if s.job_id not in ran]
             results = [(job_id, result) for job_id, result in results if job_id not in ran]
             if starts:
-                await _start(raw, agent_id, group_id, starts, progress)
+                await _start(tx, agent_id, group_id, starts, progress)
             for round_ in _rounds(results):  # a job reported twice (a retried try, then its end): in order
-                await _finish(conn, raw, group_id, round_, progress)
-            closing = {"group_id": group_id, "lease_seconds": lease_seconds}
-            progress.group_done = (await raw.rows(P.close_group_and_free_agent, closing))[0]["closed"]
+                await _finish(tx, group_id, round_, progress)
+            closing = {"group_id": group_id, "lease_seconds": q.lease_seconds}
+            progress.group_done = await tx.value(P.close_group_and_free_agent, closing)
     except StaleClaim:
         # Refused, but the runs it tells of happened: on record in their jobs' history (qualgent.queue.orphans).
-        await orphans.record(engine, agent_id, group_id, token, _orphan_runs(starts, results))
+        await orphans.record(q, agent_id, group_id, token, _orphan_runs(starts, results))
         raise
     return progress
 
@@ -298,22 +289,20 @@ def _refuse_repeats(progress: Progress, repeated: list[uuid.UUID]) -> list[Refus
 
 
 async def _next(
-    engine: AsyncEngine,
-    direct: Direct,
+    q: Queue,
     agent_id: uuid.UUID,
     targets: list[str] | None,
-    lease_seconds: float,
-    ranking: Ranking,
+    held: Sequence[HeldBuild],
     claimed: dict[str, Any] | None = None,
 ) -> Claim | None:
     """The next group for an agent whose report closed its last one: what the report's statement claimed, or a
     claim of its own. The report is committed: an agent gone meanwhile just gets none."""
     try:
         if claimed is not None:
-            taken, again = await _take(engine, agent_id, claimed)
+            taken, again = await _take(q, agent_id, claimed)
             if not again:
                 return taken
-        return await claim(engine, direct, agent_id, targets or [], lease_seconds, ranking)
+        return await claim(q, agent_id, targets or [], held)
     except NotFound:
         return None
 
@@ -339,6 +328,7 @@ def _runs(started: Mapping[uuid.UUID, Started], results: Sequence[tuple[uuid.UUI
                 "duration_ms": result.duration_ms,
                 "output_tail": _tail(result.output_tail),
                 "error": result.error,
+                "final": result.final,
             }
             for job_id, result in results
         ]
@@ -346,15 +336,14 @@ def _runs(started: Mapping[uuid.UUID, Started], results: Sequence[tuple[uuid.UUI
 
 
 async def _report_runs(
-    direct: Direct,
+    q: Queue,
     agent_id: uuid.UUID,
     group_id: uuid.UUID,
     token: uuid.UUID,
     starts: Sequence[Started],
     results: Sequence[tuple[uuid.UUID, Result]],
-    lease_seconds: float,
     claim_next: list[str] | None,
-    ranking: Ranking,
+    held: Sequence[HeldBuild],
 ) -> tuple[Progress, dict[str, Any] | None] | None:
     """The one-statement report, with what qualgent_claim answered when a claim was asked for and the group
     closed; None when the general path must decide (the claim is not held, or a run does not end its job: a
@@ -363,13 +352,15 @@ async def _report_runs(
         "agent_id": agent_id,
         "group_id": group_id,
         "token": token,
-        "lease_seconds": lease_seconds,
+        "lease_seconds": q.lease_seconds,
         "runs": _runs({s.job_id: s for s in starts}, results),
         "targets": claim_next,
-        **ranking.params(),
+        **_ranking(q, held),
     }
     try:
-        answer, claimed = await direct.row(P.report_runs if claim_next is None else P.report_runs_then_claim, params)
+        answer, claimed = await q.db.tuple_row(
+            P.report_runs if claim_next is None else P.report_runs_then_claim, params
+        )
     except psycopg.Error as err:
         if err.sqlstate == RUNS_DID_NOT_ALL_END:
             return None
@@ -384,15 +375,15 @@ _UUIDS = list[uuid.UUID]
 
 
 def _ids_typed(jobs: list[dict[str, Any]]) -> list[Row]:
-    """Jobs as the hot path's functions describe them in JSON, their ids made UUIDs (by msgspec, in C: uuid.UUID()
-    parses each in Python, and a report and its next claim hold dozens)."""
+    """Jobs as the hot path's functions describe them in JSON, their ids made UUIDs (all in one msgspec call, not
+    uuid.UUID() id by id: a report and its next claim hold tens of them)."""
     for job, job_id in zip(jobs, msgspec.convert([job["id"] for job in jobs], _UUIDS), strict=True):
         job["id"] = job_id
-    return cast("list[Row]", jobs)
+    return jobs
 
 
 async def _run(
-    raw: Raw,
+    tx: Tx,
     agent_id: uuid.UUID,
     group_id: uuid.UUID,
     starts: Sequence[Started],
@@ -411,14 +402,14 @@ async def _run(
     if not both:
         return set()
     params = {"agent_id": agent_id, "group_id": group_id, "runs": _runs(started, both)}
-    rows = await raw.rows(P.run_jobs, params)
+    rows = await tx.rows(P.run_jobs, params)
     progress.started += rows
     progress.reported += rows
     return {r["id"] for r in rows}
 
 
 async def _start(
-    raw: Raw, agent_id: uuid.UUID, group_id: uuid.UUID, starts: Sequence[Started], progress: Progress
+    tx: Tx, agent_id: uuid.UUID, group_id: uuid.UUID, starts: Sequence[Started], progress: Progress
 ) -> None:
     params = {
         "job_ids": [s.job_id for s in starts],
@@ -426,11 +417,11 @@ async def _start(
         "agent_id": agent_id,
         "group_id": group_id,
     }
-    started = list(await raw.rows(P.start_jobs, params))
+    started = await tx.rows(P.start_jobs, params)
     progress.started += started  # after the jobs that started and ended within this report (_run), if any
     missing = {s.job_id for s in starts} - {j["id"] for j in started}
     if missing:  # cancelled (or moved) since the claim
-        for job in await raw.rows(P.get_jobs, {"job_ids": list(missing)}):
+        for job in await tx.rows(P.get_jobs, {"job_ids": list(missing)}):
             missing.discard(job["id"])
             progress.refused.append(
                 Refusal(job["id"], job["status"], f"job {job['id']} is {job['status']}, not pending in this group")
@@ -453,16 +444,15 @@ def _rounds(results: Sequence[tuple[uuid.UUID, Result]]) -> list[list[tuple[uuid
 
 
 async def _finish(
-    conn: AsyncConnection,
-    raw: Raw,
+    tx: Tx,
     group_id: uuid.UUID,
     results: Sequence[tuple[uuid.UUID, Result]],
     progress: Progress,
 ) -> None:
-    jobs = {j["id"]: j for j in await raw.rows(P.lock_jobs, {"job_ids": [r[0] for r in results]})}
-    closing: list[tuple[Row, Outcome, Result]] = []  # attempts to close
-    final: list[tuple[Row, JobStatus, Result]] = []  # jobs that end here
-    retried: list[tuple[Row, Outcome, Result]] = []  # jobs that may go round again
+    """Results of running jobs: each run's attempt closed and its job moved on as qualgent_settle decides (in
+    finish_runs); what is not a running job's result is refused here, and nothing else is decided here."""
+    jobs = {j["id"]: j for j in await tx.rows(P.lock_jobs, {"job_ids": [r[0] for r in results]})}
+    closing: list[tuple[Row, Outcome, Result]] = []  # attempts to close; their jobs, if running, are settled
     in_place: list[tuple[Row, Outcome, Result]] = []  # tries the agent's runner retries itself
     for job_id, result in results:
         job = jobs.get(job_id)
@@ -481,42 +471,42 @@ async def _finish(
         elif result.retrying and outcome_of(result) == Outcome.TEST_FAILED and job["attempts"] < job["max_attempts"]:
             in_place.append((job, Outcome.TEST_FAILED, result))
         else:
-            outcome = outcome_of(result)
-            closing.append((job, outcome, result))
-            may_retry = not result.final and (
-                outcome == Outcome.INFRA_ERROR or (outcome == Outcome.TEST_FAILED and job["test_retries"] > 0)
-            )
-            if may_retry and job["attempts"] < job["max_attempts"]:
-                retried.append((job, outcome, result))
-            else:
-                final.append((job, _final_status(outcome), result))
-    progress.reported += await _finish_runs(raw, closing, {id(job): status for job, status, _ in final})
+            closing.append((job, outcome_of(result), result))
+    progress.reported += await _requeue_retried(tx, await _finish_runs(tx, closing))
     if in_place:
-        progress.reported += await _retry_in_place(raw, in_place)
-    for job, outcome, result in retried:  # rare: one by one, after their attempts are closed
-        progress.reported.append(await _settle(conn, raw, job, outcome, result))
+        progress.reported += await _retry_in_place(tx, in_place)
 
 
-async def _finish_runs(raw: Raw, closing: list[tuple[Row, Outcome, Result]], final: dict[int, JobStatus]) -> list[Row]:
-    """Close these runs' attempts; end the jobs `final` gives a status for (keyed by the row's identity)."""
+async def _finish_runs(tx: Tx, closing: list[tuple[Row, Outcome, Result]]) -> list[Row]:
+    """Close these runs' attempts and settle their jobs that are still running (finish_runs, qualgent_settle)."""
     if not closing:
         return []
-    statuses = [final.get(id(job)) for job, _, _ in closing]
     params = {
         "job_ids": [j["id"] for j, _, _ in closing],
         "numbers": [j["attempts"] for j, _, _ in closing],
         "outcomes": [o.value for _, o, _ in closing],
-        "statuses": [None if s is None else s.value for s in statuses],
+        "finals": [r.final for _, _, r in closing],
         "exit_codes": [r.exit_code for _, _, r in closing],
         "durations": [r.duration_ms for _, _, r in closing],
         "output_tails": [_tail(r.output_tail) for _, _, r in closing],
         "errors": [r.error for _, _, r in closing],
         "error_locations": [r.error_location for _, _, r in closing],
     }
-    return await raw.rows(P.finish_runs, params)
+    return await tx.rows(P.finish_runs, params)
 
 
-async def _retry_in_place(raw: Raw, tries: list[tuple[Row, Outcome, Result]]) -> list[Row]:
+async def _requeue_retried(tx: Tx, settled: list[Row]) -> list[Row]:
+    """Jobs finish_runs sent round again (pending, after their backoff) join their key's pending group; the rows
+    as they are then."""
+    retried = [row["id"] for row in settled if row["status"] == JobStatus.PENDING]
+    if not retried:
+        return settled
+    await requeue(tx, retried)
+    moved = {row["id"]: row for row in await tx.rows(P.get_jobs, {"job_ids": retried})}
+    return [moved.get(row["id"], row) for row in settled]
+
+
+async def _retry_in_place(tx: Tx, tries: list[tuple[Row, Outcome, Result]]) -> list[Row]:
     params = {
         "job_ids": [j["id"] for j, _, _ in tries],
         "numbers": [j["attempts"] for j, _, _ in tries],
@@ -526,40 +516,21 @@ async def _retry_in_place(raw: Raw, tries: list[tuple[Row, Outcome, Result]]) ->
         "errors": [r.error for _, _, r in tries],
         "error_locations": [r.error_location for _, _, r in tries],
     }
-    return await raw.rows(P.retry_in_place, params)
+    return await tx.rows(P.retry_in_place, params)
 
 
-def _final_status(outcome: Outcome) -> JobStatus:
-    return JobStatus.COMPLETED if outcome == Outcome.PASSED else JobStatus.FAILED
-
-
-async def start_job(
-    engine: AsyncEngine,
-    direct: Direct,
-    agent_id: uuid.UUID,
-    group_id: uuid.UUID,
-    token: uuid.UUID,
-    job_id: uuid.UUID,
-    lease_seconds: float,
-) -> Row:
+async def start_job(q: Queue, agent_id: uuid.UUID, group_id: uuid.UUID, token: uuid.UUID, job_id: uuid.UUID) -> Row:
     """The agent is about to run this job: it becomes running and an attempt is opened."""
-    progress = await report_progress(engine, direct, agent_id, group_id, token, [Started(job_id)], [], lease_seconds)
+    progress = await report_progress(q, agent_id, group_id, token, [Started(job_id)], [])
     _raise_refusal(progress)
     return progress.started[0]
 
 
 async def report_result(
-    engine: AsyncEngine,
-    direct: Direct,
-    agent_id: uuid.UUID,
-    group_id: uuid.UUID,
-    token: uuid.UUID,
-    job_id: uuid.UUID,
-    result: Result,
-    lease_seconds: float,
+    q: Queue, agent_id: uuid.UUID, group_id: uuid.UUID, token: uuid.UUID, job_id: uuid.UUID, result: Result
 ) -> Row:
     """Record how a run ended and move the job on: completed, failed, or back to pending for a retry."""
-    progress = await report_progress(engine, direct, agent_id, group_id, token, [], [(job_id, result)], lease_seconds)
+    progress = await report_progress(q, agent_id, group_id, token, [], [(job_id, result)])
     _raise_refusal(progress)
     return progress.reported[0]
 
@@ -582,52 +553,16 @@ def outcome_of(result: Result) -> Outcome:
     return result.outcome
 
 
-async def _settle(conn: AsyncConnection, raw: Raw, job: Row, outcome: Outcome, result: Result) -> Row:
-    """After an attempt (already closed): retry (back to pending after a backoff) or finish (completed /
-    failed) the way a batch does (finish_runs)."""
-    fields = {
-        "job_id": job["id"],
-        "exit_code": result.exit_code,
-        "duration_ms": result.duration_ms,
-        "output_tail": _tail(result.output_tail),
-        "error": result.error,
-        "error_location": result.error_location,
-    }
-    if await _retries(conn, job, outcome):
-        delay = retry_delay_seconds(job["attempts"])
-        if (await conn.execute(Q.schedule_retry, {**fields, "delay_seconds": delay})).first() is not None:
-            await requeue(conn, [job["id"]])
-            await notify_jobs(conn, JobStatus.PENDING, [job["id"]])
-        return await _job_or_404(conn, job["id"])
-    (row,) = await _finish_runs(raw, [(job, outcome, result)], {id(job): _final_status(outcome)})
-    return row
-
-
-async def _retries(conn: AsyncConnection, job: Row, outcome: Outcome) -> bool:
-    """Infrastructure errors are retried while attempts remain; a test failure only if the submission
-    asked for test retries and it has some left."""
-    if job["attempts"] >= job["max_attempts"]:
-        return False
-    if outcome == Outcome.INFRA_ERROR:
-        return True
-    if outcome == Outcome.TEST_FAILED and job["test_retries"] > 0:
-        failures = (await conn.execute(Q.test_failures_of_job, {"job_id": job["id"]})).scalar_one()
-        return bool(failures <= job["test_retries"])
-    return False
-
-
-async def heartbeat(
-    direct: Direct, agent_id: uuid.UUID, claims: dict[uuid.UUID, uuid.UUID], lease_seconds: float
-) -> dict[str, Any]:
+async def heartbeat(q: Queue, agent_id: uuid.UUID, claims: dict[uuid.UUID, uuid.UUID]) -> dict[str, Any]:
     """Extend the leases the agent still holds; say which of its claims are lost and which of its
     running jobs were cancelled. One statement (a thousand agents beat every 10 s)."""
     params = {
         "agent_id": agent_id,
         "group_ids": list(claims),
         "tokens": list(claims.values()),
-        "lease_seconds": lease_seconds,
+        "lease_seconds": q.lease_seconds,
     }
-    known, held, cancelled = await direct.row(P.heartbeat, params)
+    known, held, cancelled = await q.db.tuple_row(P.heartbeat, params)
     if not known:
         raise NotFound(f"no agent {agent_id}", agent_id=str(agent_id))
     return {
@@ -637,56 +572,56 @@ async def heartbeat(
     }
 
 
-async def release(engine: AsyncEngine, agent_id: uuid.UUID, group_id: uuid.UUID, token: uuid.UUID, reason: str) -> None:
+async def release(q: Queue, agent_id: uuid.UUID, group_id: uuid.UUID, token: uuid.UUID, reason: str) -> None:
     """The agent gives the group back (shutting down): its unfinished jobs return to the queue."""
-    async with engine.begin() as conn:
-        await _lock_claim(conn, agent_id, group_id, token)
-        await _hand_back(conn, group_id, agent_id, reason)
+    async with q.db.transaction() as tx:
+        await _lock_claim(tx, agent_id, group_id, token)
+        await _hand_back(tx, group_id, agent_id, reason)
 
 
-async def rescue_lapsed(engine: AsyncEngine, limit: int = 100) -> int:
+class _Lapsed(msgspec.Struct, frozen=True):
+    """A lapsed_claims row."""
+
+    id: uuid.UUID
+    agent_id: uuid.UUID | None
+
+
+async def rescue_lapsed(q: Queue, limit: int = 100) -> int:
     """Hand back every claim whose lease lapsed: its agent is presumed dead. Safe on many servers."""
-    async with engine.begin() as conn:
-        groups = [r.id for r in await conn.execute(Q.lapsed_claims, {"limit": limit})]
-        for group_id in groups:
-            agent_id = (await conn.execute(Q.mark_group_done, {"group_id": group_id})).scalar_one()
-            await _hand_back(conn, group_id, agent_id, "agent lost: its lease expired")
+    async with q.db.transaction() as tx:
+        groups = await tx.rows(P.lapsed_claims, {"limit": limit}, _Lapsed)
+        for group in groups:
+            await _hand_back(tx, group.id, group.agent_id, "agent lost: its lease expired")
         return len(groups)
 
 
-async def _hand_back(conn: AsyncConnection, group_id: uuid.UUID, agent_id: Any, reason: str) -> None:
-    """The interrupted job counts a failed attempt (infrastructure) and is retried if it may be;
-    the group's other unfinished jobs go back to pending untouched."""
-    raw = await Raw.of(conn)
-    interrupted = (await conn.execute(Q.running_attempt_of_group, {"group_id": group_id})).mappings().all()
-    for attempt in interrupted:
-        job = await _job_or_404(conn, attempt["job_id"])
-        if job["status"] == JobStatus.CANCELLED:  # cancelled mid-run, and its agent never said so
-            await _finish_runs(raw, [(job, Outcome.CANCELLED, Result(exit_code=None, error=reason))], {})
-            continue
-        result = Result(exit_code=None, error=reason, outcome=Outcome.INFRA_ERROR)
-        await _finish_runs(raw, [(job, Outcome.INFRA_ERROR, result)], {})
-        metrics.job_finished(await _settle(conn, raw, job, Outcome.INFRA_ERROR, result))
-    pending = [r.id for r in await conn.execute(Q.group_jobs_to_run, {"group_id": group_id})]
-    await requeue(conn, pending)
-    await conn.execute(Q.mark_group_done, {"group_id": group_id})
+async def _hand_back(tx: Tx, group_id: uuid.UUID, agent_id: uuid.UUID | None, reason: str) -> None:
+    """The group is done; its interrupted job's run ends as an infrastructure error (settled like any other: retried
+    if it may be) and the group's other unfinished jobs go back to pending untouched."""
+    interrupted = await tx.values(P.running_attempt_of_group, {"group_id": group_id})
+    if interrupted:
+        jobs = await tx.rows(P.lock_jobs, {"job_ids": interrupted})
+        closing = [
+            # cancelled mid-run, and its agent never said so: the attempt closes, the job stays cancelled
+            (job, Outcome.CANCELLED, Result(exit_code=None, error=reason))
+            if job["status"] == JobStatus.CANCELLED
+            else (job, Outcome.INFRA_ERROR, Result(exit_code=None, error=reason, outcome=Outcome.INFRA_ERROR))
+            for job in jobs
+        ]
+        for row in await _finish_runs(tx, closing):
+            metrics.job_finished(row)
+    await requeue(tx, await tx.values(P.group_jobs_to_run, {"group_id": group_id}))
+    await tx.execute(P.mark_group_done, {"group_id": group_id})
     if agent_id is not None:
-        await conn.execute(Q.agent_idle_if_free, {"agent_id": agent_id})
+        await tx.execute(P.agent_idle_if_free, {"agent_id": agent_id})
 
 
-async def _lock_claim(conn: AsyncConnection, agent_id: uuid.UUID, group_id: uuid.UUID, token: uuid.UUID) -> None:
-    group = (await conn.execute(Q.lock_claim, {"group_id": group_id})).mappings().first()
+async def _lock_claim(tx: Tx, agent_id: uuid.UUID, group_id: uuid.UUID, token: uuid.UUID) -> None:
+    group = await tx.first(P.lock_claim, {"group_id": group_id})
     if group is None:
         raise NotFound(f"no group {group_id}", group_id=str(group_id))
     if group["status"] != GroupStatus.RUNNING or group["lease_token"] != token or group["agent_id"] != agent_id:
         raise StaleClaim(group_id=str(group_id))
-
-
-async def _job_or_404(conn: AsyncConnection, job_id: uuid.UUID) -> Row:
-    job = (await conn.execute(Q.get_job, {"job_id": job_id})).mappings().first()
-    if job is None:
-        raise NotFound(f"no job {job_id}", job_id=str(job_id))
-    return job
 
 
 def _tail(output: str | None) -> str | None:

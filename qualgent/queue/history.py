@@ -15,18 +15,19 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+import msgspec
 
-from qualgent.db.raw import Direct
-from qualgent.db.sql import P, Q
+from qualgent.db.database import Database
+from qualgent.db.sql import P
 from qualgent.queue._common import OFFLINE_AFTER_LEASES
+from qualgent.queue.core import Queue
 
 log = logging.getLogger(__name__)
 
 
-async def record_group(direct: Direct, group_id: uuid.UUID) -> None:
+async def record_group(db: Database, group_id: uuid.UUID) -> None:
     """Fold a finished group's runs into the history (after the report that closed it committed)."""
-    await direct.row(P.record_group_history, {"group_id": group_id})
+    await db.execute(P.record_group_history, {"group_id": group_id})
 
 
 _recording: set[asyncio.Task[None]] = set()
@@ -38,7 +39,7 @@ _last_started = 0.0
 SAMPLES_PER_SECOND = 10.0
 
 
-def record_group_soon(direct: Direct, group_id: uuid.UUID, failed: bool = False) -> bool:
+def record_group_soon(db: Database, group_id: uuid.UUID, failed: bool = False) -> bool:
     """record_group beside the answer to the agent rather than before it: history is for estimates, and a quick
     suite's agent waits for its report's answer (its next claim) once a group. A failure is logged, not raised.
     False when the group is left out (see SAMPLES_PER_SECOND)."""
@@ -47,15 +48,15 @@ def record_group_soon(direct: Direct, group_id: uuid.UUID, failed: bool = False)
     if not failed and (_recording or loop.time() - _last_started < 1 / SAMPLES_PER_SECOND):
         return False
     _last_started = loop.time()
-    task = loop.create_task(_record_logged(direct, group_id))
+    task = loop.create_task(_record_logged(db, group_id))
     _recording.add(task)
     task.add_done_callback(_recording.discard)
     return True
 
 
-async def _record_logged(direct: Direct, group_id: uuid.UUID) -> None:
+async def _record_logged(db: Database, group_id: uuid.UUID) -> None:
     try:
-        await record_group(direct, group_id)
+        await record_group(db, group_id)
     except Exception:  # the queue goes on without this sample
         log.warning("history of group %s not recorded", group_id, exc_info=True)
 
@@ -74,18 +75,26 @@ class QueueEstimate:
     target: str
 
 
-async def estimates(
-    engine: AsyncEngine, group_ids: Sequence[uuid.UUID], lease_seconds: float
-) -> dict[uuid.UUID, QueueEstimate]:
+class _Estimated(msgspec.Struct, frozen=True):
+    """A queue_estimates row."""
+
+    id: uuid.UUID
+    target: str
+    ahead: int
+    work_ms: float
+    running_ms: float
+    agents_online: int
+    max_running: int | None
+
+
+async def estimates(q: Queue, group_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, QueueEstimate]:
     """Queue position and ETA of pending groups (others are left out)."""
     if not group_ids:
         return {}
-    params = {"group_ids": list(set(group_ids)), "offline_after": OFFLINE_AFTER_LEASES * lease_seconds}
-    async with engine.connect() as conn:
-        rows = (await conn.execute(Q.queue_estimates, params)).mappings().all()
+    params = {"group_ids": list(set(group_ids)), "offline_after": OFFLINE_AFTER_LEASES * q.lease_seconds}
     found = {}
-    for r in rows:
-        slots = r["agents_online"] if r["max_running"] is None else min(r["agents_online"], r["max_running"])
-        eta = None if slots == 0 else round((r["work_ms"] + r["running_ms"]) / slots / 1000, 1)
-        found[r["id"]] = QueueEstimate(r["ahead"], eta, r["agents_online"], r["target"])
+    for r in await q.db.rows(P.queue_estimates, params, _Estimated):
+        slots = r.agents_online if r.max_running is None else min(r.agents_online, r.max_running)
+        eta = None if slots == 0 else round((r.work_ms + r.running_ms) / slots / 1000, 1)
+        found[r.id] = QueueEstimate(r.ahead, eta, r.agents_online, r.target)
     return found

@@ -12,12 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import RowMapping, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
-from qualgent.db.raw import Raw
-from qualgent.db.sql import Q
-from qualgent.domain import FINAL_STATUSES, Conflict, InvalidInput, JobStatus, NotFound, Priority, Target
+from qualgent.db.database import Row, Tx
+from qualgent.db.sql import P
+from qualgent.domain import Conflict, InvalidInput, JobStatus, NotFound, Priority, Target
 from qualgent.observability import metrics
 from qualgent.queue._common import (
     GroupAggregate,
@@ -27,6 +24,7 @@ from qualgent.queue._common import (
     requeue,
     upsert_pending_groups,
 )
+from qualgent.queue.core import Queue
 
 
 # JobSpec and NewJob are made 10,000 at a time by a bulk submit: named tuples, immutable like a frozen dataclass
@@ -60,13 +58,13 @@ class NewJob(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
-    jobs: list[NewJob] | list[RowMapping]  # rows read back only for a replay
+    jobs: list[NewJob] | list[Row]  # rows read back only for a replay
     replayed: bool = False  # the idempotency key was seen before: these are the jobs it made then
     warnings: tuple[str, ...] = ()  # e.g. a new org whose id differs from an existing one only by case
 
 
 async def submit(
-    engine: AsyncEngine,
+    q: Queue,
     specs: Sequence[JobSpec],
     idempotency_key: str | None = None,
     auto_create_orgs: bool = True,
@@ -79,27 +77,27 @@ async def submit(
     The jobs' ids ascend in the order given, so a group's jobs of one submission, which share created_at (the
     transaction's time), run in submission order: the claim orders a group's jobs by priority, created_at, id."""
     ids = sorted_ids(len(specs))
-    async with engine.begin() as conn:
+    async with q.db.transaction() as tx:
         if idempotency_key is not None:
             request_hash = _request_hash(specs)
             params = {"key": idempotency_key, "request_hash": request_hash, "job_ids": ids}
-            if (await conn.execute(Q.claim_idempotency_key, params)).first() is None:
-                return await _replay(conn, idempotency_key, request_hash)
-        created = await _create_orgs(conn, sorted({s.org_id for s in specs}), auto_create_orgs)
-        return Submitted(await submit_in(conn, specs, ids, orgs_known=True), warnings=created)
+            if await tx.first(P.claim_idempotency_key, params) is None:
+                return await _replay(tx, idempotency_key, request_hash)
+        created = await _create_orgs(tx, sorted({s.org_id for s in specs}), auto_create_orgs)
+        return Submitted(await submit_in(tx, specs, ids, orgs_known=True), warnings=created)
 
 
-async def _create_orgs(conn: AsyncConnection, org_ids: list[str], auto_create: bool) -> tuple[str, ...]:
+async def _create_orgs(tx: Tx, org_ids: list[str], auto_create: bool) -> tuple[str, ...]:
     """Create the orgs not seen before; warnings for those whose id looks like a typo of an existing one
     (another case, surrounding whitespace). With auto_create off, a new org is refused, naming it."""
-    created = [row.id for row in await conn.execute(Q.upsert_orgs, {"org_ids": org_ids})]
+    created: list[str] = await tx.values(P.upsert_orgs, {"org_ids": org_ids})
     if not created:
         return ()
     normalized = {org: org.strip().lower() for org in created}
-    rows = await conn.execute(Q.orgs_like, {"normalized": sorted(set(normalized.values())), "org_ids": created})
+    rows = await tx.rows(P.orgs_like, {"normalized": sorted(set(normalized.values())), "org_ids": created})
     like: dict[str, list[str]] = defaultdict(list)
     for row in rows:
-        like[row.normalized].append(row.id)
+        like[row["normalized"]].append(row["id"])
     hints = {org: like[normalized[org]] for org in created if like.get(normalized[org])}
     if not auto_create:
         org = created[0]
@@ -117,11 +115,11 @@ async def _create_orgs(conn: AsyncConnection, org_ids: list[str], auto_create: b
     )
 
 
-async def _replay(conn: AsyncConnection, key: str, request_hash: str) -> Submitted:
-    first = (await conn.execute(Q.submission_of_key, {"key": key})).mappings().one()
+async def _replay(tx: Tx, key: str, request_hash: str) -> Submitted:
+    first = await tx.one(P.submission_of_key, {"key": key})
     if first["request_hash"] != request_hash:
         raise Conflict(f"idempotency key {key!r} was already used for a different submission", idempotency_key=key)
-    rows = {r["id"]: r for r in (await conn.execute(Q.get_jobs, {"job_ids": first["job_ids"]})).mappings()}
+    rows = {r["id"]: r for r in await tx.rows(P.get_jobs, {"job_ids": first["job_ids"]})}
     return Submitted([rows[job_id] for job_id in first["job_ids"] if job_id in rows], replayed=True)
 
 
@@ -157,15 +155,15 @@ def _random_uuid_bytes(count: int) -> list[bytes]:
 
 
 async def submit_in(
-    conn: AsyncConnection, specs: Sequence[JobSpec], ids: Sequence[uuid.UUID] | None = None, orgs_known: bool = False
+    tx: Tx, specs: Sequence[JobSpec], ids: Sequence[uuid.UUID] | None = None, orgs_known: bool = False
 ) -> list[NewJob]:
     if not specs:
         return []
-    now = (await conn.execute(text("SELECT now()"))).scalar_one()
+    now = await tx.value("SELECT now()")
     if not orgs_known:
-        await conn.execute(Q.upsert_orgs, {"org_ids": sorted({s.org_id for s in specs})})
+        await tx.execute(P.upsert_orgs, {"org_ids": sorted({s.org_id for s in specs})})
     keys = [s.key for s in specs]
-    groups = await upsert_pending_groups(conn, _aggregate(specs, keys, now))
+    groups = await upsert_pending_groups(tx, _aggregate(specs, keys, now))
     ids = list(ids) if ids is not None else new_ids(len(specs))
     group_ids = [groups[key] for key in keys]
     group_text = {key: str(group_id) for key, group_id in groups.items()}  # once per group, not once per job
@@ -176,16 +174,15 @@ async def submit_in(
     id_texts = [str(job_id) for job_id in ids]
     group_texts = [group_text[key] for key in keys]
     texts = [(s.org_id, s.app_version_id, s.test_path) for s in specs]
-    raw = await Raw.of(conn)
-    async with raw.connection.cursor().copy(Q_COPY_JOBS) as copy:
+    async with tx.connection.cursor().copy(Q_COPY_JOBS) as copy:
         # In blocks, so PostgreSQL parses one while the next is formatted.
         for start in range(0, len(specs), COPY_BLOCK):
             end = start + COPY_BLOCK
             await copy.write(
                 _copy_block(id_texts[start:end], specs[start:end], texts[start:end], group_texts[start:end])
             )
-    await notify_jobs(conn, JobStatus.PENDING, "{" + ",".join(id_texts) + "}")
-    await notify_work_available(conn, (s.target.value for s in specs))
+    await notify_jobs(tx, JobStatus.PENDING, "{" + ",".join(id_texts) + "}")
+    await notify_work_available(tx, (s.target.value for s in specs))
     return [NewJob(job_id, s, group_id, now) for job_id, s, group_id in zip(ids, specs, group_ids, strict=True)]
 
 
@@ -241,22 +238,19 @@ def _aggregate(specs: Sequence[JobSpec], keys: Sequence[GroupKey], now: Any) -> 
     return [GroupAggregate(key, best[key].value, now, now, count) for key, count in counts.items()]
 
 
-async def get(engine: AsyncEngine, job_id: uuid.UUID, with_attempts: bool = False) -> dict[str, Any]:
-    async with engine.connect() as conn:
-        row = (await conn.execute(Q.get_job, {"job_id": job_id})).mappings().first()
-        if row is None:
+async def get(q: Queue, job_id: uuid.UUID, with_attempts: bool = False) -> dict[str, Any]:
+    async with q.db.connection() as tx:
+        job = await tx.first(P.get_job, {"job_id": job_id})
+        if job is None:
             raise NotFound(f"no job {job_id}", job_id=str(job_id))
-        job = dict(row)
         if with_attempts:
-            attempts = await conn.execute(Q.job_attempts, {"job_id": job_id})
-            job["attempt_history"] = [dict(a) for a in attempts.mappings()]
+            job["attempt_history"] = await tx.rows(P.job_attempts, {"job_id": job_id})
         return job
 
 
-async def get_many(engine: AsyncEngine, job_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+async def get_many(q: Queue, job_ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
     """The jobs, in the order asked; NotFound names every id that does not exist."""
-    async with engine.connect() as conn:
-        rows = {r["id"]: dict(r) for r in (await conn.execute(Q.get_jobs, {"job_ids": list(job_ids)})).mappings()}
+    rows = {r["id"]: r for r in await q.db.rows(P.get_jobs, {"job_ids": list(job_ids)})}
     missing = [str(job_id) for job_id in job_ids if job_id not in rows]
     if missing:
         raise NotFound(f"no job {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""), job_ids=missing)
@@ -274,59 +268,56 @@ class JobFilter:
     limit: int = 50
 
 
-async def list_jobs(engine: AsyncEngine, f: JobFilter) -> list[RowMapping]:
+async def list_jobs(q: Queue, f: JobFilter) -> list[Row]:
     """Newest first, keyset-paginated with `before`."""
     where: list[str] = []
     params: dict[str, object] = {"limit": f.limit}
     for column in ("org_id", "app_version_id", "group_id"):
         value = getattr(f, column)
         if value is not None:
-            where.append(f"{column} = :{column}")
+            where.append(f"{column} = %({column})s")
             params[column] = value
     for column in ("status", "target"):
         value = getattr(f, column)
         if value is not None:
-            where.append(f"{column} = :{column}")
+            where.append(f"{column} = %({column})s")
             params[column] = value.value
     if f.before is not None:
-        where.append("(created_at, id) < (SELECT created_at, id FROM jobs WHERE id = :before)")
+        where.append("(created_at, id) < (SELECT created_at, id FROM jobs WHERE id = %(before)s)")
         params["before"] = f.before
     clause = f"WHERE {' AND '.join(where)}" if where else ""
-    query = text(f"SELECT * FROM jobs {clause} ORDER BY created_at DESC, id DESC LIMIT :limit")  # noqa: S608 - fixed column names
-    async with engine.connect() as conn:
-        return list((await conn.execute(query, params)).mappings())
+    query = f"SELECT * FROM jobs {clause} ORDER BY created_at DESC, id DESC LIMIT %(limit)s"  # noqa: S608 - fixed column names
+    return await q.db.rows(query, params)
 
 
-async def cancel(engine: AsyncEngine, job_id: uuid.UUID) -> RowMapping:
+async def cancel(q: Queue, job_id: uuid.UUID) -> Row:
     """A pending job is cancelled at once; a running one is marked cancelled, and its agent learns it
     from its next heartbeat and kills the test. Nothing the agent reports afterwards changes it."""
-    async with engine.begin() as conn:
-        row = (await conn.execute(Q.cancel_job, {"job_id": job_id})).mappings().first()
+    async with q.db.transaction() as tx:
+        row = await tx.first(P.cancel_jobs, {"job_ids": [job_id]})
         if row is None:
-            current = (await conn.execute(Q.get_job, {"job_id": job_id})).mappings().first()
+            current = await tx.first(P.get_job, {"job_id": job_id})
             if current is None:
                 raise NotFound(f"no job {job_id}", job_id=str(job_id))
             raise Conflict(f"job {job_id} is already {current['status']}", status=current["status"])
-        group_status = (await conn.execute(Q.group_status, {"group_id": row["group_id"]})).scalar_one()
-        if group_status == "pending":
-            await conn.execute(Q.refresh_pending_group, {"group_id": row["group_id"]})
-        await notify_jobs(conn, JobStatus.CANCELLED, [job_id])
+        if await tx.value(P.group_status, {"group_id": row["group_id"]}) == "pending":
+            await tx.execute(P.refresh_pending_group, {"group_id": row["group_id"]})
+        await notify_jobs(tx, JobStatus.CANCELLED, [job_id])
         metrics.job_finished(row)
         return row
 
 
-async def rerun(engine: AsyncEngine, job_id: uuid.UUID) -> RowMapping:
+async def rerun(q: Queue, job_id: uuid.UUID) -> Row:
     """Re-queue a finished job with a fresh budget of attempts; its history is kept."""
-    async with engine.begin() as conn:
+    async with q.db.transaction() as tx:
         # Locked, so a concurrent prune (which skips locked rows) cannot delete it under the re-run.
-        row = (await conn.execute(Q.lock_jobs, {"job_ids": [job_id]})).mappings().first()
+        row = await tx.first(P.lock_jobs, {"job_ids": [job_id]})
         if row is None:
             raise NotFound(f"no job {job_id}", job_id=str(job_id))
-        if row["status"] not in {s.value for s in FINAL_STATUSES}:
+        if await tx.first(P.rerun_jobs, {"job_ids": [job_id]}) is None:  # not in a final state
             raise Conflict(
                 f"job {job_id} is {row['status']}: only a finished job can be re-queued", status=row["status"]
             )
-        await conn.execute(Q.reset_for_rerun, {"job_id": job_id})
-        await requeue(conn, [job_id])
-        await notify_jobs(conn, JobStatus.PENDING, [job_id])
-        return (await conn.execute(Q.get_job, {"job_id": job_id})).mappings().one()
+        await requeue(tx, [job_id])
+        await notify_jobs(tx, JobStatus.PENDING, [job_id])
+        return await tx.one(P.get_job, {"job_id": job_id})

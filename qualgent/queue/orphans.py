@@ -23,10 +23,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+import msgspec
 
-from qualgent.db.sql import Q
+from qualgent.db.sql import P
 from qualgent.domain import Outcome, classify_exit_code
+from qualgent.queue.core import Queue
 
 log = logging.getLogger("qualgent.queue")
 
@@ -62,32 +63,51 @@ def runs_of(
     return list(runs.values())
 
 
+class _Key(msgspec.Struct, frozen=True):
+    """A claim_once_held row: the key of the group the claim was on."""
+
+    org_id: str
+    app_version_id: str
+    target: str
+
+
+class _Job(msgspec.Struct, frozen=True):
+    """A lock_job_for_orphan row."""
+
+    id: uuid.UUID
+    org_id: str
+    app_version_id: str
+    target: str
+    attempts: int
+    on_record: bool
+    open_attempt: bool
+
+
 async def record(
-    engine: AsyncEngine, agent_id: uuid.UUID, group_id: uuid.UUID, token: uuid.UUID, runs: Sequence[OrphanRun]
+    q: Queue, agent_id: uuid.UUID, group_id: uuid.UUID, token: uuid.UUID, runs: Sequence[OrphanRun]
 ) -> int:
     """Record the runs the server never saw; returns how many. One transaction, a few statements a run: this
     happens only when a claim was lost under a running test."""
     if not runs:
         return 0
     recorded = 0
-    async with engine.begin() as conn:
+    async with q.db.transaction() as tx:
         held_once = {"group_id": group_id, "agent_id": agent_id, "token": token}
-        group = (await conn.execute(Q.claim_once_held, held_once)).mappings().first()
+        group = await tx.first(P.claim_once_held, held_once, _Key)
         if group is None:
             return 0
         for run in runs:
-            job = (await conn.execute(Q.lock_job_for_orphan, {"job_id": run.job_id, **held_once})).mappings().first()
-            if job is None or job["on_record"]:
+            job = await tx.first(P.lock_job_for_orphan, {"job_id": run.job_id, **held_once}, _Job)
+            if job is None or job.on_record:
                 continue
-            key = (job["org_id"], job["app_version_id"], job["target"])
-            if key != (group["org_id"], group["app_version_id"], group["target"]):
+            if (job.org_id, job.app_version_id, job.target) != (group.org_id, group.app_version_id, group.target):
                 continue
-            number = job["attempts"] + 1
-            if job["open_attempt"]:  # another agent runs it now: its attempt stays the latest
-                await conn.execute(Q.renumber_open_attempt, {"job_id": run.job_id, "number": job["attempts"]})
-                number = job["attempts"]
-            await conn.execute(
-                Q.record_orphan_run,
+            number = job.attempts + 1
+            if job.open_attempt:  # another agent runs it now: its attempt stays the latest
+                await tx.execute(P.renumber_open_attempt, {"job_id": run.job_id, "number": job.attempts})
+                number = job.attempts
+            await tx.execute(
+                P.record_orphan_run,
                 {
                     "job_id": run.job_id,
                     "number": number,

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import RowMapping, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from qualgent.db.database import Tx
+from qualgent.db.raw import Raw
 from qualgent.db.sql import Q
 from qualgent.domain import FINAL_STATUSES, InvalidInput, JobStatus, Target
 from qualgent.observability import metrics
@@ -107,15 +109,14 @@ async def cancel(engine: AsyncEngine, selection: Selection) -> BulkResult:
     """Cancel every pending or running job the selection names, as `jobs.cancel` does one: pending ones at once,
     running ones marked so that their agent kills the test at its next heartbeat."""
     where, params = _statuses(selection, CANCELLABLE, CANCELLABLE, "cancel").where()
-    query = text(
-        "UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now() "  # noqa: S608 - fixed text
-        f"WHERE id IN (SELECT id FROM jobs WHERE {where} AND status IN ('pending', 'running') "
-        "ORDER BY id FOR NO KEY UPDATE) AND status IN ('pending', 'running') RETURNING *"
+    lock = text(
+        f"SELECT id FROM jobs WHERE {where} AND status IN ('pending', 'running') ORDER BY id FOR NO KEY UPDATE"  # noqa: S608 - fixed text
     )
     async with engine.begin() as conn:
-        rows = list((await conn.execute(query, params)).mappings())
+        ids = list((await conn.execute(lock, params)).scalars())
+        rows = list((await conn.execute(Q.cancel_jobs, {"job_ids": ids})).mappings()) if ids else []
         await _refresh_pending_groups(conn, {row["group_id"] for row in rows})
-        await notify_jobs(conn, JobStatus.CANCELLED, [row["id"] for row in rows])
+        await notify_jobs(await _tx(conn), JobStatus.CANCELLED, [row["id"] for row in rows])
     for row in rows:
         metrics.job_finished(row)
     return BulkResult([row["id"] for row in rows])
@@ -141,14 +142,12 @@ async def retry(engine: AsyncEngine, selection: Selection) -> BulkResult:
     async with engine.begin() as conn:
         ids = list((await conn.execute(lock, params)).scalars())
         if ids:
-            await conn.execute(
-                text(
-                    "UPDATE jobs SET max_attempts = attempts + attempt_budget, run_after = now(), exit_code = NULL, "
-                    "duration_ms = NULL, output_tail = NULL, error = NULL, started_at = NULL, finished_at = NULL, "
-                    "updated_at = now() WHERE id = ANY(CAST(:ids AS uuid[]))"
-                ),
-                {"ids": ids},
-            )
-            await requeue(conn, ids)
-            await notify_jobs(conn, JobStatus.PENDING, ids)
+            await conn.execute(Q.rerun_jobs, {"job_ids": ids})
+            await requeue(await _tx(conn), ids)
+            await notify_jobs(await _tx(conn), JobStatus.PENDING, ids)
     return BulkResult(ids)
+
+
+async def _tx(conn: AsyncConnection) -> Tx:
+    """The transaction's own psycopg connection, for the queue's shared operations (qualgent.queue._common)."""
+    return Tx((await Raw.of(conn)).connection)

@@ -193,7 +193,7 @@ class DashboardController(Controller):
         row = await _visible_job(services, viewer, job_id)
         queue = None
         if row["status"] == JobStatus.PENDING.value:
-            found = await history.estimates(services.engine, [row["group_id"]], services.settings.lease_seconds)
+            found = await history.estimates(services.queue, [row["group_id"]])
             queue = found.get(row["group_id"])
         return render_page(
             request,
@@ -210,14 +210,14 @@ class DashboardController(Controller):
     async def cancel(self, request: Request[Any, Any, Any], services: ServicesDep, job_id: FromPath[uuid.UUID]) -> Any:
         viewer, _ = await _acting(request, services)
         await _visible_job(services, viewer, job_id, acting=True)
-        await jobs.cancel(services.engine, job_id)
+        await jobs.cancel(services.queue, job_id)
         return Redirect(f"/jobs/{job_id}", status_code=303)
 
     @post("/jobs/{job_id:uuid}/retry", status_code=303)
     async def retry(self, request: Request[Any, Any, Any], services: ServicesDep, job_id: FromPath[uuid.UUID]) -> Any:
         viewer, _ = await _acting(request, services)
         await _visible_job(services, viewer, job_id, acting=True)
-        await jobs.rerun(services.engine, job_id)
+        await jobs.rerun(services.queue, job_id)
         return Redirect(f"/jobs/{job_id}", status_code=303)
 
     @get("/groups/{group_id:uuid}", name="group")
@@ -332,7 +332,7 @@ async def _acting(request: Request[Any, Any, Any], services: Services) -> tuple[
 
 
 async def _visible_job(services: Services, viewer: Principal, job_id: uuid.UUID, acting: bool = False) -> Any:
-    row = await jobs.get(services.engine, job_id, with_attempts=True)
+    row = await jobs.get(services.queue, job_id, with_attempts=True)
     if not viewer.sees(row["org_id"]):
         raise NotFound(f"no job {job_id}", job_id=str(job_id))
     if acting and not access.may_act(viewer, row["org_id"]):

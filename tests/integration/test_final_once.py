@@ -7,6 +7,10 @@ from typing import Any
 
 import pytest
 
+from qualgent.db.database import Database
+from qualgent.queue import claims
+from qualgent.queue.core import Queue
+from qualgent.settings import Settings
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.anyio
@@ -115,3 +119,81 @@ async def test_a_result_in_a_later_report_for_a_final_job_is_refused(api: Api, l
     ref = {"group_id": claim["group_id"], "token": token, "exit_code": late}
     await api.call("POST", f"/agents/{agent_id}/jobs/{job}/result", ref, expect=409)
     assert (await _job(api, job))["status"] == final
+
+
+async def test_the_single_job_route_refuses_a_second_result(api: Api) -> None:
+    agent_id, claim, (job, _other) = await _claimed(api, ["a.spec.ts", "b.spec.ts"])
+    assert (await api.run(agent_id, claim, job, 0))["status"] == "completed"
+    ref = {"group_id": claim["group_id"], "token": claim["token"]}
+    await api.call("POST", f"/agents/{agent_id}/jobs/{job}/result", {**ref, "exit_code": 3}, expect=409)
+    await api.call("POST", f"/agents/{agent_id}/jobs/{job}/start", ref, expect=409)
+    after = await _job(api, job)
+    assert (after["status"], after["attempts"], after["result"]["exit_code"]) == ("completed", 1, 0)
+
+
+@pytest.mark.parametrize("late", [0, 1, 3])
+async def test_a_whole_run_reported_again_in_a_later_report_is_refused(api: Api, late: int) -> None:
+    """The one-statement path's shape (started and ended within the report), for a job it already ended."""
+    agent_id, claim, (job, _other) = await _claimed(api, ["a.spec.ts", "b.spec.ts"])
+    path, token = _path(agent_id, claim), claim["token"]
+    whole = {"token": token, "started": [{"job_id": job}], "results": [{"job_id": job, "exit_code": 0}]}
+    assert [j["status"] for j in (await api.call("POST", path, whole))["reported"]] == ["completed"]
+    again = {**whole, "results": [{"job_id": job, "exit_code": late}]}
+    answer = await api.call("POST", path, again)
+    assert answer["started"] == []
+    assert answer["reported"] == []
+    assert {(r["job_id"], r["status"]) for r in answer["refused"]} == {(job, "completed")}
+    after = await _job(api, job)
+    assert (after["status"], after["attempts"], after["result"]["exit_code"]) == ("completed", 1, 0)
+    assert [a["outcome"] for a in after["attempt_history"]] == ["passed"]
+
+
+@pytest.mark.parametrize("whole", [False, True])
+async def test_a_result_after_a_cancel_is_refused_and_the_job_stays_cancelled(api: Api, whole: bool) -> None:
+    agent_id, claim, (job, other) = await _claimed(api, ["a.spec.ts", "b.spec.ts"])
+    path, token = _path(agent_id, claim), claim["token"]
+    if not whole:
+        await api.call("POST", path, {"token": token, "started": [{"job_id": job}]})
+    await api.call("DELETE", f"/jobs/{job}")
+    report: dict[str, Any] = {"token": token, "results": [{"job_id": job, "exit_code": 0}]}
+    if whole:  # the cancel came before the start: the start is refused too
+        report["started"] = [{"job_id": job}]
+    answer = await api.call("POST", path, report)
+    assert answer["reported"] == []
+    assert {(r["job_id"], r["status"]) for r in answer["refused"]} == {(job, "cancelled")}
+    after = await _job(api, job)
+    assert (after["status"], after["result"]) == ("cancelled", None) or after["result"]["exit_code"] is None
+    assert after["status"] == "cancelled"
+    assert [a["outcome"] for a in after["attempt_history"]] == ([] if whole else ["cancelled"])
+    assert (await _job(api, other))["status"] == "pending"
+
+
+@pytest.mark.parametrize(("max_attempts", "handed_back"), [(1, "failed"), (3, "pending")])
+async def test_a_result_after_the_lease_lapsed_is_refused(
+    api: Api, db_url: str, max_attempts: int, handed_back: str
+) -> None:
+    """The hand-back settles the interrupted run (an infrastructure error: retried, or failed on its last attempt);
+    the late agent's result changes nothing of it."""
+    agent_id, claim, (job, _other) = await _claimed(api, ["a.spec.ts", "b.spec.ts"], max_attempts=max_attempts)
+    path, token = _path(agent_id, claim), claim["token"]
+    await api.call("POST", path, {"token": token, "started": [{"job_id": job}]})
+    await _lapse(db_url, claim["group_id"])
+    for report in (
+        {"token": token, "results": [{"job_id": job, "exit_code": 0}]},
+        {"token": token, "started": [{"job_id": job}], "results": [{"job_id": job, "exit_code": 0}]},
+    ):
+        await api.call("POST", path, report, expect=409)
+    ref = {"group_id": claim["group_id"], "token": token, "exit_code": 0}
+    await api.call("POST", f"/agents/{agent_id}/jobs/{job}/result", ref, expect=409)
+    after = await _job(api, job)
+    assert (after["status"], after["attempts"]) == (handed_back, 1)
+    assert [a["outcome"] for a in after["attempt_history"]] == ["infra_error"]
+
+
+async def _lapse(db_url: str, group_id: str) -> None:
+    """The claim's lease lapsed, and a server's rescue handed the group back."""
+    async with Database(db_url, size=1) as db:
+        await db.execute(
+            "UPDATE job_groups SET lease_expires_at = now() - interval '1 second' WHERE id = %(id)s", {"id": group_id}
+        )
+        assert await claims.rescue_lapsed(Queue(db, Settings(database_url=db_url))) == 1

@@ -145,7 +145,7 @@ FINISHED_JOBS = [_md5_uuid(f"job{k}") for k in range(0, 300000, 3000)]
 _RUNS: dict[str, Any] = {
     "job_ids": FINISHED_JOBS[:20],
     "elapsed_ms": [5] * 20,
-    "statuses": ["completed"] * 20,
+    "finals": [False] * 20,
     "outcomes": ["passed"] * 20,
     "exit_codes": [0] * 20,
     "durations": [5] * 20,

@@ -8,8 +8,11 @@ import json
 import psycopg
 import pytest
 
-from qualgent.db.engine import create_server_engine, libpq_url
+from qualgent.db.database import Database
+from qualgent.db.engine import libpq_url
 from qualgent.queue import jobs
+from qualgent.queue.core import Queue
+from qualgent.settings import Settings
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.anyio
@@ -55,7 +58,7 @@ async def test_paths_with_backslashes_quotes_and_unicode_are_stored_as_given(api
         assert (await api.call("GET", f"/jobs/{job['id']}"))["test_path"] == path
 
 
-async def test_the_queue_stores_values_copy_would_split_exactly_as_given(db_url: str) -> None:
+async def test_the_queue_stores_values_copy_would_split_exactly_as_given(db: Database, db_url: str) -> None:
     """Bulk submits write COPY text, escaping values only when some need it: a tab, a newline, a carriage return
     or a backslash in a value (the API refuses control characters; the queue does not rely on it). A backslash is
     told apart from the ones of the NULL markers written for jobs without a timeout, with or without any."""
@@ -68,13 +71,10 @@ async def test_the_queue_stores_values_copy_would_split_exactly_as_given(db_url:
         [jobs.JobSpec("acme", "v3", "\\N", timeout_seconds=60), jobs.JobSpec("acme", "v3", "a\\b", timeout_seconds=60)],
         [jobs.JobSpec("acme", "v4", "\\N"), jobs.JobSpec("acme", "v4", "a\\b", timeout_seconds=60)],
     ]
-    engine = create_server_engine(db_url)
-    try:
-        for specs in specs_by_submit:
-            submitted = await jobs.submit(engine, specs)
-            stored = [await jobs.get(engine, job.id) for job in submitted.jobs if isinstance(job, jobs.NewJob)]
-            assert [(job["app_version_id"], job["test_path"], job["timeout_seconds"]) for job in stored] == [
-                (spec.app_version_id, spec.test_path, spec.timeout_seconds) for spec in specs
-            ]
-    finally:
-        await engine.dispose()
+    q = Queue(db, Settings(database_url=db_url))
+    for specs in specs_by_submit:
+        submitted = await jobs.submit(q, specs)
+        stored = [await jobs.get(q, job.id) for job in submitted.jobs if isinstance(job, jobs.NewJob)]
+        assert [(job["app_version_id"], job["test_path"], job["timeout_seconds"]) for job in stored] == [
+            (spec.app_version_id, spec.test_path, spec.timeout_seconds) for spec in specs
+        ]

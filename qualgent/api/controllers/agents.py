@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from qualgent.api.deps import Services, ServicesDep
+from qualgent.api.deps import ServicesDep
 from qualgent.api.schemas import (
     AgentIn,
     AgentOut,
@@ -64,7 +64,7 @@ class AgentController(Controller):
     ) -> HeartbeatOut:
         held = {c.group_id: c.token for c in data.claims} if data else {}
         lease = services.settings.lease_seconds
-        answer = await claims.heartbeat(services.direct, agent_id, held, lease)
+        answer = await claims.heartbeat(services.queue, agent_id, held)
         return HeartbeatOut(agent_id=agent_id, lease_seconds=lease, **answer)
 
     @put("/{agent_id:uuid}/status", summary="Set an agent's status (offline: take no more work)")
@@ -76,7 +76,9 @@ class AgentController(Controller):
 
     @delete("/{agent_id:uuid}", status_code=200, summary="Deregister: held work goes back to the queue")
     async def deregister(self, services: ServicesDep, agent_id: FromPath[uuid.UUID]) -> AgentOut:
-        return agent_out(await agents.deregister(services.engine, agent_id, services.settings.lease_seconds))
+        return agent_out(
+            await agents.deregister(services.engine, agent_id, services.settings.lease_seconds, services.queue)
+        )
 
     @post("/{agent_id:uuid}/claim", summary="Claim the best waiting group: 200 with it, or 204 when none")
     async def claim(
@@ -92,7 +94,7 @@ class AgentController(Controller):
         if not set(wanted) <= served:
             raise InvalidInput(f"agent {agent_id} does not serve {sorted(set(wanted) - served)}", field="targets")
         wait = data.wait if data else 0.0
-        ranking = _ranking(services, data.held_builds if data else [])
+        held = _held(data.held_builds if data else [])
         gone = asyncio.Event()
         watch = asyncio.create_task(_until_disconnected(request, gone)) if wait > 0 else None
         try:
@@ -100,7 +102,7 @@ class AgentController(Controller):
                 services.hub,
                 wanted,
                 wait,
-                lambda: claims.claim(services.engine, services.direct, agent_id, wanted, lease, ranking),
+                lambda: claims.claim(services.queue, agent_id, wanted, held),
                 gone=gone,
             )
         finally:
@@ -121,22 +123,14 @@ class AgentController(Controller):
         job_id: FromPath[uuid.UUID],
         timeout: Annotated[float, QueryParameter(ge=0, le=60)] = 20.0,
     ) -> JobStatusOut:
-        current, _ = await wait_for_change(services.engine, services.hub, {job_id: JobStatus.RUNNING.value}, timeout)
+        current, _ = await wait_for_change(services.queue, services.hub, {job_id: JobStatus.RUNNING.value}, timeout)
         return JobStatusOut(id=job_id, status=JobStatus(current[0]["status"]))
 
     @post("/{agent_id:uuid}/jobs/{job_id:uuid}/start", status_code=200, summary="Start a claimed job")
     async def start_job(
         self, services: ServicesDep, agent_id: FromPath[uuid.UUID], job_id: FromPath[uuid.UUID], data: JSONBody[StartIn]
     ) -> JobOut:
-        row = await claims.start_job(
-            services.engine,
-            services.direct,
-            agent_id,
-            data.group_id,
-            data.token,
-            job_id,
-            services.settings.lease_seconds,
-        )
+        row = await claims.start_job(services.queue, agent_id, data.group_id, data.token, job_id)
         return job_out(row)
 
     @post("/{agent_id:uuid}/jobs/{job_id:uuid}/result", status_code=200, summary="Report how a run ended")
@@ -147,10 +141,7 @@ class AgentController(Controller):
         job_id: FromPath[uuid.UUID],
         data: JSONBody[ResultIn],
     ) -> JobOut:
-        lease = services.settings.lease_seconds
-        row = await claims.report_result(
-            services.engine, services.direct, agent_id, data.group_id, data.token, job_id, data.result(), lease
-        )
+        row = await claims.report_result(services.queue, agent_id, data.group_id, data.token, job_id, data.result())
         return job_out(row)
 
     @post(
@@ -172,16 +163,7 @@ class AgentController(Controller):
             await agents.targets(services.engine, agent_id, lease, services.agent_targets) if data.then_claim else None
         )
         done = await claims.report_progress(
-            services.engine,
-            services.direct,
-            agent_id,
-            group_id,
-            data.token,
-            starts,
-            results,
-            lease,
-            then,
-            _ranking(services, data.held_builds),
+            services.queue, agent_id, group_id, data.token, starts, results, then, _held(data.held_builds)
         )
         return progress_out(done, None if done.next_claim is None else claim_out(done.next_claim, lease))
 
@@ -197,7 +179,7 @@ class AgentController(Controller):
         group_id: FromPath[uuid.UUID],
         data: JSONBody[ReleaseIn],
     ) -> dict[str, str]:
-        await claims.release(services.engine, agent_id, group_id, data.token, data.reason)
+        await claims.release(services.queue, agent_id, group_id, data.token, data.reason)
         return {"group_id": str(group_id), "status": "released"}
 
 
@@ -208,7 +190,5 @@ async def _until_disconnected(request: Request[Any, Any, Any], gone: asyncio.Eve
     gone.set()
 
 
-def _ranking(services: Services, held: list[HeldBuildIn]) -> claims.Ranking:
-    builds = tuple(claims.HeldBuild(b.target.value, b.org_id, b.app_version_id) for b in held)
-    settings = services.settings
-    return claims.Ranking(settings.aging_seconds, builds, settings.min_chunk_seconds)
+def _held(held: list[HeldBuildIn]) -> tuple[claims.HeldBuild, ...]:
+    return tuple(claims.HeldBuild(b.target.value, b.org_id, b.app_version_id) for b in held)

@@ -35,7 +35,7 @@ class AppwrightController(Controller):
         self, services: ServicesDep, agent_id: FromPath[uuid.UUID], data: JSONBody[JobsWaitIn]
     ) -> list[AgentJobOut]:
         known = {j.id: (None if j.status is None else j.status.value) for j in data.jobs}
-        current, _ = await wait_for_change(services.engine, services.hub, known, data.timeout)
+        current, _ = await wait_for_change(services.queue, services.hub, known, data.timeout)
         return [
             AgentJobOut(
                 id=row["id"],

@@ -45,4 +45,4 @@ class EventController(Controller):
                 headers={"Retry-After": "5"},
             )
         owner = events.StreamOwner(key, cap, token_id, services.direct)
-        return ServerSentEvent(events.stream(services.engine, services.hub, filters, owner))
+        return ServerSentEvent(events.stream(services.queue, services.hub, filters, owner))

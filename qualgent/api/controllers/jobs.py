@@ -50,7 +50,7 @@ async def _require_visible(services: Services, principal: Principal, job_ids: li
     that does not exist, so it cannot learn that it does."""
     if principal.role is not Role.SUBMITTER:
         return
-    hidden = [job["id"] for job in await jobs.get_many(services.engine, job_ids) if not principal.sees(job["org_id"])]
+    hidden = [job["id"] for job in await jobs.get_many(services.queue, job_ids) if not principal.sees(job["org_id"])]
     if hidden:
         missing = [str(job_id) for job_id in hidden]
         raise NotFound(f"no job {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""), job_ids=missing)
@@ -93,7 +93,7 @@ class JobController(Controller):
             principal.require_org(data.org_id)
         specs = [_spec(j) for j in data] if isinstance(data, list) else [_spec(data)]
         submitted = await jobs.submit(
-            services.engine, specs, idempotency_key, auto_create_orgs=services.settings.auto_create_orgs
+            services.queue, specs, idempotency_key, auto_create_orgs=services.settings.auto_create_orgs
         )
         created = [new_job_out(j) if isinstance(j, jobs.NewJob) else job_out(j) for j in submitted.jobs]
         body = created if isinstance(data, list) else created[0]
@@ -121,7 +121,7 @@ class JobController(Controller):
     ) -> list[JobOut]:
         org_id = principal.org_filter(org_id)
         rows = await jobs.list_jobs(
-            services.engine, JobFilter(org_id, status, app_version_id, target, group_id, before, limit)
+            services.queue, JobFilter(org_id, status, app_version_id, target, group_id, before, limit)
         )
         return [job_out(r) for r in rows]
 
@@ -140,7 +140,7 @@ class JobController(Controller):
         await _require_visible(services, principal, [job_id])
         return (
             await _with_queue(
-                services, [job_out(await waiting.wait_for_job(services.engine, services.hub, job_id, timeout))]
+                services, [job_out(await waiting.wait_for_job(services.queue, services.hub, job_id, timeout))]
             )
         )[0]
 
@@ -148,7 +148,7 @@ class JobController(Controller):
     async def wait_many(self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[WaitIn]) -> WaitOut:
         await _require_visible(services, principal, list(data.jobs))
         known = {job_id: (status.value if status else None) for job_id, status in data.jobs.items()}
-        current, changed = await waiting.wait_for_change(services.engine, services.hub, known, data.timeout)
+        current, changed = await waiting.wait_for_change(services.queue, services.hub, known, data.timeout)
         shown = await _with_queue(services, [job_out(job) for job in current])
         pending_targets = {job.target.value for job in shown if job.status == JobStatus.PENDING}
         unserved = await agents.targets_without_online_agent(
@@ -164,7 +164,7 @@ class JobController(Controller):
     @get("/{job_id:uuid}", summary="A job, with its attempts")
     async def get_job(self, services: ServicesDep, principal: PrincipalDep, job_id: FromPath[uuid.UUID]) -> JobOut:
         await _require_visible(services, principal, [job_id])
-        return (await _with_queue(services, [job_out(await jobs.get(services.engine, job_id, with_attempts=True))]))[0]
+        return (await _with_queue(services, [job_out(await jobs.get(services.queue, job_id, with_attempts=True))]))[0]
 
     @put("/{job_id:uuid}/status", summary="Cancel (`cancelled`) or re-queue a finished job (`pending`)")
     async def set_status(
@@ -172,9 +172,9 @@ class JobController(Controller):
     ) -> JobOut:
         await _require_visible(services, principal, [job_id])
         if data.status == JobStatus.CANCELLED:
-            return job_out(await jobs.cancel(services.engine, job_id))
+            return job_out(await jobs.cancel(services.queue, job_id))
         if data.status == JobStatus.PENDING:
-            return job_out(await jobs.rerun(services.engine, job_id))
+            return job_out(await jobs.rerun(services.queue, job_id))
         raise InvalidInput(
             f"status {data.status.value!r} is reported by agents through their claim; "
             "here you may set 'cancelled' or 'pending'",
@@ -184,13 +184,13 @@ class JobController(Controller):
     @delete("/{job_id:uuid}", status_code=200, summary="Cancel a job")
     async def cancel(self, services: ServicesDep, principal: PrincipalDep, job_id: FromPath[uuid.UUID]) -> JobOut:
         await _require_visible(services, principal, [job_id])
-        return job_out(await jobs.cancel(services.engine, job_id))
+        return job_out(await jobs.cancel(services.queue, job_id))
 
 
 async def _with_queue(services: Services, shown: list[JobOut]) -> list[JobOut]:
     """Pending jobs with their place in the queue and ETA (qualgent.queue.history)."""
     pending = [job.group_id for job in shown if job.status == JobStatus.PENDING]
-    found = await history.estimates(services.engine, pending, services.settings.lease_seconds)
+    found = await history.estimates(services.queue, pending)
     for job in shown:
         if (estimate := found.get(job.group_id)) is not None:
             job.queue = QueueOut(estimate.groups_ahead, estimate.eta_seconds, estimate.agents_online)
