@@ -29,19 +29,26 @@ from qualgent.api.deps import Services, provide_services
 from qualgent.api.docs import redoc_bundle, redoc_plugin
 from qualgent.api.errors import EXCEPTION_HANDLERS, document_error_responses
 from qualgent.api.schemas import strict_json_body
+from qualgent.db.database import Database
 from qualgent.db.engine import create_server_engine
 from qualgent.db.raw import Direct
 from qualgent.notify import Hub
 from qualgent.observability import metrics
 from qualgent.queue import claims, history, retention, tokens
+from qualgent.queue.core import Queue
 from qualgent.settings import Settings
 
 log = logging.getLogger(__name__)
 
+POOL_SIZE = 30
+"""The server's connections: what the SQLAlchemy engine (10, and 10 more under load) and the hot path's own pool
+(10) held between them before they became this one pool."""
+
 
 def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litestar:
-    """Build the app. The engine is made (or taken) at start-up and disposed at shutdown; nothing
-    connects at import or here."""
+    """Build the app. The database's pool is made at start-up and closed at shutdown; nothing connects at
+    import or here. (`engine`: H2-merge, the SQLAlchemy engine of qualgent.queue.{claims,jobs,...} until they
+    take the Queue.)"""
     if settings.database_url is None and engine is None:
         raise ValueError("create_app needs settings.database_url (the server resolves the embedded one first)")
 
@@ -52,13 +59,14 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
         url = active.url.render_as_string(hide_password=False)
         hub = Hub(url)
         await hub.start()
-        direct = Direct(url)
+        db = Database(url, size=POOL_SIZE)
+        await db.open()
+        direct = Direct(url)  # H2-merge: remove with the engine
         await direct.open()
-        app.state.services = Services(
-            engine=active, direct=direct, settings=settings, hub=hub, tokens=tokens.TokenCache(hub)
-        )
+        queue = Queue(db, settings)
+        app.state.services = Services(queue=queue, hub=hub, engine=active, direct=direct, tokens=tokens.TokenCache(hub))
         rescuer = asyncio.create_task(_rescue_loop(active, settings.lease_seconds), name="qualgent-rescue")
-        pruner = asyncio.create_task(retention.prune_loop(active, settings.retention_days), name="qualgent-prune")
+        pruner = asyncio.create_task(retention.prune_loop(db, settings.retention_days), name="qualgent-prune")
         try:
             yield
         finally:
@@ -69,6 +77,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
             await hub.stop()
             await history.recorded()  # the last groups' history, before the pool it writes through closes
             await direct.close()
+            await db.close()
             if own_engine:
                 await active.dispose()
 

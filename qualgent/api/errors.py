@@ -14,7 +14,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import TimeoutError as SATimeout
 
 from qualgent.api.auth import policy
 from qualgent.api.schemas import ErrorOut
@@ -98,7 +98,10 @@ def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Res
 
 
 def database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
-    """From SQLAlchemy (DBAPIError, wrapping the driver's) or from psycopg itself (the hot path, qualgent.db.raw)."""
+    """From psycopg (qualgent.db.database). A connection that broke (a PostgreSQL restart, a killed backend) or
+    could not be made is psycopg.OperationalError: the pool drops it, and the client retries on the 503.
+    (SQLAlchemy's DBAPIError, wrapping psycopg's: H2-merge, only while qualgent.queue.{claims,jobs,...} run on
+    the engine; remove it, its handler below and the sqlalchemy import with them.)"""
     if isinstance(exc, psycopg.OperationalError) or (
         isinstance(exc, DBAPIError) and (exc.connection_invalidated or isinstance(exc, OperationalError))
     ):
@@ -142,8 +145,9 @@ def document_error_responses(app: Litestar) -> None:
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     QualgentError: qualgent_error,
     HTTPException: http_error,
-    DBAPIError: database_error,
     psycopg.Error: database_error,
-    PoolTimeout: database_unavailable,
+    # No connection within POOL_TIMEOUT_SECONDS (every one busy, or none can be made): retry shortly.
     psycopg_pool.PoolTimeout: database_unavailable,
+    DBAPIError: database_error,  # H2-merge: remove with the engine
+    SATimeout: database_unavailable,  # H2-merge: remove with the engine
 }

@@ -13,7 +13,6 @@ from litestar import Request
 from litestar.exceptions import ValidationException
 from litestar.params import Parameter
 from msgspec import UNSET, Meta, Struct, UnsetType
-from sqlalchemy import RowMapping
 
 from qualgent.db.raw import Row
 from qualgent.domain import AgentStatus, InvalidInput, JobStatus, Outcome, Priority, Target, Tier
@@ -119,7 +118,7 @@ class JobOut(Struct):
     queue: QueueOut | None = None  # pending jobs, where the route knows it
 
 
-def job_out(row: Mapping[str, Any] | RowMapping) -> JobOut:
+def job_out(row: Mapping[Any, Any]) -> JobOut:
     finished = row["exit_code"] is not None or row["error"] is not None or row["finished_at"] is not None
     result = (
         JobResult(row["exit_code"], row["duration_ms"], row["output_tail"], row["error"], row.get("error_location"))
@@ -218,7 +217,7 @@ class AgentOut(Struct):
     deregistered_at: dt.datetime | None = None  # set once it said goodbye (listed only when asked for)
 
 
-def agent_out(row: Mapping[str, Any] | RowMapping) -> AgentOut:
+def agent_out(row: Mapping[str, Any]) -> AgentOut:
     return msgspec.convert(dict(row), AgentOut, strict=False)
 
 
@@ -454,7 +453,7 @@ class TargetOut(Struct):
     agents_online: int
 
 
-def org_out(row: Mapping[str, Any] | RowMapping) -> OrgOut:
+def org_out(row: Mapping[str, Any]) -> OrgOut:
     data = dict(row)
     data["tier"] = Tier(_value(data["tier"]))
     return msgspec.convert(data, OrgOut, strict=False)
@@ -483,8 +482,9 @@ class NewTokenOut(TokenOut):
     enforced: bool = True
 
 
-def token_out(row: Mapping[str, Any] | RowMapping) -> TokenOut:
-    return msgspec.convert(dict(row), TokenOut, strict=False)
+def token_out(row: Mapping[str, Any] | msgspec.Struct) -> TokenOut:
+    data = msgspec.structs.asdict(row) if isinstance(row, msgspec.Struct) else dict(row)
+    return msgspec.convert(data, TokenOut, strict=False)
 
 
 class ErrorOut(Struct):

@@ -1,11 +1,22 @@
-"""Named SQL: qualgent/db/queries.sql (the hot path) and retention.sql (pruning) are split into
-`-- name: x` blocks once, at import."""
+"""Named SQL: every statement the server runs is a `-- name: x` block of a `.sql` file here, split once, at import.
+
+    queries.sql    the hot path: claims, reports, jobs (Q as SQLAlchemy text, P in psycopg's style)
+    retention.sql  pruning (R; RETENTION in psycopg's style)
+    tokens.sql     API tokens (TOKENS)
+    fleet.sql      agents, orgs, capacity caps, BrowserStack builds (FLEET)
+    dashboard.sql  the queue's figures, the dashboard's pages, bulk actions, health (DASHBOARD)
+    reporting.sql  the reporting views' reports (REPORTING)
+
+A statement whose shape depends on the request (a filter's columns, a report's function) is a template with
+`{name}` holes, filled by psycopg.sql composition of fixed identifiers and placeholders (`Named.compose`): no SQL
+text is built from strings anywhere else."""
 
 from __future__ import annotations
 
 import re
 from importlib import resources
 
+from psycopg import sql
 from sqlalchemy import TextClause, text
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
@@ -58,3 +69,31 @@ class _Psycopg:
 
 P = _Psycopg(Q)
 R = _Queries("retention.sql")
+
+
+class Named:
+    """A file's statements in psycopg's parameter style (`%(name)s`), for qualgent.db.database."""
+
+    def __init__(self, filename: str) -> None:
+        self._filename = filename
+        self._statements = {name: _BIND.sub(r"%(\1)s", str(clause.text)) for name, clause in _load(filename).items()}
+
+    def __getattr__(self, name: str) -> str:
+        try:
+            return self._statements[name]
+        except KeyError:
+            raise AttributeError(f"no query named {name!r} in {self._filename}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._statements)
+
+    def compose(self, name: str, **parts: sql.Composable) -> sql.Composed:
+        """A template's `{hole}`s filled with composed pieces (identifiers, placeholders, fixed fragments)."""
+        return sql.SQL(self.__getattr__(name)).format(**parts)
+
+
+RETENTION = Named("retention.sql")
+TOKENS = Named("tokens.sql")
+FLEET = Named("fleet.sql")
+DASHBOARD = Named("dashboard.sql")
+REPORTING = Named("reporting.sql")

@@ -1,5 +1,7 @@
 """Waiting for jobs without holding a database connection: read, and if the answer is not there yet,
-sleep on the hub until a notification (or the safety interval) says to read again."""
+sleep on the hub until a notification (or the safety interval) says to read again.
+
+(`engine`: H2-merge, for qualgent.queue.jobs until it takes the Queue.)"""
 
 from __future__ import annotations
 
