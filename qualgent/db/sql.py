@@ -6,6 +6,7 @@
     fleet.sql      agents, orgs, capacity caps, BrowserStack builds (FLEET)
     dashboard.sql  the queue's figures, the dashboard's pages, bulk actions, health (DASHBOARD)
     reporting.sql  the reporting views' reports (REPORTING)
+    notify.sql     the LISTEN hub's connection (NOTIFY)
 
 A statement whose shape depends on the request (a filter's columns, a report's function) is a template with
 `{name}` holes, filled by psycopg.sql composition of fixed identifiers and placeholders (`Named.compose`): no SQL
@@ -97,3 +98,4 @@ TOKENS = Named("tokens.sql")
 FLEET = Named("fleet.sql")
 DASHBOARD = Named("dashboard.sql")
 REPORTING = Named("reporting.sql")
+NOTIFY = Named("notify.sql")

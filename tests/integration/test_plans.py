@@ -293,7 +293,7 @@ def test_the_hot_path_reads_its_indexes(loaded: str, name: str, params: dict[str
 
 
 def test_waiting_for_jobs_reads_them_by_key(loaded: str) -> None:
-    """What notify/waiting.py reads on every wake-up: jobs.get (get_job, job_attempts) and jobs.get_many."""
+    """What api/waiting.py reads on every wake-up: jobs.get (get_job, job_attempts) and jobs.get_many."""
     job = FINISHED_JOBS[7]
     assert_plan(loaded, Q.get_job, {"job_id": job}, "pk_jobs")
     assert_plan(loaded, Q.job_attempts, {"job_id": job}, "pk_attempts")
