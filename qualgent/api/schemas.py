@@ -217,8 +217,9 @@ class AgentOut(Struct):
     deregistered_at: dt.datetime | None = None  # set once it said goodbye (listed only when asked for)
 
 
-def agent_out(row: Mapping[str, Any]) -> AgentOut:
-    return msgspec.convert(dict(row), AgentOut, strict=False)
+def agent_out(row: Any) -> AgentOut:
+    """From a row: a queue.agents.Agent (or a mapping of the same fields)."""
+    return msgspec.convert(row, AgentOut, strict=False, from_attributes=True)
 
 
 class AgentStatusIn(Struct, forbid_unknown_fields=True):
@@ -453,10 +454,9 @@ class TargetOut(Struct):
     agents_online: int
 
 
-def org_out(row: Mapping[str, Any]) -> OrgOut:
-    data = dict(row)
-    data["tier"] = Tier(_value(data["tier"]))
-    return msgspec.convert(data, OrgOut, strict=False)
+def org_out(row: Any) -> OrgOut:
+    """From a row: a queue.orgs.Org (or a mapping of the same fields)."""
+    return msgspec.convert(row, OrgOut, strict=False, from_attributes=True)
 
 
 class TokenIn(Struct, forbid_unknown_fields=True):
@@ -482,9 +482,9 @@ class NewTokenOut(TokenOut):
     enforced: bool = True
 
 
-def token_out(row: Mapping[str, Any] | msgspec.Struct) -> TokenOut:
-    data = msgspec.structs.asdict(row) if isinstance(row, msgspec.Struct) else dict(row)
-    return msgspec.convert(data, TokenOut, strict=False)
+def token_out(row: Any) -> TokenOut:
+    """From a row: a queue.tokens.Token (or a mapping of the same fields)."""
+    return msgspec.convert(row, TokenOut, strict=False, from_attributes=True)
 
 
 class ErrorOut(Struct):

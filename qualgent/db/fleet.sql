@@ -90,7 +90,7 @@ INSERT INTO browserstack_apps (org_id, app_version_id, custom_id)
 VALUES (:org_id, :app_version_id, :custom_id) ON CONFLICT DO NOTHING;
 
 -- name: lock_browserstack_app
-SELECT *, now() AS now FROM browserstack_apps
+SELECT custom_id, app_url, uploaded_at, upload_until, now() AS now FROM browserstack_apps
 WHERE org_id = :org_id AND app_version_id = :app_version_id FOR UPDATE;
 
 -- name: lease_browserstack_upload

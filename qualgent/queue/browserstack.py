@@ -14,6 +14,8 @@ import re
 import uuid
 from typing import Any
 
+import msgspec
+
 from qualgent.db.database import Database
 from qualgent.db.sql import FLEET
 from qualgent.domain import Conflict
@@ -22,6 +24,14 @@ RENEW_AFTER = dt.timedelta(days=27)  # BrowserStack keeps an app 30 days: three 
 UPLOAD_LEASE = dt.timedelta(minutes=15)  # an agent that died while uploading holds the build no longer
 CUSTOM_ID_MAX = 100
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class _App(msgspec.Struct, frozen=True):
+    custom_id: str
+    app_url: str | None
+    uploaded_at: dt.datetime | None
+    upload_until: dt.datetime | None  # another agent's upload lease
+    now: dt.datetime  # the database's clock
 
 
 def custom_id(org_id: str, app_version_id: str) -> str:
@@ -38,12 +48,12 @@ async def upload_lease(db: Database, org_id: str, app_version_id: str) -> dict[s
     key = {"org_id": org_id, "app_version_id": app_version_id}
     async with db.transaction() as tx:
         await tx.execute(FLEET.browserstack_app_row, {**key, "custom_id": custom_id(org_id, app_version_id)})
-        row = await tx.one(FLEET.lock_browserstack_app, key)
-        answer: dict[str, Any] = {"custom_id": row["custom_id"]}
-        if row["app_url"] and row["uploaded_at"] > row["now"] - RENEW_AFTER:
-            return {**answer, "app_url": row["app_url"], "uploaded_at": row["uploaded_at"]}
-        if row["upload_until"] is not None and row["upload_until"] > row["now"]:
-            left = (row["upload_until"] - row["now"]).total_seconds()
+        app = await tx.one(FLEET.lock_browserstack_app, key, row=_App)
+        answer: dict[str, Any] = {"custom_id": app.custom_id}
+        if app.app_url and app.uploaded_at is not None and app.uploaded_at > app.now - RENEW_AFTER:
+            return {**answer, "app_url": app.app_url, "uploaded_at": app.uploaded_at}
+        if app.upload_until is not None and app.upload_until > app.now:
+            left = (app.upload_until - app.now).total_seconds()
             return {**answer, "wait_seconds": min(5.0, max(0.5, left))}
         token = uuid.uuid4()
         await tx.execute(FLEET.lease_browserstack_upload, {**key, "token": token, "lease": UPLOAD_LEASE})

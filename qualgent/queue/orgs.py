@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from qualgent.db.database import Database, Row
+import datetime as dt
+
+import msgspec
+
+from qualgent.db.database import Database
 from qualgent.db.sql import FLEET
 from qualgent.domain import NotFound, Tier
 
 
+class Org(msgspec.Struct, frozen=True):
+    id: str
+    tier: str
+    max_running: int | None  # groups of the org running at once (None: no cap)
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
 async def set_tier(
     db: Database, org_id: str, tier: Tier | None, max_running: int | None = None, set_cap: bool = False
-) -> Row:
+) -> Org:
     """Set an org's tier and/or its cap on running groups (`set_cap`: `max_running` is given, None for no cap);
     an org not known yet is made. The pending groups are re-ranked first, the org's row written last: a claim
     holds a group's lock when it writes the org's row (fair share), so the other order could deadlock with it."""
@@ -22,15 +34,15 @@ async def set_tier(
             "max_running": max_running,
             "set_cap": set_cap,
         }
-        return await tx.one(FLEET.upsert_org, params)
+        return await tx.one(FLEET.upsert_org, params, row=Org)
 
 
-async def get(db: Database, org_id: str) -> Row:
-    row = await db.first(FLEET.org, {"org_id": org_id})
+async def get(db: Database, org_id: str) -> Org:
+    row = await db.first(FLEET.org, {"org_id": org_id}, row=Org)
     if row is None:
         raise NotFound(f"no org {org_id}", org_id=org_id)
     return row
 
 
-async def list_orgs(db: Database) -> list[Row]:
-    return await db.rows(FLEET.list_orgs)
+async def list_orgs(db: Database) -> list[Org]:
+    return await db.rows(FLEET.list_orgs, None, row=Org)

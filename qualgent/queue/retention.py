@@ -22,6 +22,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import msgspec
+
 from qualgent.db.database import Database, Tx
 from qualgent.db.sql import RETENTION as R
 
@@ -58,6 +60,14 @@ class PruneReport:
         return data
 
 
+class _Counts(msgspec.Struct, frozen=True):
+    jobs: int
+    attempts: int
+    groups: int
+    submissions: int
+    oldest_finished_at: dt.datetime | None
+
+
 class _Busy(Exception):
     """Another pruner holds the lock."""
 
@@ -80,15 +90,15 @@ async def prune(
     began = time.perf_counter()
     cutoff: dt.datetime = await db.value(R.cutoff, {"age": older_than})
     if dry_run:
-        counts = await db.one(R.prunable_counts, {"cutoff": cutoff})
+        counts = await db.one(R.prunable_counts, {"cutoff": cutoff}, row=_Counts)
         return PruneReport(
             cutoff,
             dry_run=True,
-            jobs=counts["jobs"],
-            attempts=counts["attempts"],
-            groups=counts["groups"],
-            submissions=counts["submissions"],
-            oldest_finished_at=counts["oldest_finished_at"],
+            jobs=counts.jobs,
+            attempts=counts.attempts,
+            groups=counts.groups,
+            submissions=counts.submissions,
+            oldest_finished_at=counts.oldest_finished_at,
             seconds=time.perf_counter() - began,
         )
     totals = {"jobs": 0, "attempts": 0, "groups": 0, "submissions": 0, "batches": 0}

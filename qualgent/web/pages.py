@@ -87,7 +87,7 @@ class DashboardController(Controller):
         caps = await capacity.list_targets(services.queue) if viewer.role is Role.ADMIN else []
         by_status: dict[str, int] = {}
         for agent in agent_rows:
-            by_status[agent["status"]] = by_status.get(agent["status"], 0) + 1
+            by_status[agent.status] = by_status.get(agent.status, 0) + 1
         return render_page(
             request,
             "overview.html",
@@ -243,7 +243,7 @@ class DashboardController(Controller):
         rows = await reporting.run_report(
             services.db, reporting.ReportName.ORG_SUCCESS_RATES, reporting.ReportFilter(limit=500)
         )
-        tiers = {row["id"]: row["tier"] for row in await orgs.list_orgs(services.db)}
+        tiers = {row.id: row.tier for row in await orgs.list_orgs(services.db)}
         return render_page(request, "orgs.html", viewer, rates=rows, tiers=tiers)
 
     @get("/orgs/{org_id:str}", name="org")
@@ -264,7 +264,7 @@ class DashboardController(Controller):
             "org.html",
             viewer,
             org=found,
-            tier=str(getattr(found["tier"], "value", found["tier"])),
+            tier=found.tier,
             tiers=[t.value for t in Tier],
             rates=rates[0] if rates else None,
             flaky=flaky,
