@@ -26,11 +26,14 @@ import psycopg
 
 from benchmarks.postgres import cpu_of
 from qualgent.bench.run import scratch_database
+from qualgent.db.database import Database
 from qualgent.db.engine import create_server_engine, libpq_url
 from qualgent.db.raw import Direct
 from qualgent.queue import agents, claims
 from qualgent.queue import jobs as queue_jobs
 from qualgent.queue.claims import Result, Started
+from qualgent.queue.core import Queue
+from qualgent.settings import Settings
 
 PASSED = Result(0, 5)
 
@@ -45,7 +48,8 @@ async def drain(url: str, jobs: int, group_size: int, tag: str) -> str:
     direct = Direct(url)
     await direct.open()
     try:
-        agent_id = (await agents.register(engine, f"hot-path-{tag}", ["emulator"]))["id"]
+        async with Database(url, size=1) as db:
+            agent_id = (await agents.register(Queue(db, Settings()), f"hot-path-{tag}", ["emulator"])).id
         for first in range(0, jobs, 10_000):
             specs = [
                 queue_jobs.JobSpec("hot-path", f"{tag}-build-{i // group_size}", f"tests/{i % group_size}.spec.ts")

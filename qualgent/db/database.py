@@ -1,6 +1,6 @@
 """The one way the server runs SQL: a psycopg 3 pool behind a small object.
 
-Statements are named in `.sql` files (qualgent.db.sql: `P.claim`, `R.prune_jobs`) in psycopg's `%(name)s` style.
+Statements are named in `.sql` files (qualgent.db.sql: `P.claim`, `TOKENS.find_token`) in psycopg's `%(name)s` style.
 A statement runs either alone, in autocommit on a pooled connection (`db.rows(...)`: no BEGIN/COMMIT round trips,
 the agents' claims and reports), or with others in one transaction (`async with db.transaction() as tx`).
 Rows come back as dicts, or typed: pass `row=SomeStruct` (a msgspec Struct or any class built from keyword

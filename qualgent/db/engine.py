@@ -1,4 +1,6 @@
-"""Engines. The server is async (psycopg 3 async through SQLAlchemy); migrations use a sync engine."""
+"""URLs, the server's connection settings, and SQLAlchemy engines: a sync one for Alembic's migrations, and (H2-merge:
+until qualgent.queue.{claims,jobs,...} take the Queue) the async one those modules still run on. The server's own
+way to run SQL is qualgent.db.database."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The hot path's statements on the transaction's own psycopg connection.
+"""H2-merge: what qualgent.queue.{claims,_common,jobs,orphans,history} (and selection's bulk actions, which call
+_common in its transaction) run on until they take the Queue (qualgent.db.database); delete this module then.
+
+The hot path's statements on the transaction's own psycopg connection.
 
 The agents' claims and progress reports run a handful of short statements each, thousands of times a second;
 SQLAlchemy's execution layer (greenlet hop, compiled-cache lookup, result wrapping) costs more than such a
@@ -45,8 +48,7 @@ class Raw:
 class Direct:
     """The agents' hot path as single statements (the stored functions of migration 0009) in autocommit, on a
     psycopg pool of its own: no BEGIN and COMMIT round trips, no SQLAlchemy execution layer, one statement per
-    claim or report, and the token lookup every authenticated request makes. Everything else goes through the
-    SQLAlchemy engine."""
+    claim or report. (The token lookup and everything else run on qualgent.db.database.)"""
 
     def __init__(self, url: str, size: int = 10, application_name: str = "qgjob server") -> None:
         self._pool = AsyncConnectionPool(
