@@ -61,8 +61,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
         await hub.start()
         db = Database(url, size=POOL_SIZE)
         await db.open()
-        direct = Direct(url)  # H2-merge: remove with the engine
-        await direct.open()
+        direct = Direct.sharing(db)  # H2-merge: remove with the engine
         queue = Queue(db, settings)
         app.state.services = Services(queue=queue, hub=hub, engine=active, direct=direct, tokens=tokens.TokenCache(hub))
         rescuer = asyncio.create_task(_rescue_loop(active, settings.lease_seconds), name="qualgent-rescue")
@@ -76,7 +75,6 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
                     await task
             await hub.stop()
             await history.recorded()  # the last groups' history, before the pool it writes through closes
-            await direct.close()
             await db.close()
             if own_engine:
                 await active.dispose()

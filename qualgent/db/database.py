@@ -122,6 +122,11 @@ class Database:
             configure=_configure,
         )
 
+    @property
+    def pool(self) -> AsyncConnectionPool[Any]:
+        """For what must share these connections without being a statement (H2-merge: qualgent.db.raw.Direct)."""
+        return self._pool
+
     async def open(self, wait: bool = False) -> None:
         """`wait`: until the first connection is made (psycopg_pool.PoolTimeout if none can be), for a command
         that has nothing to do without one; a server opens at once and answers 503 while the database is away."""

@@ -20,6 +20,7 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from qualgent.db.database import Database
 from qualgent.db.engine import CONNECT_ARGS, POOL_TIMEOUT_SECONDS, libpq_url
 
 Row = Mapping[Any, Any]  # a psycopg dict row, or SQLAlchemy's RowMapping where the slow path made it
@@ -51,6 +52,7 @@ class Direct:
     claim or report. (The token lookup and everything else run on qualgent.db.database.)"""
 
     def __init__(self, url: str, size: int = 10, application_name: str = "qgjob server") -> None:
+        self._shared = False
         self._pool = AsyncConnectionPool(
             libpq_url(url),
             min_size=1,
@@ -62,11 +64,21 @@ class Direct:
             configure=_configure,
         )
 
+    @classmethod
+    def sharing(cls, db: Database) -> Direct:
+        """On the database's own pool (the same autocommit connections): the server keeps one pool, not two."""
+        direct = cls.__new__(cls)
+        direct._shared = True
+        direct._pool = db.pool
+        return direct
+
     async def open(self) -> None:
-        await self._pool.open()
+        if not self._shared:
+            await self._pool.open()
 
     async def close(self) -> None:
-        await self._pool.close()
+        if not self._shared:
+            await self._pool.close()
 
     async def value(self, sql: str, params: Mapping[str, Any]) -> Any:
         """The one value a one-row, one-column statement returns."""
