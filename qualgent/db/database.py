@@ -154,49 +154,57 @@ class Database:
         async with self._pool.connection() as conn:
             yield Tx(conn)
 
+    # One statement alone: straight on a pooled connection, in autocommit (every authenticated request that misses
+    # the token cache comes here, so without connection()'s generator-based context manager).
+
     @overload
     async def rows(self, statement: Statement, params: Params = None, row: None = None) -> list[Row]: ...
     @overload
     async def rows(self, statement: Statement, params: Params, row: Callable[..., T]) -> list[T]: ...
     async def rows(self, statement: Any, params: Params = None, row: Callable[..., Any] | None = None) -> list[Any]:
-        async with self.connection() as tx:
-            return await tx.rows(statement, params, row)
+        async with self._pool.connection() as conn:
+            return await Tx(conn).rows(statement, params, row)
 
     @overload
     async def first(self, statement: Statement, params: Params = None, row: None = None) -> Row | None: ...
     @overload
     async def first(self, statement: Statement, params: Params, row: Callable[..., T]) -> T | None: ...
     async def first(self, statement: Any, params: Params = None, row: Callable[..., Any] | None = None) -> Any:
-        async with self.connection() as tx:
-            return await tx.first(statement, params, row)
+        async with self._pool.connection() as conn:
+            return await Tx(conn).first(statement, params, row)
 
     @overload
     async def one(self, statement: Statement, params: Params = None, row: None = None) -> Row: ...
     @overload
     async def one(self, statement: Statement, params: Params, row: Callable[..., T]) -> T: ...
     async def one(self, statement: Any, params: Params = None, row: Callable[..., Any] | None = None) -> Any:
-        async with self.connection() as tx:
-            return await tx.one(statement, params, row)
+        async with self._pool.connection() as conn:
+            return await Tx(conn).one(statement, params, row)
 
     async def value(self, statement: Statement, params: Params = None) -> Any:
-        async with self.connection() as tx:
-            return await tx.value(statement, params)
+        async with self._pool.connection() as conn:
+            return await Tx(conn).value(statement, params)
 
     async def values(self, statement: Statement, params: Params = None) -> list[Any]:
-        async with self.connection() as tx:
-            return await tx.values(statement, params)
+        async with self._pool.connection() as conn:
+            return await Tx(conn).values(statement, params)
 
     async def execute(self, statement: Statement, params: Params = None) -> int:
-        async with self.connection() as tx:
-            return await tx.execute(statement, params)
+        async with self._pool.connection() as conn:
+            return await Tx(conn).execute(statement, params)
 
     async def tuple_row(self, statement: Statement, params: Params = None) -> tuple[Any, ...]:
         """The one row of a one-row statement as a tuple (the hot path's functions answer in a few columns)."""
-        async with self._pool.connection() as conn:
-            found = await (await conn.execute(statement, params)).fetchone()
+        found = await self.tuple_first(statement, params)
         if found is None:
             raise NoRow(str(statement)[:80])
-        return cast("tuple[Any, ...]", found)
+        return found
+
+    async def tuple_first(self, statement: Statement, params: Params = None) -> tuple[Any, ...] | None:
+        """The first row as a tuple, or None: no row factory at all, for a read made on most requests (the token
+        lookup)."""
+        async with self._pool.connection() as conn:
+            return cast("tuple[Any, ...] | None", await (await conn.execute(statement, params)).fetchone())
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -119,19 +119,12 @@ class LiveToken:
     org_id: str | None
 
 
-class _Found(msgspec.Struct, frozen=True):
-    id: uuid.UUID
-    role: str
-    org_id: str | None
-    token_hash: str
-
-
 async def _lookup(db: Database, hashed: str) -> LiveToken | None:
     """The live token with this hash, or None, read from the table."""
-    row = await db.first(TOKENS.find_token, {"token_hash": hashed}, row=_Found)
-    if row is None or not same_secret(hashed, row.token_hash):
+    row = await db.tuple_first(TOKENS.find_token, {"token_hash": hashed})  # (id, role, org_id, token_hash)
+    if row is None or not same_secret(hashed, row[3]):
         return None
-    return LiveToken(row.id, row.role, row.org_id)
+    return LiveToken(row[0], row[1], row[2])
 
 
 class _Generations(Protocol):
