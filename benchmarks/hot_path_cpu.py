@@ -27,7 +27,7 @@ import psycopg
 from benchmarks.postgres import cpu_of
 from qualgent.bench.run import scratch_database
 from qualgent.db.database import Database
-from qualgent.db.engine import create_server_engine, libpq_url
+from qualgent.db.engine import libpq_url
 from qualgent.queue import agents, claims
 from qualgent.queue import jobs as queue_jobs
 from qualgent.queue.claims import Result, Started
@@ -43,12 +43,11 @@ def backend_cpu_seconds(pids: list[int]) -> float:
 
 
 async def drain(url: str, jobs: int, group_size: int, tag: str) -> str:
-    engine = create_server_engine(url)
-    direct = Database(url)
-    await direct.open()
-    q = Queue(direct, Settings(database_url=url, lease_seconds=30))
+    db = Database(url)
+    await db.open()
+    q = Queue(db, Settings(database_url=url, lease_seconds=30))
     try:
-        agent_id = (await agents.register(engine, f"hot-path-{tag}", ["emulator"]))["id"]
+        agent_id = (await agents.register(q, f"hot-path-{tag}", ["emulator"])).id
         for first in range(0, jobs, 10_000):
             specs = [
                 queue_jobs.JobSpec("hot-path", f"{tag}-build-{i // group_size}", f"tests/{i % group_size}.spec.ts")
@@ -88,8 +87,7 @@ async def drain(url: str, jobs: int, group_size: int, tag: str) -> str:
             f"{python / done * 1e6:.0f} us/job, wall {wall / done * 1e6:.0f} us/job"
         )
     finally:
-        await direct.close()
-        await engine.dispose()
+        await db.close()
 
 
 def main() -> None:

@@ -26,9 +26,12 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from qualgent.db import migrate
-from qualgent.db.engine import create_server_engine, libpq_url
+from qualgent.db.database import Database
+from qualgent.db.engine import libpq_url
 from qualgent.queue import stats
+from qualgent.queue.core import Queue
 from qualgent.reporting.queries import REPORT_WORK_MEM
+from qualgent.settings import Settings
 
 FILL = """
 SELECT setseed(0.42);
@@ -154,13 +157,13 @@ def bench_reports(url: str, runs: int) -> list[tuple[str, str, float, float, int
 
 
 async def bench_state(url: str, runs: int) -> list[tuple[str, float]]:
-    engine = create_server_engine(url, pool_size=1)
-    try:
+    async with Database(url, size=1) as db:
+        q = Queue(db, Settings(lease_seconds=30))
         out = []
         for label, call in (
-            ("gauges (/metrics, health, monitoring)", lambda: stats.gauges(engine, 30)),
-            ("queue status (/api/jobs/queue/status)", lambda: stats.queue_status(engine)),
-            ("scale recommendations", lambda: stats.scale_recommendations(engine, 30)),
+            ("gauges (/metrics, health, monitoring)", lambda: stats.gauges(q)),
+            ("queue status (/api/jobs/queue/status)", lambda: stats.queue_status(db)),
+            ("scale recommendations", lambda: stats.scale_recommendations(q)),
         ):
             await call()
             times = []
@@ -170,8 +173,6 @@ async def bench_state(url: str, runs: int) -> list[tuple[str, float]]:
                 times.append(time.perf_counter() - started)
             out.append((label, statistics.median(times)))
         return out
-    finally:
-        await engine.dispose()
 
 
 def main() -> None:

@@ -25,7 +25,8 @@ from sqlalchemy.engine import make_url
 
 from benchmarks.reporting import FILL
 from qualgent.db import migrate
-from qualgent.db.engine import create_server_engine, libpq_url
+from qualgent.db.database import Database
+from qualgent.db.engine import libpq_url
 from qualgent.queue import retention
 
 VIEWS = {
@@ -60,11 +61,8 @@ def views(url: str) -> dict[str, tuple[float, set[tuple[Any, ...]]]]:
 
 
 async def _prune(url: str, days: float, batch: int, dry_run: bool) -> retention.PruneReport:
-    engine = create_server_engine(url, pool_size=2)
-    try:
-        return await retention.prune(engine, dt.timedelta(days=days), dry_run=dry_run, batch_size=batch)
-    finally:
-        await engine.dispose()
+    async with Database(url, size=2) as db:
+        return await retention.prune(db, dt.timedelta(days=days), dry_run=dry_run, batch_size=batch)
 
 
 def main() -> None:

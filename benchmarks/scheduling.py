@@ -34,12 +34,10 @@ from typing import Any, cast
 
 import msgspec
 import psycopg
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qualgent.bench.run import scratch_database
 from qualgent.db.database import Database
-from qualgent.db.engine import create_server_engine, libpq_url
-from qualgent.db.raw import Direct
+from qualgent.db.engine import libpq_url
 from qualgent.domain import Priority, Target
 from qualgent.queue import claims, jobs
 from qualgent.queue.core import Queue
@@ -141,11 +139,9 @@ def _install_plain_claim(url: str) -> None:
 
 
 class Simulation:
-    def __init__(self, workload: Workload, engine: AsyncEngine, queue: Queue, direct: Direct, plain: bool) -> None:
+    def __init__(self, workload: Workload, queue: Queue, plain: bool) -> None:
         self.workload = workload
-        self.engine = engine
         self.queue = queue
-        self.direct = direct
         self.plain = plain
         self.now = 0.0
         self.outcome = Outcome()
@@ -154,17 +150,17 @@ class Simulation:
         self._real = time.monotonic()
 
     async def run(self) -> Outcome:
-        async with self.engine.begin() as conn:
-            await conn.exec_driver_sql(
+        async with self.queue.db.transaction() as tx:
+            await tx.execute(
                 "INSERT INTO orgs (id, tier) SELECT * FROM unnest(%(ids)s::text[], %(tiers)s::org_tier[])",
                 {"ids": list(self.workload.tiers), "tiers": list(self.workload.tiers.values())},
             )
-            rows = await conn.exec_driver_sql(
+            rows = await tx.rows(
                 "INSERT INTO agents (name, targets) SELECT 'sim-' || i, ARRAY['emulator'] "
                 "FROM generate_series(1, %(n)s) i ORDER BY i RETURNING id",
                 {"n": self.workload.agents},
             )
-            agents = [SimAgent(row[0]) for row in rows]
+            agents = [SimAgent(row["id"]) for row in rows]
         arrivals = list(self.workload.groups)
         while arrivals or any(a.claim for a in agents) or await self._pending():
             busy = [a.free_at for a in agents if a.claim]
@@ -184,9 +180,7 @@ class Simulation:
         return self.outcome
 
     async def _pending(self) -> bool:
-        async with self.engine.connect() as conn:
-            found = await conn.exec_driver_sql("SELECT EXISTS (SELECT FROM job_groups WHERE status = 'pending')")
-            return bool(found.scalar())
+        return bool(await self.queue.db.value("SELECT EXISTS (SELECT FROM job_groups WHERE status = 'pending')"))
 
     async def _advance(self, to: float) -> None:
         """Simulated time passes: what waits in the database has waited that much longer."""
@@ -197,14 +191,14 @@ class Simulation:
         # The real time the simulation itself took since the last shift has aged the rows already.
         real = time.monotonic()
         delta, self._real = delta - (real - self._real), real
-        async with self.engine.begin() as conn:
+        async with self.queue.db.transaction() as tx:
             shift = {"secs": delta}
-            await conn.exec_driver_sql(
+            await tx.execute(
                 "UPDATE job_groups SET oldest_job_at = oldest_job_at - make_interval(secs => %(secs)s), "
                 "available_at = available_at - make_interval(secs => %(secs)s) WHERE status = 'pending'",
                 shift,
             )
-            await conn.exec_driver_sql(
+            await tx.execute(
                 "UPDATE orgs SET last_claimed_at = last_claimed_at - make_interval(secs => %(secs)s) "
                 "WHERE last_claimed_at IS NOT NULL",
                 shift,
@@ -223,7 +217,7 @@ class Simulation:
     async def _claim(self, agent: SimAgent) -> None:
         if self.plain:
             params = {"agent_id": agent.id, "targets": ["emulator"], "lease_seconds": LEASE_SECONDS}
-            got = await self.direct.value(PLAIN_CLAIM_SQL, params)
+            got = await self.queue.db.value(PLAIN_CLAIM_SQL, params)
             group = got.get("group")
             claim = None if group is None else _claim_of(group, got["jobs"])
         else:
@@ -304,16 +298,9 @@ def _round(value: float | None) -> float | None:
 
 
 async def simulate(url: str, workload: Workload, plain: bool) -> dict[str, Any]:
-    engine = create_server_engine(url, pool_size=2)
-    direct = Direct(url, size=2, application_name="qgjob bench scheduling")
     settings = Settings(database_url=url, lease_seconds=LEASE_SECONDS, aging_seconds=AGING_SECONDS)
-    await direct.open()
-    try:
-        async with Database(url, size=2, application_name="qgjob bench scheduling") as db:
-            outcome = await Simulation(workload, engine, Queue(db, settings), direct, plain).run()
-    finally:
-        await direct.close()
-        await engine.dispose()
+    async with Database(url, size=2, application_name="qgjob bench scheduling") as db:
+        outcome = await Simulation(workload, Queue(db, settings), plain).run()
     return figures(workload, outcome)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -29,7 +30,17 @@ from sqlalchemy.engine import make_url
 
 from qualgent.db import migrate
 from qualgent.db.engine import create_sync_engine, libpq_url
-from qualgent.db.sql import Q
+from qualgent.db.sql import P
+
+
+class _AsText:
+    """The named statements (psycopg's `%(name)s` style) as SQLAlchemy text, for this script's sync connection."""
+
+    def __getattr__(self, name: str) -> Any:
+        return text(re.sub(r"%\((\w+)\)s", r":\1", getattr(P, name)))
+
+
+Q = _AsText()
 
 TABLES = ("jobs", "job_groups", "agents", "attempts")
 

@@ -24,12 +24,11 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qualgent.db import migrate
 from qualgent.db.database import Database
 from qualgent.db.embedded import EmbeddedPostgres
-from qualgent.db.engine import create_server_engine, libpq_url, normalize_url
+from qualgent.db.engine import libpq_url, normalize_url
 
 _names = itertools.count()
 
@@ -104,13 +103,6 @@ def empty_db_url(pg_server: str) -> Iterator[str]:
     name = f"qualgent_empty_{os.getpid()}_{next(_names)}"
     yield create_database(pg_server, name)
     drop_database(pg_server, name)
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    made = create_server_engine(db_url, pool_size=5)
-    yield made
-    await made.dispose()
 
 
 @pytest.fixture

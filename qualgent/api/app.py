@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qualgent import __version__, web
 from qualgent.api import auth
@@ -30,8 +29,7 @@ from qualgent.api.docs import redoc_bundle, redoc_plugin
 from qualgent.api.errors import EXCEPTION_HANDLERS, document_error_responses
 from qualgent.api.schemas import strict_json_body
 from qualgent.db.database import Database
-from qualgent.db.engine import create_server_engine
-from qualgent.db.raw import Direct
+from qualgent.db.engine import libpq_url
 from qualgent.notify import Hub
 from qualgent.observability import metrics
 from qualgent.queue import claims, history, retention, tokens
@@ -40,30 +38,28 @@ from qualgent.settings import Settings
 
 log = logging.getLogger(__name__)
 
+POOL_SIZE = 30
+"""The server's connections, one pool for every statement: enough for the agents' claims and reports, the API's
+reads and the background loops at once; a request that finds none free within POOL_TIMEOUT_SECONDS gets a 503."""
 
-def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litestar:
-    """Build the app. The engine is made (or taken) at start-up and disposed at shutdown; nothing
-    connects at import or here."""
-    if settings.database_url is None and engine is None:
+
+def create_app(settings: Settings) -> Litestar:
+    """Build the app. The database's pool is made at start-up and closed at shutdown; nothing connects at
+    import or here."""
+    if settings.database_url is None:
         raise ValueError("create_app needs settings.database_url (the server resolves the embedded one first)")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        own_engine = engine is None
-        active = engine or create_server_engine(settings.database_url or "")
-        url = active.url.render_as_string(hide_password=False)
+        url = libpq_url(settings.database_url or "")
         hub = Hub(url)
         await hub.start()
-        direct = Direct(url)
-        await direct.open()
-        db = Database(url, size=10)
+        db = Database(url, size=POOL_SIZE)
         await db.open()
         queue = Queue(db, settings)
-        app.state.services = Services(
-            engine=active, direct=direct, settings=settings, queue=queue, hub=hub, tokens=tokens.TokenCache(hub)
-        )
+        app.state.services = Services(queue=queue, hub=hub, tokens=tokens.TokenCache(hub))
         rescuer = asyncio.create_task(_rescue_loop(queue), name="qualgent-rescue")
-        pruner = asyncio.create_task(retention.prune_loop(active, settings.retention_days), name="qualgent-prune")
+        pruner = asyncio.create_task(retention.prune_loop(db, settings.retention_days), name="qualgent-prune")
         try:
             yield
         finally:
@@ -73,10 +69,7 @@ def create_app(settings: Settings, engine: AsyncEngine | None = None) -> Litesta
                     await task
             await hub.stop()
             await history.recorded()  # the last groups' history, before the pool it writes through closes
-            await direct.close()
             await db.close()
-            if own_engine:
-                await active.dispose()
 
     api = Router(
         path="/api",

@@ -276,7 +276,7 @@ class Gate:
             return None
         if session.subject == sessions.ADMIN:
             return ADMIN
-        token = await services.tokens.find_digest(services.direct, session.subject)
+        token = await services.tokens.find_digest(services.db, session.subject)
         if token is None or token.role == Role.AGENT.value:  # agent tokens cannot log in
             return None
         return Principal(Role(token.role), token.org_id, str(token.id))
@@ -287,7 +287,7 @@ class Gate:
             return ADMIN
         if not tokens.plausible(secret):
             return None
-        token = await services.tokens.find(services.direct, secret)
+        token = await services.tokens.find(services.db, secret)
         if token is None:
             return None
         return Principal(Role(token.role), token.org_id, str(token.id))

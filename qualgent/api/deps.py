@@ -1,5 +1,5 @@
-"""What controllers are given: the engine, the hot path's pool, the settings, the LISTEN hub and the token cache,
-built once in create_app."""
+"""What controllers are given: the queue (its database, one psycopg pool, and the settings), the LISTEN hub and
+the token cache, built once in create_app."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from qualgent.db.raw import Direct
+from qualgent.db.database import Database
 from qualgent.notify import Hub
 from qualgent.queue.core import Queue
 from qualgent.queue.tokens import TokenCache
@@ -19,15 +18,20 @@ from qualgent.settings import Settings
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    engine: AsyncEngine
-    direct: Direct  # the agents' claims and reports, one statement each (qualgent.db.raw)
-    settings: Settings
-    queue: Queue  # the queue's operations (qualgent.queue: claims, jobs) on their database, with the settings
+    queue: Queue  # the database (one pool) and the settings every operation goes by
     hub: Hub
     tokens: TokenCache  # live tokens seen, forgotten whenever api_tokens changes (the hub counts the changes)
     # Agents' targets by id, for claims: set at registration and never changed, so a claim need not read
     # the agent first (the claim itself still checks it exists and is not offline).
     agent_targets: dict[uuid.UUID, list[str]] = field(default_factory=dict)
+
+    @property
+    def db(self) -> Database:
+        return self.queue.db
+
+    @property
+    def settings(self) -> Settings:
+        return self.queue.settings
 
 
 ServicesDep = NamedDependency[Services]

@@ -13,8 +13,6 @@ from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from qualgent.api.auth import policy
 from qualgent.api.schemas import ErrorOut
@@ -98,10 +96,9 @@ def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Res
 
 
 def database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
-    """From SQLAlchemy (DBAPIError, wrapping the driver's) or from psycopg itself (the hot path, qualgent.db.raw)."""
-    if isinstance(exc, psycopg.OperationalError) or (
-        isinstance(exc, DBAPIError) and (exc.connection_invalidated or isinstance(exc, OperationalError))
-    ):
+    """From psycopg (qualgent.db.database). A connection that broke (a PostgreSQL restart, a killed backend) or
+    could not be made is psycopg.OperationalError: the pool drops it, and the client retries on the 503."""
+    if isinstance(exc, psycopg.OperationalError):
         return database_unavailable(request, exc)
     log.exception("database error during %s %s", request.method, request.url.path, exc_info=exc)
     return _body(500, "InternalError", "internal error")
@@ -142,8 +139,7 @@ def document_error_responses(app: Litestar) -> None:
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     QualgentError: qualgent_error,
     HTTPException: http_error,
-    DBAPIError: database_error,
     psycopg.Error: database_error,
-    PoolTimeout: database_unavailable,
+    # No connection within POOL_TIMEOUT_SECONDS (every one busy, or none can be made): retry shortly.
     psycopg_pool.PoolTimeout: database_unavailable,
 }

@@ -13,9 +13,8 @@ from litestar import Request
 from litestar.exceptions import ValidationException
 from litestar.params import Parameter
 from msgspec import UNSET, Meta, Struct, UnsetType
-from sqlalchemy import RowMapping
 
-from qualgent.db.raw import Row
+from qualgent.db.database import Row
 from qualgent.domain import AgentStatus, InvalidInput, JobStatus, Outcome, Priority, Target, Tier
 from qualgent.domain.text import NAME_RULE
 from qualgent.queue.claims import Claim, Progress, Result
@@ -119,7 +118,7 @@ class JobOut(Struct):
     queue: QueueOut | None = None  # pending jobs, where the route knows it
 
 
-def job_out(row: Mapping[str, Any] | RowMapping) -> JobOut:
+def job_out(row: Mapping[Any, Any]) -> JobOut:
     finished = row["exit_code"] is not None or row["error"] is not None or row["finished_at"] is not None
     result = (
         JobResult(row["exit_code"], row["duration_ms"], row["output_tail"], row["error"], row.get("error_location"))
@@ -218,8 +217,9 @@ class AgentOut(Struct):
     deregistered_at: dt.datetime | None = None  # set once it said goodbye (listed only when asked for)
 
 
-def agent_out(row: Mapping[str, Any] | RowMapping) -> AgentOut:
-    return msgspec.convert(dict(row), AgentOut, strict=False)
+def agent_out(row: Any) -> AgentOut:
+    """From a row: a queue.agents.Agent (or a mapping of the same fields)."""
+    return msgspec.convert(row, AgentOut, strict=False, from_attributes=True)
 
 
 class AgentStatusIn(Struct, forbid_unknown_fields=True):
@@ -447,10 +447,9 @@ class TargetOut(Struct):
     agents_online: int
 
 
-def org_out(row: Mapping[str, Any] | RowMapping) -> OrgOut:
-    data = dict(row)
-    data["tier"] = Tier(_value(data["tier"]))
-    return msgspec.convert(data, OrgOut, strict=False)
+def org_out(row: Any) -> OrgOut:
+    """From a row: a queue.orgs.Org (or a mapping of the same fields)."""
+    return msgspec.convert(row, OrgOut, strict=False, from_attributes=True)
 
 
 class TokenIn(Struct, forbid_unknown_fields=True):
@@ -476,8 +475,9 @@ class NewTokenOut(TokenOut):
     enforced: bool = True
 
 
-def token_out(row: Mapping[str, Any] | RowMapping) -> TokenOut:
-    return msgspec.convert(dict(row), TokenOut, strict=False)
+def token_out(row: Any) -> TokenOut:
+    """From a row: a queue.tokens.Token (or a mapping of the same fields)."""
+    return msgspec.convert(row, TokenOut, strict=False, from_attributes=True)
 
 
 class ErrorOut(Struct):

@@ -6,9 +6,10 @@ import asyncio
 import datetime as dt
 from pathlib import Path
 
+import psycopg
+import psycopg_pool
 import rich_click as click
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from qualgent.cli.client import CliError
 from qualgent.cli.common import json_option
@@ -16,7 +17,7 @@ from qualgent.cli.exit_codes import BAD_INPUT, INFRA_ERROR
 from qualgent.cli.output import errors, print_json
 from qualgent.cli.server import _database_url, _db_options, _settings
 from qualgent.db import migrate
-from qualgent.db.engine import normalize_url
+from qualgent.db.database import Database
 from qualgent.queue import retention
 
 
@@ -67,8 +68,10 @@ def prune(
                 BAD_INPUT,
             )
         report = asyncio.run(_prune(url, dt.timedelta(days=days), dry_run, batch_size))
-    except OperationalError as err:
+    except OperationalError as err:  # from the schema check (Alembic's engine)
         raise CliError(f"cannot reach the database: {str(err.orig or err).splitlines()[0]}", INFRA_ERROR) from err
+    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as err:
+        raise CliError(f"cannot reach the database: {str(err).splitlines()[0]}", INFRA_ERROR) from err
     finally:
         if embedded is not None:
             embedded.stop()
@@ -79,12 +82,13 @@ def prune(
 
 
 async def _prune(url: str, older_than: dt.timedelta, dry_run: bool, batch_size: int) -> retention.PruneReport:
-    # Not the server's engine: no 30 s statement timeout (a dry run counts the whole history).
-    engine = create_async_engine(normalize_url(url), connect_args={"application_name": "qgjob prune"})
+    # Not the server's timeouts: no 30 s statement timeout (a dry run counts the whole history).
+    db = Database(url, size=1, application_name="qgjob prune", connect_args={"connect_timeout": 5})
+    await db.open(wait=True)
     try:
-        return await retention.prune(engine, older_than, dry_run=dry_run, batch_size=batch_size)
+        return await retention.prune(db, older_than, dry_run=dry_run, batch_size=batch_size)
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 def _summary(report: retention.PruneReport, days: float) -> str:

@@ -1,4 +1,5 @@
-"""Engines. The server is async (psycopg 3 async through SQLAlchemy); migrations use a sync engine."""
+"""URLs, the server's connection settings, and the sync SQLAlchemy engine Alembic's migrations run on. The server
+runs every statement through qualgent.db.database (psycopg), never through SQLAlchemy."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
 def normalize_url(url: str) -> str:
@@ -29,19 +29,6 @@ CONNECT_ARGS: dict[str, Any] = {
     "application_name": "qgjob server",
 }
 POOL_TIMEOUT_SECONDS = 10.0
-
-
-def create_server_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(
-        normalize_url(url),
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        # No ping before each transaction (a round trip each): a connection broken by a PostgreSQL restart fails
-        # its one request with a 503, which clients retry, and SQLAlchemy then drops every older connection.
-        pool_pre_ping=False,
-        pool_timeout=POOL_TIMEOUT_SECONDS,
-        connect_args=CONNECT_ARGS,
-    )
 
 
 def create_sync_engine(url: str) -> Engine:

@@ -109,9 +109,6 @@ ORDER BY lease_expires_at
 LIMIT :limit
 FOR NO KEY UPDATE SKIP LOCKED;
 
--- name: set_agent_status
-UPDATE agents SET status = :status WHERE id = :agent_id;
-
 -- name: agent_idle_if_free
 UPDATE agents a SET status = 'idle'
 WHERE a.id = :agent_id AND a.status = 'busy'
@@ -444,3 +441,12 @@ INSERT INTO attempts (job_id, number, agent_id, group_id, started_at, finished_a
 SELECT id, :number, :agent_id, :group_id, now() - make_interval(secs => CAST(:started_ms_ago AS double precision) / 1000),
        now(), :outcome, :exit_code, :duration_ms, :error
 FROM counted;
+
+-- name: transaction_time
+-- now() of the submitting transaction: every job and group it makes shares it.
+SELECT now();
+
+-- name: copy_jobs
+-- A submission's jobs, as blocks of COPY text (qualgent.queue.jobs.submit_in): status defaults to pending.
+COPY jobs (id, org_id, app_version_id, target, test_path, priority, max_attempts, attempt_budget, test_retries,
+           timeout_seconds, group_id) FROM STDIN;

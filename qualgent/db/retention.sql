@@ -203,3 +203,7 @@ SELECT
     ) AS groups,
     (SELECT count(*) FROM submissions WHERE created_at < :cutoff) AS submissions,
     (SELECT min(finished_at) FROM jobs WHERE status IN ('completed', 'failed', 'cancelled')) AS oldest_finished_at;
+
+-- name: cutoff
+-- What finished before this (the database's clock) is pruned.
+SELECT now() - CAST(:age AS interval);

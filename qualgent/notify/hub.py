@@ -33,8 +33,9 @@ from typing import Any
 import psycopg
 
 from qualgent.db.engine import libpq_url
+from qualgent.db.sql import NOTIFY
 
-CHANNEL = "qualgent"
+CHANNEL = "qualgent"  # the channel db/notify.sql listens on
 APPLICATION_NAME = "qgjob server listen"  # tells it apart from the pool's "qgjob server" in pg_stat_activity
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ class Hub:
                 async with await psycopg.AsyncConnection.connect(
                     self._conninfo, autocommit=True, connect_timeout=5, application_name=APPLICATION_NAME
                 ) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(NOTIFY.listen)
                     self.connected = True
                     self._ready.set()
                     backoff = 0.1
@@ -234,7 +235,7 @@ class Hub:
                 quiet = False
                 self._dispatch(notification.payload)
             if quiet:  # nothing for a while: make sure the connection is really alive
-                await asyncio.wait_for(conn.execute("SELECT 1"), timeout=5)
+                await asyncio.wait_for(conn.execute(NOTIFY.probe), timeout=5)
 
     def _dispatch(self, raw: str) -> None:
         try:

@@ -14,15 +14,24 @@ import re
 import uuid
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+import msgspec
 
+from qualgent.db.database import Database
+from qualgent.db.sql import FLEET
 from qualgent.domain import Conflict
 
 RENEW_AFTER = dt.timedelta(days=27)  # BrowserStack keeps an app 30 days: three days of margin for long runs
 UPLOAD_LEASE = dt.timedelta(minutes=15)  # an agent that died while uploading holds the build no longer
 CUSTOM_ID_MAX = 100
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class _App(msgspec.Struct, frozen=True):
+    custom_id: str
+    app_url: str | None
+    uploaded_at: dt.datetime | None
+    upload_until: dt.datetime | None  # another agent's upload lease
+    now: dt.datetime  # the database's clock
 
 
 def custom_id(org_id: str, app_version_id: str) -> str:
@@ -33,82 +42,37 @@ def custom_id(org_id: str, app_version_id: str) -> str:
     return f"{readable[: CUSTOM_ID_MAX - len(digest) - 1]}-{digest}"
 
 
-async def upload_lease(engine: AsyncEngine, org_id: str, app_version_id: str) -> dict[str, Any]:
+async def upload_lease(db: Database, org_id: str, app_version_id: str) -> dict[str, Any]:
     """{"app_url"} when the build is uploaded and fresh; else {"upload_token"} to upload it now; else, while another
     agent uploads it, {"wait_seconds"}. Always {"custom_id"}."""
     key = {"org_id": org_id, "app_version_id": app_version_id}
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO browserstack_apps (org_id, app_version_id, custom_id) "
-                "VALUES (:org_id, :app_version_id, :custom_id) ON CONFLICT DO NOTHING"
-            ),
-            {**key, "custom_id": custom_id(org_id, app_version_id)},
-        )
-        row = (
-            (
-                await conn.execute(
-                    text(
-                        "SELECT *, now() AS now FROM browserstack_apps "
-                        "WHERE org_id = :org_id AND app_version_id = :app_version_id FOR UPDATE"
-                    ),
-                    key,
-                )
-            )
-            .mappings()
-            .one()
-        )
-        answer: dict[str, Any] = {"custom_id": row["custom_id"]}
-        if row["app_url"] and row["uploaded_at"] > row["now"] - RENEW_AFTER:
-            return {**answer, "app_url": row["app_url"], "uploaded_at": row["uploaded_at"]}
-        if row["upload_until"] is not None and row["upload_until"] > row["now"]:
-            left = (row["upload_until"] - row["now"]).total_seconds()
+    async with db.transaction() as tx:
+        await tx.execute(FLEET.browserstack_app_row, {**key, "custom_id": custom_id(org_id, app_version_id)})
+        app = await tx.one(FLEET.lock_browserstack_app, key, row=_App)
+        answer: dict[str, Any] = {"custom_id": app.custom_id}
+        if app.app_url and app.uploaded_at is not None and app.uploaded_at > app.now - RENEW_AFTER:
+            return {**answer, "app_url": app.app_url, "uploaded_at": app.uploaded_at}
+        if app.upload_until is not None and app.upload_until > app.now:
+            left = (app.upload_until - app.now).total_seconds()
             return {**answer, "wait_seconds": min(5.0, max(0.5, left))}
         token = uuid.uuid4()
-        await conn.execute(
-            text(
-                "UPDATE browserstack_apps SET upload_token = :token, upload_until = now() + :lease, updated_at = now() "
-                "WHERE org_id = :org_id AND app_version_id = :app_version_id"
-            ),
-            {**key, "token": token, "lease": UPLOAD_LEASE},
-        )
+        await tx.execute(FLEET.lease_browserstack_upload, {**key, "token": token, "lease": UPLOAD_LEASE})
         return {**answer, "upload_token": token}
 
 
 async def record_upload(
-    engine: AsyncEngine, org_id: str, app_version_id: str, upload_token: uuid.UUID, app_url: str
+    db: Database, org_id: str, app_version_id: str, upload_token: uuid.UUID, app_url: str
 ) -> dict[str, Any]:
-    async with engine.begin() as conn:
-        row = (
-            (
-                await conn.execute(
-                    text(
-                        "UPDATE browserstack_apps SET app_url = :app_url, uploaded_at = now(), upload_token = NULL, "
-                        "upload_until = NULL, updated_at = now() "
-                        "WHERE org_id = :org_id AND app_version_id = :app_version_id AND upload_token = :token "
-                        "RETURNING custom_id, app_url, uploaded_at"
-                    ),
-                    {"org_id": org_id, "app_version_id": app_version_id, "token": upload_token, "app_url": app_url},
-                )
-            )
-            .mappings()
-            .one_or_none()
-        )
+    params = {"org_id": org_id, "app_version_id": app_version_id, "token": upload_token, "app_url": app_url}
+    row = await db.first(FLEET.record_browserstack_upload, params)
     if row is None:
         raise Conflict(
             f"the upload lease of {org_id} {app_version_id} is not this one (it lapsed and another agent took it)"
         )
-    return dict(row)
+    return row
 
 
-async def forget(engine: AsyncEngine, org_id: str, app_version_id: str, app_url: str) -> bool:
+async def forget(db: Database, org_id: str, app_version_id: str, app_url: str) -> bool:
     """BrowserStack no longer has this app: the next run uploads the build again."""
-    async with engine.begin() as conn:
-        result = await conn.execute(
-            text(
-                "UPDATE browserstack_apps SET app_url = NULL, uploaded_at = NULL, updated_at = now() "
-                "WHERE org_id = :org_id AND app_version_id = :app_version_id AND app_url = :app_url"
-            ),
-            {"org_id": org_id, "app_version_id": app_version_id, "app_url": app_url},
-        )
-        return bool(result.rowcount)
+    params = {"org_id": org_id, "app_version_id": app_version_id, "app_url": app_url}
+    return bool(await db.execute(FLEET.forget_browserstack_app, params))

@@ -16,6 +16,7 @@ from qualgent.db.database import Row, Tx
 from qualgent.db.sql import P
 from qualgent.domain import Conflict, InvalidInput, JobStatus, NotFound, Priority, Target
 from qualgent.observability import metrics
+from qualgent.queue import selection
 from qualgent.queue._common import (
     GroupAggregate,
     GroupKey,
@@ -130,12 +131,6 @@ def _request_hash(specs: Sequence[JobSpec]) -> str:
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
-Q_COPY_JOBS = (
-    "COPY jobs (id, org_id, app_version_id, target, test_path, priority, max_attempts, attempt_budget,"
-    " test_retries, timeout_seconds, group_id) FROM STDIN"
-)
-
-
 def sorted_ids(count: int) -> list[uuid.UUID]:
     """`new_ids`, ascending. Sorted as 16-byte strings (compared in C; sorting the UUIDs would compare them in
     Python), which is the order of both Python's UUID and PostgreSQL's uuid."""
@@ -159,7 +154,7 @@ async def submit_in(
 ) -> list[NewJob]:
     if not specs:
         return []
-    now = await tx.value("SELECT now()")
+    now = await tx.value(P.transaction_time)
     if not orgs_known:
         await tx.execute(P.upsert_orgs, {"org_ids": sorted({s.org_id for s in specs})})
     keys = [s.key for s in specs]
@@ -174,7 +169,7 @@ async def submit_in(
     id_texts = [str(job_id) for job_id in ids]
     group_texts = [group_text[key] for key in keys]
     texts = [(s.org_id, s.app_version_id, s.test_path) for s in specs]
-    async with tx.connection.cursor().copy(Q_COPY_JOBS) as copy:
+    async with tx.connection.cursor().copy(P.copy_jobs) as copy:
         # In blocks, so PostgreSQL parses one while the next is formatted.
         for start in range(0, len(specs), COPY_BLOCK):
             end = start + COPY_BLOCK
@@ -195,8 +190,8 @@ COPY_BLOCK = 1000  # jobs per block of COPY text
 def _copy_block(
     ids: Sequence[str], specs: Sequence[JobSpec], texts: Sequence[tuple[str, str, str]], groups: Sequence[str]
 ) -> str:
-    """Jobs as a block of COPY text, in Q_COPY_JOBS's column order. Escaping every value costs more than the rest:
-    it is done only when some value needs it (the API refuses control characters, so in practice only a
+    """Jobs as a block of COPY text, in copy_jobs's column order (queries.sql). Escaping every value costs more
+    than the rest: it is done only when some value needs it (the API refuses control characters, so in practice only a
     backslash), seen in the block as a backslash other than those of the NULL markers written for jobs without
     a timeout, a carriage return, or more separators than the columns make."""
     block = _copy_rows(ids, specs, texts, groups)
@@ -269,25 +264,15 @@ class JobFilter:
 
 
 async def list_jobs(q: Queue, f: JobFilter) -> list[Row]:
-    """Newest first, keyset-paginated with `before`."""
-    where: list[str] = []
-    params: dict[str, object] = {"limit": f.limit}
-    for column in ("org_id", "app_version_id", "group_id"):
-        value = getattr(f, column)
-        if value is not None:
-            where.append(f"{column} = %({column})s")
-            params[column] = value
-    for column in ("status", "target"):
-        value = getattr(f, column)
-        if value is not None:
-            where.append(f"{column} = %({column})s")
-            params[column] = value.value
-    if f.before is not None:
-        where.append("(created_at, id) < (SELECT created_at, id FROM jobs WHERE id = %(before)s)")
-        params["before"] = f.before
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
-    query = f"SELECT * FROM jobs {clause} ORDER BY created_at DESC, id DESC LIMIT %(limit)s"  # noqa: S608 - fixed column names
-    return await q.db.rows(query, params)
+    """Newest first, keyset-paginated with `before`: the dashboard's selection, which holds the statement."""
+    chosen = selection.Selection(
+        org_id=f.org_id,
+        app_version_id=f.app_version_id,
+        group_id=f.group_id,
+        target=f.target,
+        statuses=() if f.status is None else (f.status,),
+    )
+    return await selection.list_jobs(q.db, chosen, f.before, f.limit)
 
 
 async def cancel(q: Queue, job_id: uuid.UUID) -> Row:

@@ -22,10 +22,10 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import msgspec
 
-from qualgent.db.sql import R
+from qualgent.db.database import Database, Tx
+from qualgent.db.sql import RETENTION as R
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,20 @@ class PruneReport:
         return data
 
 
+class _Counts(msgspec.Struct, frozen=True):
+    jobs: int
+    attempts: int
+    groups: int
+    submissions: int
+    oldest_finished_at: dt.datetime | None
+
+
 class _Busy(Exception):
     """Another pruner holds the lock."""
 
 
 async def prune(
-    engine: AsyncEngine,
+    db: Database,
     older_than: dt.timedelta,
     *,
     dry_run: bool = False,
@@ -80,13 +88,9 @@ async def prune(
     if older_than <= dt.timedelta(0):
         raise ValueError("older_than must be positive")
     began = time.perf_counter()
-    async with engine.connect() as conn:
-        cutoff: dt.datetime = (
-            await conn.execute(text("SELECT now() - CAST(:age AS interval)"), {"age": older_than})
-        ).scalar_one()
+    cutoff: dt.datetime = await db.value(R.cutoff, {"age": older_than})
     if dry_run:
-        async with engine.connect() as conn:
-            counts = (await conn.execute(R.prunable_counts, {"cutoff": cutoff})).one()
+        counts = await db.one(R.prunable_counts, {"cutoff": cutoff}, row=_Counts)
         return PruneReport(
             cutoff,
             dry_run=True,
@@ -102,9 +106,9 @@ async def prune(
     try:
         for step in (_jobs_batch, _groups_batch, _submissions_batch):
             while True:
-                async with engine.begin() as conn:
-                    await _lock(conn, wait_for_lock)
-                    selected, deleted = await step(conn, cutoff, batch_size)
+                async with db.transaction() as tx:
+                    await _lock(tx, wait_for_lock)
+                    selected, deleted = await step(tx, cutoff, batch_size)
                 totals["batches"] += 1 if selected else 0
                 for key, count in deleted.items():
                     totals[key] += count
@@ -126,48 +130,48 @@ async def prune(
     )
 
 
-async def _lock(conn: AsyncConnection, wait: bool) -> None:
+async def _lock(tx: Tx, wait: bool) -> None:
     if wait:
-        await conn.execute(R.prune_lock)
-    elif not (await conn.execute(R.try_prune_lock)).scalar_one():
+        await tx.execute(R.prune_lock)
+    elif not await tx.value(R.try_prune_lock):
         raise _Busy
 
 
 _Batch = tuple[int, dict[str, int]]  # rows selected, and what was deleted
 
 
-async def _jobs_batch(conn: AsyncConnection, cutoff: dt.datetime, limit: int) -> _Batch:
+async def _jobs_batch(tx: Tx, cutoff: dt.datetime, limit: int) -> _Batch:
     """The oldest finished jobs and their attempts: folded into the rollups, then deleted."""
-    ids: list[uuid.UUID] = list((await conn.execute(R.prunable_jobs, {"cutoff": cutoff, "limit": limit})).scalars())
+    ids: list[uuid.UUID] = await tx.values(R.prunable_jobs, {"cutoff": cutoff, "limit": limit})
     if not ids:
         return 0, {}
     params = {"job_ids": ids}
     for fold in (R.fold_jobs, R.fold_latency, R.carry_group_attempts):
-        await conn.execute(fold, params)
-    attempts = (await conn.execute(R.delete_attempts, params)).rowcount
-    jobs = (await conn.execute(R.delete_jobs, params)).rowcount
+        await tx.execute(fold, params)
+    attempts = await tx.execute(R.delete_attempts, params)
+    jobs = await tx.execute(R.delete_jobs, params)
     return len(ids), {"jobs": jobs, "attempts": attempts}
 
 
-async def _groups_batch(conn: AsyncConnection, cutoff: dt.datetime, limit: int) -> _Batch:
+async def _groups_batch(tx: Tx, cutoff: dt.datetime, limit: int) -> _Batch:
     """Done groups with no job left in them: their installs folded, then deleted."""
-    ids: list[uuid.UUID] = list((await conn.execute(R.prunable_groups, {"cutoff": cutoff, "limit": limit})).scalars())
+    ids: list[uuid.UUID] = await tx.values(R.prunable_groups, {"cutoff": cutoff, "limit": limit})
     if not ids:
         return 0, {}
     params = {"group_ids": ids}
-    await conn.execute(R.fold_groups, params)
-    await conn.execute(R.forget_carried_attempts, params)
-    groups = (await conn.execute(R.delete_groups, params)).rowcount
+    await tx.execute(R.fold_groups, params)
+    await tx.execute(R.forget_carried_attempts, params)
+    groups = await tx.execute(R.delete_groups, params)
     return len(ids), {"groups": groups}
 
 
-async def _submissions_batch(conn: AsyncConnection, cutoff: dt.datetime, limit: int) -> _Batch:
-    deleted = (await conn.execute(R.delete_submissions, {"cutoff": cutoff, "limit": limit})).rowcount
+async def _submissions_batch(tx: Tx, cutoff: dt.datetime, limit: int) -> _Batch:
+    deleted = await tx.execute(R.delete_submissions, {"cutoff": cutoff, "limit": limit})
     return deleted, {"submissions": deleted}
 
 
 async def prune_loop(
-    engine: AsyncEngine,
+    db: Database,
     retention_days: float,
     interval: float = PRUNE_INTERVAL,
     first_delay: float = FIRST_PRUNE_DELAY,
@@ -178,7 +182,7 @@ async def prune_loop(
     await asyncio.sleep(first_delay)
     while True:
         try:
-            report = await prune(engine, dt.timedelta(days=retention_days), wait_for_lock=False, pause=0.05)
+            report = await prune(db, dt.timedelta(days=retention_days), wait_for_lock=False, pause=0.05)
             if report.jobs or report.groups or report.submissions:
                 log.info(
                     "pruned %d job(s), %d attempt(s), %d group(s), %d idempotency key(s) finished before %s "

@@ -12,12 +12,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import RowMapping, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from psycopg import sql
 
-from qualgent.db.database import Tx
-from qualgent.db.raw import Raw
-from qualgent.db.sql import Q
+from qualgent.db.database import Database, Row, Tx
+from qualgent.db.sql import DASHBOARD, P
 from qualgent.domain import FINAL_STATUSES, InvalidInput, JobStatus, Target
 from qualgent.observability import metrics
 from qualgent.queue._common import notify_jobs, requeue
@@ -43,42 +41,35 @@ class Selection:
         mistake cancels the whole queue."""
         return any(v is not None for v in (self.org_id, self.app_version_id, self.group_id))
 
-    def where(self) -> tuple[str, dict[str, object]]:
-        clauses: list[str] = []
+    def where(self) -> tuple[sql.Composable, dict[str, object]]:
+        """The conditions (the named fragments of db/dashboard.sql, ANDed) and their parameters."""
         params: dict[str, object] = {}
         for column in ("org_id", "app_version_id", "group_id"):
             value = getattr(self, column)
             if value is not None:
-                clauses.append(f"{column} = :{column}")
                 params[column] = value
         if self.target is not None:
-            clauses.append("target = :target")
             params["target"] = self.target.value
         if self.statuses:
-            clauses.append("status = ANY(CAST(:statuses AS text[]))")
             params["statuses"] = [s.value for s in self.statuses]
         if self.test_path:
-            clauses.append("test_path ILIKE :test_path ESCAPE '\\'")
             params["test_path"] = "%" + _escape_like(self.test_path) + "%"
-        return (" AND ".join(clauses) or "TRUE"), params
+        clauses = [sql.SQL(getattr(DASHBOARD, f"where_{name}")) for name in params]
+        return (sql.SQL(" AND ").join(clauses) if clauses else sql.SQL(DASHBOARD.where_true)), params
 
 
 def _escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def list_jobs(
-    engine: AsyncEngine, selection: Selection, before: uuid.UUID | None = None, limit: int = 50
-) -> list[RowMapping]:
+async def list_jobs(db: Database, selection: Selection, before: uuid.UUID | None = None, limit: int = 50) -> list[Row]:
     """Newest first, keyset-paginated with `before` (a job id: the jobs older than it)."""
     where, params = selection.where()
     if before is not None:
-        where += " AND (created_at, id) < (SELECT created_at, id FROM jobs WHERE id = :before)"
+        where = sql.SQL(" AND ").join([where, sql.SQL(DASHBOARD.before_job)])
         params["before"] = before
     params["limit"] = limit
-    query = text(f"SELECT * FROM jobs WHERE {where} ORDER BY created_at DESC, id DESC LIMIT :limit")  # noqa: S608 - fixed column names
-    async with engine.connect() as conn:
-        return list((await conn.execute(query, params)).mappings())
+    return await db.rows(DASHBOARD.compose("select_jobs", where=where), params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,49 +96,38 @@ def _with_statuses(selection: Selection, statuses: tuple[JobStatus, ...]) -> Sel
     )
 
 
-async def cancel(engine: AsyncEngine, selection: Selection) -> BulkResult:
+async def cancel(db: Database, selection: Selection) -> BulkResult:
     """Cancel every pending or running job the selection names, as `jobs.cancel` does one: pending ones at once,
-    running ones marked so that their agent kills the test at its next heartbeat."""
+    running ones marked so that their agent kills the test at its next heartbeat. The rows are locked in id order
+    first, so two bulk actions cannot deadlock; `cancel_jobs` is the one cancel, for one job or many."""
     where, params = _statuses(selection, CANCELLABLE, CANCELLABLE, "cancel").where()
-    lock = text(
-        f"SELECT id FROM jobs WHERE {where} AND status IN ('pending', 'running') ORDER BY id FOR NO KEY UPDATE"  # noqa: S608 - fixed text
-    )
-    async with engine.begin() as conn:
-        ids = list((await conn.execute(lock, params)).scalars())
-        rows = list((await conn.execute(Q.cancel_jobs, {"job_ids": ids})).mappings()) if ids else []
-        await _refresh_pending_groups(conn, {row["group_id"] for row in rows})
-        await notify_jobs(await _tx(conn), JobStatus.CANCELLED, [row["id"] for row in rows])
+    async with db.transaction() as tx:
+        ids: list[uuid.UUID] = await tx.values(DASHBOARD.compose("lock_selected", where=where), params)
+        rows = await tx.rows(P.cancel_jobs, {"job_ids": ids}) if ids else []
+        await _refresh_pending_groups(tx, {row["group_id"] for row in rows})
+        await notify_jobs(tx, JobStatus.CANCELLED, [row["id"] for row in rows])
     for row in rows:
         metrics.job_finished(row)
     return BulkResult([row["id"] for row in rows])
 
 
-async def _refresh_pending_groups(conn: AsyncConnection, group_ids: set[uuid.UUID]) -> None:
+async def _refresh_pending_groups(tx: Tx, group_ids: set[uuid.UUID]) -> None:
     if not group_ids:
         return
-    pending = await conn.execute(
-        text("SELECT id FROM job_groups WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'pending' ORDER BY id"),
-        {"ids": sorted(group_ids)},
-    )
-    for group_id in pending.scalars():
-        await conn.execute(Q.refresh_pending_group, {"group_id": group_id})
+    for group_id in await tx.values(DASHBOARD.pending_groups_among, {"ids": sorted(group_ids)}):
+        await tx.execute(P.refresh_pending_group, {"group_id": group_id})
 
 
-async def retry(engine: AsyncEngine, selection: Selection) -> BulkResult:
+async def retry(db: Database, selection: Selection) -> BulkResult:
     """Re-queue every finished job the selection names (failed and cancelled unless statuses say otherwise)
-    with a fresh budget of attempts, as `jobs.rerun` does one; their history is kept."""
+    with a fresh budget of attempts, as `jobs.rerun` does one (`rerun_jobs`, the one re-run); their history is
+    kept."""
     final = sorted(FINAL_STATUSES, key=lambda s: s.value)
     where, params = _statuses(selection, final, RETRIED_BY_DEFAULT, "retry").where()
-    lock = text(f"SELECT id FROM jobs WHERE {where} ORDER BY id FOR NO KEY UPDATE")  # noqa: S608 - fixed text
-    async with engine.begin() as conn:
-        ids = list((await conn.execute(lock, params)).scalars())
+    async with db.transaction() as tx:
+        locked: list[uuid.UUID] = await tx.values(DASHBOARD.compose("lock_selected", where=where), params)
+        ids: list[uuid.UUID] = await tx.values(P.rerun_jobs, {"job_ids": locked}) if locked else []
         if ids:
-            await conn.execute(Q.rerun_jobs, {"job_ids": ids})
-            await requeue(await _tx(conn), ids)
-            await notify_jobs(await _tx(conn), JobStatus.PENDING, ids)
+            await requeue(tx, ids)
+            await notify_jobs(tx, JobStatus.PENDING, ids)
     return BulkResult(ids)
-
-
-async def _tx(conn: AsyncConnection) -> Tx:
-    """The transaction's own psycopg connection, for the queue's shared operations (qualgent.queue._common)."""
-    return Tx((await Raw.of(conn)).connection)

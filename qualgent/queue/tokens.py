@@ -7,6 +7,7 @@ by its hash leaks nothing that could be used to find another.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import secrets
@@ -15,10 +16,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import RowMapping, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+import msgspec
 
-from qualgent.db.raw import Direct
+from qualgent.db.database import Database
+from qualgent.db.sql import TOKENS
 from qualgent.domain import InvalidInput, NotFound
 from qualgent.domain.roles import TOKEN_ROLES, Role
 from qualgent.observability import metrics
@@ -27,27 +28,23 @@ PREFIX = "qgt_"
 SHOWN_CHARACTERS = 12  # "qgt_" and 8 random characters: enough to tell tokens apart in a list
 MAX_TOKEN_LENGTH = 256  # anything longer in an Authorization header is not one of ours
 
-_COLUMNS = "id, role, org_id, name, prefix, created_at, revoked_at"
-_INSERT = text(
-    "INSERT INTO api_tokens (role, org_id, name, prefix, token_hash) "
-    "VALUES (:role, :org_id, :name, :prefix, :token_hash) "
-    "RETURNING id, role, org_id, name, prefix, created_at, revoked_at"
-)
-_REVOKE = text(
-    "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = :token_id "
-    "RETURNING id, role, org_id, name, prefix, created_at, revoked_at"
-)
-# A token the cache cannot vouch for is read with this: one statement on the hot path's pool (qualgent.db.raw.Direct),
-# not a SQLAlchemy connection, which cost the server several times more CPU than the indexed read itself.
-_FIND = "SELECT id, role, org_id, token_hash FROM api_tokens WHERE token_hash = %(token_hash)s AND revoked_at IS NULL"
-_LIVE = "SELECT 1 FROM api_tokens WHERE id = %(token_id)s AND revoked_at IS NULL"
-_ENSURE_ORG = text("INSERT INTO orgs (id) VALUES (:org_id) ON CONFLICT DO NOTHING")
+
+class Token(msgspec.Struct, frozen=True):
+    """A token as listed (never its secret nor its hash)."""
+
+    id: uuid.UUID
+    role: str
+    org_id: str | None
+    name: str | None
+    prefix: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
 
 
 @dataclass(frozen=True, slots=True)
 class NewToken:
     secret: str
-    row: RowMapping
+    row: Token
 
 
 def generate() -> str:
@@ -68,7 +65,7 @@ def same_secret(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(errors="surrogatepass"), expected.encode(errors="surrogatepass"))
 
 
-async def create(engine: AsyncEngine, role: Role, org_id: str | None, name: str | None) -> NewToken:
+async def create(db: Database, role: Role, org_id: str | None, name: str | None) -> NewToken:
     if role not in TOKEN_ROLES:
         raise InvalidInput("the admin token is QUALGENT_ADMIN_TOKEN; tokens here are submitter or agent", field="role")
     if role is Role.SUBMITTER and org_id is None:
@@ -76,9 +73,9 @@ async def create(engine: AsyncEngine, role: Role, org_id: str | None, name: str 
     if role is Role.AGENT and org_id is not None:
         raise InvalidInput("an agent token serves every org: leave org_id out", field="org_id")
     secret = generate()
-    async with engine.begin() as conn:
+    async with db.transaction() as tx:
         if org_id is not None:
-            await conn.execute(_ENSURE_ORG, {"org_id": org_id})
+            await tx.execute(TOKENS.ensure_org, {"org_id": org_id})
         params = {
             "role": role.value,
             "org_id": org_id,
@@ -86,46 +83,33 @@ async def create(engine: AsyncEngine, role: Role, org_id: str | None, name: str 
             "prefix": secret[:SHOWN_CHARACTERS],
             "token_hash": digest(secret),
         }
-        row = (await conn.execute(_INSERT, params)).mappings().one()
+        row = await tx.one(TOKENS.insert_token, params, row=Token)
     return NewToken(secret, row)
 
 
 async def list_tokens(
-    engine: AsyncEngine, role: Role | None = None, org_id: str | None = None, include_revoked: bool = False
-) -> list[RowMapping]:
-    where: list[str] = []
-    params: dict[str, object] = {}
-    if role is not None:
-        where.append("role = :role")
-        params["role"] = role.value
-    if org_id is not None:
-        where.append("org_id = :org_id")
-        params["org_id"] = org_id
-    if not include_revoked:
-        where.append("revoked_at IS NULL")
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
-    query = text(f"SELECT {_COLUMNS} FROM api_tokens {clause} ORDER BY created_at, id")  # noqa: S608 - fixed text
-    async with engine.connect() as conn:
-        return list((await conn.execute(query, params)).mappings())
+    db: Database, role: Role | None = None, org_id: str | None = None, include_revoked: bool = False
+) -> list[Token]:
+    params = {"role": None if role is None else role.value, "org_id": org_id, "include_revoked": include_revoked}
+    return await db.rows(TOKENS.list_tokens, params, row=Token)
 
 
-async def revoke(engine: AsyncEngine, token_id: uuid.UUID, cache: TokenCache) -> RowMapping:
+async def revoke(db: Database, token_id: uuid.UUID, cache: TokenCache) -> Token:
     """Revoke at once (idempotent: revoking a revoked token keeps its first revocation time). `cache`, this
     process's, forgets what it holds before the answer goes out (required: a revoke that left it alone would be
     honoured here only once the trigger's notification lands); other servers' caches wait for that notification
     (milliseconds)."""
-    async with engine.begin() as conn:
-        row = (await conn.execute(_REVOKE, {"token_id": token_id})).mappings().first()
+    row = await db.first(TOKENS.revoke_token, {"token_id": token_id}, row=Token)
     cache.forget()
     if row is None:
         raise NotFound(f"no token {token_id}", token_id=str(token_id))
     return row
 
 
-async def is_live(direct: Direct, token_id: uuid.UUID) -> bool:
+async def is_live(db: Database, token_id: uuid.UUID) -> bool:
     """Whether this token exists and is not revoked, read from the table (an open event stream asks whenever
     api_tokens changed)."""
-    return await direct.first(_LIVE, {"token_id": token_id}) is not None
+    return await db.value(TOKENS.token_live, {"token_id": token_id}) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +119,9 @@ class LiveToken:
     org_id: str | None
 
 
-async def _lookup(direct: Direct, hashed: str) -> LiveToken | None:
+async def _lookup(db: Database, hashed: str) -> LiveToken | None:
     """The live token with this hash, or None, read from the table."""
-    row = await direct.first(_FIND, {"token_hash": hashed})
+    row = await db.tuple_first(TOKENS.find_token, {"token_hash": hashed})  # (id, role, org_id, token_hash)
     if row is None or not same_secret(hashed, row[3]):
         return None
     return LiveToken(row[0], row[1], row[2])
@@ -176,13 +160,13 @@ class TokenCache:
     def _generation(self) -> tuple[int, int]:
         return self._hub.token_generation, self._forgotten
 
-    async def find(self, direct: Direct, secret: str) -> LiveToken | None:
+    async def find(self, db: Database, secret: str) -> LiveToken | None:
         """The live token with this secret, or None: from memory when that is still true, else from the table."""
         if not plausible(secret):
             return None
-        return await self.find_digest(direct, digest(secret))
+        return await self.find_digest(db, digest(secret))
 
-    async def find_digest(self, direct: Direct, hashed: str) -> LiveToken | None:
+    async def find_digest(self, db: Database, hashed: str) -> LiveToken | None:
         """`find` by the secret's SHA-256 (a dashboard session names its token by that, qualgent.api.sessions)."""
         generation = self._generation()
         usable = self._hub.connected
@@ -193,7 +177,7 @@ class TokenCache:
                 metrics.token_checked(from_memory=True)
                 return cached
             del self._entries[hashed]
-        token = await _lookup(direct, hashed)
+        token = await _lookup(db, hashed)
         if token is None:
             return None
         metrics.token_checked(from_memory=False)

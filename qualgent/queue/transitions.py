@@ -22,7 +22,7 @@ class Transition:
     source: str  # a status, or NEW
     target: str
     trigger: str
-    owner: str  # a function or named statement (qualgent/db/queries.sql), or a module's constant (Q_COPY_JOBS)
+    owner: str  # a function or named statement (qualgent/db/queries.sql)
     writers: tuple[str, ...]
 
     @property
@@ -42,7 +42,7 @@ def _group(source: str, target: str, trigger: str, owner: str, *writers: str) ->
 SETTLE = "qualgent_settle"  # what a run's end does to its job, on every path (qualgent/db/schema.sql)
 
 TRANSITIONS: tuple[Transition, ...] = (
-    _job(NEW, "pending", "submit", "Q_COPY_JOBS"),
+    _job(NEW, "pending", "submit", "copy_jobs"),
     _job("pending", "running", "start", "start_jobs"),
     _job("running", "completed", "pass", SETTLE, "finish_runs"),
     _job("running", "completed", "flaky pass after a test failure", "qualgent_flaky", "finish_runs"),

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from psycopg import sql
+
+from qualgent.db.database import Database
+from qualgent.db.sql import REPORTING
 
 REPORT_WORK_MEM = "64MB"
 REPORT_TIMEOUT = "120s"
@@ -30,17 +32,30 @@ class ReportName(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class _Report:
-    function: str
-    order_by: str
+    function: str  # in the reporting schema
+    order_by: tuple[tuple[str, bool], ...]  # (column, descending)
+
+    def order(self) -> sql.Composable:
+        return sql.SQL(", ").join(
+            sql.SQL("{} DESC").format(sql.Identifier(c)) if desc else sql.Identifier(c) for c, desc in self.order_by
+        )
 
 
 REPORTS: dict[ReportName, _Report] = {
-    ReportName.ORG_SUCCESS_RATES: _Report("reporting.org_success_rates_between", "org_id"),
+    ReportName.ORG_SUCCESS_RATES: _Report("org_success_rates_between", (("org_id", False),)),
     ReportName.FLAKY_TESTS: _Report(
-        "reporting.flaky_tests_between",
-        "flake_rate DESC, passes_after_failure DESC, failures DESC, org_id, test_path",
+        "flaky_tests_between",
+        (
+            ("flake_rate", True),
+            ("passes_after_failure", True),
+            ("failures", True),
+            ("org_id", False),
+            ("test_path", False),
+        ),
     ),
-    ReportName.APP_VERSIONS: _Report("reporting.app_versions_between", "last_finished_at DESC, org_id, app_version_id"),
+    ReportName.APP_VERSIONS: _Report(
+        "app_versions_between", (("last_finished_at", True), ("org_id", False), ("app_version_id", False))
+    ),
 }
 """The views' reports by the name the API and the CLI use."""
 
@@ -53,46 +68,33 @@ class ReportFilter:
     limit: int = 100
 
 
-async def run_report(engine: AsyncEngine, name: ReportName, f: ReportFilter) -> list[dict[str, Any]]:
+def _org(f: ReportFilter, condition: str) -> sql.Composable:
+    """The org's rows only, when the filter names one."""
+    return sql.SQL(REPORTING.no_filter if f.org_id is None else condition)
+
+
+async def run_report(db: Database, name: ReportName, f: ReportFilter) -> list[dict[str, Any]]:
     """One report's rows, for the filter's org and window."""
     if name is ReportName.RECENT_RESULTS:
-        return await recent_results(engine, f)
+        return await recent_results(db, f)
     report = REPORTS[name]
-    where = "WHERE org_id = :org_id" if f.org_id is not None else ""
-    query = text(
-        f"SELECT * FROM {report.function}(CAST(:since AS timestamptz), CAST(:until AS timestamptz)) "  # noqa: S608 - fixed names
-        f"{where} ORDER BY {report.order_by} LIMIT :limit"
+    query = REPORTING.compose(
+        "report",
+        function=sql.Identifier("reporting", report.function),
+        org=_org(f, REPORTING.org_filter),
+        order_by=report.order(),
     )
     params = {"since": f.since, "until": f.until, "org_id": f.org_id, "limit": f.limit}
-    async with engine.begin() as conn:
-        await conn.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
-        await conn.execute(text(f"SET LOCAL statement_timeout = '{REPORT_TIMEOUT}'"))
-        rows = await conn.execute(query, params)
-        return [_plain(row) for row in rows.mappings()]
+    async with db.transaction() as tx:
+        await tx.execute(REPORTING.report_settings, {"work_mem": REPORT_WORK_MEM, "timeout": REPORT_TIMEOUT})
+        return [_plain(row) for row in await tx.rows(query, params)]
 
 
-_RECENT = """
-SELECT j.id, j.org_id, j.app_version_id, j.target, j.test_path, j.status, j.attempts, j.duration_ms,
-       j.exit_code, j.agent_id, j.group_id, j.finished_at
-FROM jobs j
-WHERE j.status IN ('completed', 'failed', 'cancelled') AND {where}
-ORDER BY j.finished_at DESC
-LIMIT :limit
-"""
-
-
-async def recent_results(engine: AsyncEngine, f: ReportFilter) -> list[dict[str, Any]]:
+async def recent_results(db: Database, f: ReportFilter) -> list[dict[str, Any]]:
     """The latest finished jobs in the window, newest first (reads ix_jobs_finished_at backwards)."""
-    where = [
-        "j.finished_at >= COALESCE(CAST(:since AS timestamptz), '-infinity')",
-        "j.finished_at < COALESCE(CAST(:until AS timestamptz), 'infinity')",
-    ]
-    if f.org_id is not None:
-        where.append("j.org_id = :org_id")
-    query = text(_RECENT.format(where=" AND ".join(where)))
-    async with engine.connect() as conn:
-        rows = await conn.execute(query, {"limit": f.limit, "org_id": f.org_id, "since": f.since, "until": f.until})
-        return [_plain(row) for row in rows.mappings()]
+    query = REPORTING.compose("recent_results", org=_org(f, REPORTING.job_org_filter))
+    rows = await db.rows(query, {"limit": f.limit, "org_id": f.org_id, "since": f.since, "until": f.until})
+    return [_plain(row) for row in rows]
 
 
 def _plain(row: Any) -> dict[str, Any]:

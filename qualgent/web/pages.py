@@ -82,20 +82,12 @@ class DashboardController(Controller):
         if isinstance(viewer, Redirect):
             return viewer
         org = viewer.org_filter(None)
-        state = await overview.queue(services.engine, org)
-        agent_rows = (
-            await agents.list_agents(services.engine, services.settings.lease_seconds, limit=100)
-            if viewer.role is Role.ADMIN
-            else []
-        )
-        caps = (
-            await capacity.list_targets(services.engine, services.settings.lease_seconds)
-            if viewer.role is Role.ADMIN
-            else []
-        )
+        state = await overview.queue(services.db, org)
+        agent_rows = await agents.list_agents(services.queue, limit=100) if viewer.role is Role.ADMIN else []
+        caps = await capacity.list_targets(services.queue) if viewer.role is Role.ADMIN else []
         by_status: dict[str, int] = {}
         for agent in agent_rows:
-            by_status[agent["status"]] = by_status.get(agent["status"], 0) + 1
+            by_status[agent.status] = by_status.get(agent.status, 0) + 1
         return render_page(
             request,
             "overview.html",
@@ -127,7 +119,7 @@ class DashboardController(Controller):
         if secret and tokens.same_secret(secret, admin_token):
             subject = sessions.ADMIN
         elif secret:
-            found = await services.tokens.find(services.direct, secret)
+            found = await services.tokens.find(services.db, secret)
             if found is not None and found.role == Role.AGENT.value:
                 error = "An agent token cannot open the dashboard: use a submitter or the admin token."
             elif found is not None:
@@ -154,7 +146,7 @@ class DashboardController(Controller):
         params = {key: (request.query_params.get(key) or "").strip() for key in _FILTERS}
         chosen = _selection(params, viewer)
         before = _uuid(request.query_params.get("before"), "before")
-        rows = await selection.list_jobs(services.engine, chosen, before, PAGE_SIZE + 1)
+        rows = await selection.list_jobs(services.db, chosen, before, PAGE_SIZE + 1)
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
         query = {k: v for k, v in params.items() if v}
@@ -176,13 +168,13 @@ class DashboardController(Controller):
     @post("/jobs/cancel", status_code=303)
     async def bulk_cancel(self, request: Request[Any, Any, Any], services: ServicesDep) -> Response[Any]:
         viewer, fields = await _acting(request, services)
-        done = await selection.cancel(services.engine, _selection(fields, viewer))
+        done = await selection.cancel(services.db, _selection(fields, viewer))
         return _back({"next": f"/jobs?{_query(fields)}&done=cancelled-{len(done.job_ids)}"}, "/jobs")
 
     @post("/jobs/retry", status_code=303)
     async def bulk_retry(self, request: Request[Any, Any, Any], services: ServicesDep) -> Response[Any]:
         viewer, fields = await _acting(request, services)
-        done = await selection.retry(services.engine, _selection(fields, viewer))
+        done = await selection.retry(services.db, _selection(fields, viewer))
         return _back({"next": f"/jobs?{_query(fields)}&done=retried-{len(done.job_ids)}"}, "/jobs")
 
     @get("/jobs/{job_id:uuid}", name="job")
@@ -225,7 +217,7 @@ class DashboardController(Controller):
         viewer = _viewer(request, services)
         if isinstance(viewer, Redirect):
             return viewer
-        found = await overview.group(services.engine, group_id)
+        found = await overview.group(services.db, group_id)
         if not viewer.sees(found["org_id"]):
             raise NotFound(f"no group {group_id}", group_id=str(group_id))
         counts: dict[str, int] = {}
@@ -249,9 +241,9 @@ class DashboardController(Controller):
         if viewer.role is not Role.ADMIN:
             return Redirect(f"/orgs/{quote(viewer.org_id or '', safe='')}")
         rows = await reporting.run_report(
-            services.engine, reporting.ReportName.ORG_SUCCESS_RATES, reporting.ReportFilter(limit=500)
+            services.db, reporting.ReportName.ORG_SUCCESS_RATES, reporting.ReportFilter(limit=500)
         )
-        tiers = {row["id"]: row["tier"] for row in await orgs.list_orgs(services.engine)}
+        tiers = {row.id: row.tier for row in await orgs.list_orgs(services.db)}
         return render_page(request, "orgs.html", viewer, rates=rows, tiers=tiers)
 
     @get("/orgs/{org_id:str}", name="org")
@@ -261,18 +253,18 @@ class DashboardController(Controller):
             return viewer
         if not viewer.sees(org_id):
             raise NotFound(f"no org {org_id}", org_id=org_id)
-        found = await orgs.get(services.engine, org_id)
+        found = await orgs.get(services.db, org_id)
         window = reporting.ReportFilter(org_id=org_id, limit=20)
-        rates = await reporting.run_report(services.engine, reporting.ReportName.ORG_SUCCESS_RATES, window)
-        flaky = await reporting.run_report(services.engine, reporting.ReportName.FLAKY_TESTS, window)
-        versions = await reporting.run_report(services.engine, reporting.ReportName.APP_VERSIONS, window)
-        days = await overview.org_days(services.engine, org_id, 30)
+        rates = await reporting.run_report(services.db, reporting.ReportName.ORG_SUCCESS_RATES, window)
+        flaky = await reporting.run_report(services.db, reporting.ReportName.FLAKY_TESTS, window)
+        versions = await reporting.run_report(services.db, reporting.ReportName.APP_VERSIONS, window)
+        days = await overview.org_days(services.db, org_id, 30)
         return render_page(
             request,
             "org.html",
             viewer,
             org=found,
-            tier=str(getattr(found["tier"], "value", found["tier"])),
+            tier=found.tier,
             tiers=[t.value for t in Tier],
             rates=rates[0] if rates else None,
             flaky=flaky,
@@ -291,8 +283,8 @@ class DashboardController(Controller):
             tier = Tier(fields.get("tier", ""))
         except ValueError:
             raise InvalidInput(f"no tier {fields.get('tier')!r}", field="tier") from None
-        await orgs.get(services.engine, org_id)  # a page can only re-tier an org it showed
-        await orgs.set_tier(services.engine, org_id, tier)
+        await orgs.get(services.db, org_id)  # a page can only re-tier an org it showed
+        await orgs.set_tier(services.db, org_id, tier)
         return Redirect(f"/orgs/{quote(org_id, safe='')}", status_code=303)
 
     @post("/targets/{target:str}/cap", status_code=303)
@@ -311,7 +303,7 @@ class DashboardController(Controller):
             raise InvalidInput(
                 f"max_running must be a whole number >= 0 or empty (no cap), not {raw!r}", field="max_running"
             )
-        await capacity.set_target_cap(services.engine, which, int(raw) if raw else None)
+        await capacity.set_target_cap(services.queue, which, int(raw) if raw else None)
         return Redirect("/#targets-h", status_code=303)
 
     @get("/agents", name="agents")
@@ -321,7 +313,7 @@ class DashboardController(Controller):
             return viewer
         if viewer.role is not Role.ADMIN:
             raise PermissionDeniedException(detail="agents are the admin's to see")
-        rows = await agents.list_agents(services.engine, services.settings.lease_seconds)
+        rows = await agents.list_agents(services.queue)
         return render_page(request, "agents.html", viewer, agents=rows, live={})
 
 

@@ -11,7 +11,10 @@ from sqlalchemy import text
 
 from qualgent.db.engine import create_sync_engine, libpq_url
 from qualgent.db.models import Base
-from qualgent.db.sql import Q
+from qualgent.db.sql import P
+from tests.sqla import AsText
+
+Q = AsText(P)
 
 
 def storage_parameters(url: str) -> dict[str, dict[str, str]]:

@@ -27,9 +27,13 @@ from sqlalchemy import TextClause
 
 from qualgent.db.engine import libpq_url
 from qualgent.db.plans import plans_inside
-from qualgent.db.sql import P, Q, R
+from qualgent.db.sql import RETENTION, P
 from tests.conftest import create_database, drop_database
 from tests.integration.test_schema import _index_names, _node_types, big_sorts, claim_params, explain
+from tests.sqla import AsText
+
+Q = AsText(P)
+R = AsText(RETENTION)
 
 TARGETS = "(ARRAY['emulator', 'device', 'browserstack'])"
 LOAD = f"""
@@ -293,7 +297,7 @@ def test_the_hot_path_reads_its_indexes(loaded: str, name: str, params: dict[str
 
 
 def test_waiting_for_jobs_reads_them_by_key(loaded: str) -> None:
-    """What notify/waiting.py reads on every wake-up: jobs.get (get_job, job_attempts) and jobs.get_many."""
+    """What api/waiting.py reads on every wake-up: jobs.get (get_job, job_attempts) and jobs.get_many."""
     job = FINISHED_JOBS[7]
     assert_plan(loaded, Q.get_job, {"job_id": job}, "pk_jobs")
     assert_plan(loaded, Q.job_attempts, {"job_id": job}, "pk_attempts")

@@ -9,10 +9,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from benchmarks.reporting import FILL
-from qualgent.db.engine import create_server_engine, libpq_url
+from qualgent.db.database import Database
+from qualgent.db.engine import libpq_url
 from qualgent.queue import retention
 from tests.integration.conftest import Api
 from tests.integration.test_reporting import run_group, sql
@@ -100,7 +100,7 @@ def backdate_groups(url: str, where: str, by: dt.timedelta) -> None:
 
 
 async def test_prune_deletes_exactly_the_old_finished_rows_and_reports_stay_true(
-    api: Api, engine: AsyncEngine, db_url: str
+    api: Api, db: Database, db_url: str
 ) -> None:
     agent = await api.register()
     # Old: v1 (a pass, a failure, a pass) and v2 (a pass; its other job cancelled before the claim).
@@ -136,12 +136,12 @@ async def test_prune_deletes_exactly_the_old_finished_rows_and_reports_stay_true
     before = reports(db_url)
     assert before["flaky_tests"][("acme", "b.spec.ts")]["passes_after_failure"] == 1
 
-    dry = await retention.prune(engine, 90 * DAY, dry_run=True)
+    dry = await retention.prune(db, 90 * DAY, dry_run=True)
     assert (dry.jobs, dry.groups, dry.submissions) == (5, 2, 1)
     assert dry.attempts == 4  # the cancelled job never ran
     assert counts(db_url)["jobs"] == 9, "a dry run deletes nothing"
 
-    done = await retention.prune(engine, 90 * DAY, batch_size=2)
+    done = await retention.prune(db, 90 * DAY, batch_size=2)
     assert (done.jobs, done.attempts, done.groups, done.submissions) == (5, 4, 2, 1)
     assert done.batches == 3 + 1 + 1  # 2 + 2 + 1 jobs, then 2 groups, then 1 key
     assert {r["id"] for r in sql(db_url, "SELECT id FROM jobs")} == live_ids
@@ -155,13 +155,13 @@ async def test_prune_deletes_exactly_the_old_finished_rows_and_reports_stay_true
     job = await api.call("GET", f"/jobs/{running['id']}")
     assert job["status"] == "running"
 
-    again = await retention.prune(engine, 90 * DAY)
+    again = await retention.prune(db, 90 * DAY)
     assert (again.jobs, again.attempts, again.groups, again.submissions) == (0, 0, 0, 0)
     assert_same_reports(before, reports(db_url))
 
 
 async def test_a_group_outliving_some_of_its_jobs_keeps_its_install_and_test_time(
-    api: Api, engine: AsyncEngine, db_url: str
+    api: Api, db: Database, db_url: str
 ) -> None:
     """A job pruned from a group that stays (another of its jobs is recent): the group's installs, install
     time and test time in reporting.app_versions still count the pruned attempt, before and after the group
@@ -173,7 +173,7 @@ async def test_a_group_outliving_some_of_its_jobs_keeps_its_install_and_test_tim
     backdate(db_url, f"id = '{first['id']}'", 100 * DAY)  # its attempt started before the group's claim: fine
     before = reports(db_url)
 
-    done = await retention.prune(engine, 90 * DAY)
+    done = await retention.prune(db, 90 * DAY)
     assert (done.jobs, done.attempts, done.groups) == (1, 1, 0)
     assert sql(db_url, "SELECT count(*) AS n FROM reporting.group_attempts_pruned") == [{"n": 1}]
     assert_same_reports(before, reports(db_url))
@@ -181,7 +181,7 @@ async def test_a_group_outliving_some_of_its_jobs_keeps_its_install_and_test_tim
     backdate(db_url, "true", 100 * DAY)
     backdate_groups(db_url, "true", 100 * DAY)
     before = reports(db_url)
-    done = await retention.prune(engine, 90 * DAY)
+    done = await retention.prune(db, 90 * DAY)
     assert (done.jobs, done.groups) == (1, 1)
     assert counts(db_url) == {"jobs": 0, "attempts": 0, "job_groups": 0, "submissions": 0}
     assert sql(db_url, "SELECT count(*) AS n FROM reporting.group_attempts_pruned") == [{"n": 0}]
@@ -215,29 +215,26 @@ def test_ninety_days_of_history_pruned_to_the_last_thirty_reports_the_same(db_ur
 
 
 async def _prune(url: str, age: dt.timedelta, batch: int) -> retention.PruneReport:
-    engine = create_server_engine(url, pool_size=2)
-    try:
-        return await retention.prune(engine, age, batch_size=batch)
-    finally:
-        await engine.dispose()
+    async with Database(url, size=2) as db:
+        return await retention.prune(db, age, batch_size=batch)
 
 
-async def test_a_server_gives_way_to_a_pruner_at_work(engine: AsyncEngine, db_url: str) -> None:
+async def test_a_server_gives_way_to_a_pruner_at_work(db: Database, db_url: str) -> None:
     with psycopg.connect(libpq_url(db_url)) as holder:
         holder.execute("SELECT pg_advisory_xact_lock(hashtext('qualgent.prune'))")
-        busy = await retention.prune(engine, 90 * DAY, wait_for_lock=False)
+        busy = await retention.prune(db, 90 * DAY, wait_for_lock=False)
         assert busy.skipped
         assert busy.batches == 0
-    free = await retention.prune(engine, 90 * DAY, wait_for_lock=False)
+    free = await retention.prune(db, 90 * DAY, wait_for_lock=False)
     assert not free.skipped
 
 
-async def test_every_server_prunes_by_itself(api: Api, engine: AsyncEngine, db_url: str) -> None:
+async def test_every_server_prunes_by_itself(api: Api, db: Database, db_url: str) -> None:
     agent = await api.register()
     await api.submit(test_path="a.spec.ts")
     await run_group(api, agent, {"a.spec.ts": 0})
     backdate(db_url, "true", 100 * DAY)
-    loop = asyncio.create_task(retention.prune_loop(engine, 90, interval=3600, first_delay=0))
+    loop = asyncio.create_task(retention.prune_loop(db, 90, interval=3600, first_delay=0))
     try:
         for _ in range(100):
             if counts(db_url)["jobs"] == 0:
@@ -247,4 +244,4 @@ async def test_every_server_prunes_by_itself(api: Api, engine: AsyncEngine, db_u
     finally:
         loop.cancel()
     # Retention 0 keeps everything: no loop at all, the call returns at once (a loop would time out here).
-    await asyncio.wait_for(retention.prune_loop(engine, 0), 5)
+    await asyncio.wait_for(retention.prune_loop(db, 0), 5)

@@ -15,8 +15,8 @@ import httpx
 import psycopg
 import pytest
 
+from qualgent.api import streams as events
 from qualgent.db.engine import libpq_url
-from qualgent.notify import events
 from qualgent.settings import Settings
 from tests.eventually import until
 from tests.integration.conftest import Api, serve_api

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from qualgent.db.database import Database
-from qualgent.db.sql import P, Q, R
+from qualgent.db.sql import Named, P
 from qualgent.queue.transitions import NEW, TRANSITIONS, writers
 from tests.integration.conftest import Api
 
@@ -103,7 +103,8 @@ def _defined_functions() -> dict[str, str]:
 
 
 async def test_every_status_writer_is_in_the_table(db: Database) -> None:
-    named = {**{n: str(getattr(Q, n).text) for n in Q.names()}, **{n: str(getattr(R, n).text) for n in R.names()}}
+    files = [Named(path.name) for path in sorted((ROOT / "qualgent" / "db").glob("*.sql")) if path.name != "schema.sql"]
+    named = {name: getattr(statements, name) for statements in files for name in statements.names()}
     live = {
         r["proname"]: r["prosrc"]
         for r in await db.rows(
@@ -115,7 +116,7 @@ async def test_every_status_writer_is_in_the_table(db: Database) -> None:
     sources = [named, live, _defined_functions(), inline]
     found = {name for source in sources for name, sql in source.items() if writes_status(sql)}
     # the scan sees the writers it must (else it would pass on nothing)
-    assert {"finish_runs", "start_jobs", "qualgent_run_jobs", "qualgent_claim", "Q_COPY_JOBS"} <= found
+    assert {"finish_runs", "start_jobs", "qualgent_run_jobs", "qualgent_claim", "copy_jobs"} <= found
     assert found <= writers(), f"writes a status but is not in qualgent/queue/transitions.py: {found - writers()}"
     known = set(named) | set(live) | set(inline)
     owners = {t.owner for t in TRANSITIONS} | writers()

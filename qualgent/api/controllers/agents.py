@@ -29,8 +29,8 @@ from qualgent.api.schemas import (
     job_out,
     progress_out,
 )
+from qualgent.api.waiting import claim_or_wait, wait_for_change
 from qualgent.domain import AgentStatus, InvalidInput, JobStatus
-from qualgent.notify.waiting import claim_or_wait, wait_for_change
 from qualgent.queue import agents, claims
 
 
@@ -40,7 +40,7 @@ class AgentController(Controller):
 
     @post("", status_code=201, summary="Register an agent and the targets it serves")
     async def register(self, services: ServicesDep, data: JSONBody[AgentIn]) -> AgentOut:
-        return agent_out(await agents.register(services.engine, data.name, [t.value for t in data.targets]))
+        return agent_out(await agents.register(services.queue, data.name, [t.value for t in data.targets]))
 
     @get("", summary="List agents (those that deregistered only with include_deregistered=true)")
     async def list_agents(
@@ -49,14 +49,12 @@ class AgentController(Controller):
         status: FromQuery[AgentStatus | None] = None,
         include_deregistered: FromQuery[bool] = False,
     ) -> list[AgentOut]:
-        rows = await agents.list_agents(
-            services.engine, services.settings.lease_seconds, status, include_deregistered=include_deregistered
-        )
+        rows = await agents.list_agents(services.queue, status, include_deregistered=include_deregistered)
         return [agent_out(r) for r in rows]
 
     @get("/{agent_id:uuid}")
     async def get_agent(self, services: ServicesDep, agent_id: FromPath[uuid.UUID]) -> AgentOut:
-        return agent_out(await agents.get(services.engine, agent_id, services.settings.lease_seconds))
+        return agent_out(await agents.get(services.queue, agent_id))
 
     @put("/{agent_id:uuid}/heartbeat", summary="I am alive: extend my claims' leases")
     async def heartbeat(
@@ -71,14 +69,12 @@ class AgentController(Controller):
     async def set_status(
         self, services: ServicesDep, agent_id: FromPath[uuid.UUID], data: JSONBody[AgentStatusIn]
     ) -> AgentOut:
-        row = await agents.set_status(services.engine, agent_id, data.status, services.settings.lease_seconds)
+        row = await agents.set_status(services.queue, agent_id, data.status)
         return agent_out(row)
 
     @delete("/{agent_id:uuid}", status_code=200, summary="Deregister: held work goes back to the queue")
     async def deregister(self, services: ServicesDep, agent_id: FromPath[uuid.UUID]) -> AgentOut:
-        return agent_out(
-            await agents.deregister(services.engine, agent_id, services.settings.lease_seconds, services.queue)
-        )
+        return agent_out(await agents.deregister(services.queue, agent_id))
 
     @post("/{agent_id:uuid}/claim", summary="Claim the best waiting group: 200 with it, or 204 when none")
     async def claim(
@@ -89,7 +85,7 @@ class AgentController(Controller):
         data: JSONBody[ClaimIn | None] = None,
     ) -> Response[ClaimOut | None]:
         lease = services.settings.lease_seconds
-        served = set(await agents.targets(services.engine, agent_id, lease, services.agent_targets))
+        served = set(await agents.targets(services.queue, agent_id, services.agent_targets))
         wanted = [t.value for t in data.targets] if data and data.targets else sorted(served)
         if not set(wanted) <= served:
             raise InvalidInput(f"agent {agent_id} does not serve {sorted(set(wanted) - served)}", field="targets")
@@ -159,9 +155,7 @@ class AgentController(Controller):
         starts = [claims.Started(s.job_id, s.elapsed_ms) for s in data.started]
         results = [(r.job_id, r.result()) for r in data.results]
         lease = services.settings.lease_seconds
-        then = (
-            await agents.targets(services.engine, agent_id, lease, services.agent_targets) if data.then_claim else None
-        )
+        then = await agents.targets(services.queue, agent_id, services.agent_targets) if data.then_claim else None
         done = await claims.report_progress(
             services.queue, agent_id, group_id, data.token, starts, results, then, _held(data.held_builds)
         )

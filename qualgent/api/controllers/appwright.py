@@ -17,7 +17,7 @@ from qualgent.api.schemas import (
     BrowserstackUploadIn,
     JobsWaitIn,
 )
-from qualgent.notify.waiting import wait_for_change
+from qualgent.api.waiting import wait_for_change
 from qualgent.queue import browserstack
 
 
@@ -56,7 +56,7 @@ class AppwrightController(Controller):
     async def browserstack_lease(
         self, services: ServicesDep, agent_id: FromPath[uuid.UUID], data: JSONBody[BrowserstackAppIn]
     ) -> BrowserstackAppOut:
-        answer = await browserstack.upload_lease(services.engine, data.org_id, data.app_version_id)
+        answer = await browserstack.upload_lease(services.db, data.org_id, data.app_version_id)
         return BrowserstackAppOut(**answer)
 
     @put("/{agent_id:uuid}/browserstack-apps", status_code=200, summary="Record the app id an upload got")
@@ -64,7 +64,7 @@ class AppwrightController(Controller):
         self, services: ServicesDep, agent_id: FromPath[uuid.UUID], data: JSONBody[BrowserstackUploadIn]
     ) -> BrowserstackAppOut:
         row = await browserstack.record_upload(
-            services.engine, data.org_id, data.app_version_id, data.upload_token, data.app_url
+            services.db, data.org_id, data.app_version_id, data.upload_token, data.app_url
         )
         return BrowserstackAppOut(**row)
 
@@ -76,4 +76,4 @@ class AppwrightController(Controller):
     async def browserstack_gone(
         self, services: ServicesDep, agent_id: FromPath[uuid.UUID], data: JSONBody[BrowserstackGoneIn]
     ) -> dict[str, bool]:
-        return {"forgotten": await browserstack.forget(services.engine, data.org_id, data.app_version_id, data.app_url)}
+        return {"forgotten": await browserstack.forget(services.db, data.org_id, data.app_version_id, data.app_url)}

@@ -51,7 +51,7 @@ class BulkJobController(Controller):
         "and `test_path`. A submitter's filter is kept to its own org.",
     )
     async def cancel(self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[JobSelectionIn]) -> BulkOut:
-        done = await selection.cancel(services.engine, to_selection(data, principal.org_filter(data.org_id)))
+        done = await selection.cancel(services.db, to_selection(data, principal.org_filter(data.org_id)))
         return BulkOut(len(done.job_ids), done.job_ids)
 
     @post(
@@ -62,5 +62,5 @@ class BulkJobController(Controller):
         "A submitter's filter is kept to its own org.",
     )
     async def retry(self, services: ServicesDep, principal: PrincipalDep, data: JSONBody[JobSelectionIn]) -> BulkOut:
-        done = await selection.retry(services.engine, to_selection(data, principal.org_filter(data.org_id)))
+        done = await selection.retry(services.db, to_selection(data, principal.org_filter(data.org_id)))
         return BulkOut(len(done.job_ids), done.job_ids)

@@ -8,10 +8,10 @@ from litestar.exceptions import HTTPException
 from litestar.params import QueryParameter
 from litestar.response import ServerSentEvent
 
+from qualgent.api import streams
 from qualgent.api.auth import PrincipalDep
 from qualgent.api.deps import ServicesDep
 from qualgent.api.schemas import IdentifierQuery
-from qualgent.notify import events
 
 
 class EventController(Controller):
@@ -34,7 +34,7 @@ class EventController(Controller):
         job_id: Annotated[list[uuid.UUID] | None, QueryParameter(max_items=1000)] = None,
         org_id: IdentifierQuery = None,
     ) -> ServerSentEvent:
-        filters = events.EventFilter(frozenset(job_id or ()), principal.org_filter(org_id))
+        filters = streams.EventFilter(frozenset(job_id or ()), principal.org_filter(org_id))
         token_id = uuid.UUID(principal.token_id) if principal.token_id else None
         key = f"token:{token_id}" if token_id else f"address:{request.client.host if request.client else 'unknown'}"
         cap = services.settings.max_streams_per_token
@@ -44,5 +44,5 @@ class EventController(Controller):
                 detail=f"too many event streams: at most {cap} per token (QUALGENT_MAX_STREAMS_PER_TOKEN)",
                 headers={"Retry-After": "5"},
             )
-        owner = events.StreamOwner(key, cap, token_id, services.direct)
-        return ServerSentEvent(events.stream(services.queue, services.hub, filters, owner))
+        owner = streams.StreamOwner(key, cap, token_id, services.db)
+        return ServerSentEvent(streams.stream(services.queue, services.hub, filters, owner))

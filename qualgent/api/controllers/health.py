@@ -26,12 +26,12 @@ class HealthController(Controller):
         "connection, agents by status, queue depth",
     )
     async def detailed(self, services: ServicesDep) -> Response[dict[str, Any]]:
-        database = await stats.database_health(services.engine)
+        database = await stats.database_health(services.db)
         database["expected_schema_revision"] = _head_revision()
         listen = listen_state(services.hub)
         body: dict[str, Any] = {"version": __version__, "database": database, "listen": listen}
         if database["reachable"]:
-            snapshot = await stats.gauges(services.engine, services.settings.lease_seconds)
+            snapshot = await stats.gauges(services.queue)
             totals = stats.totals(snapshot)
             body["agents"] = totals.pop("agents_by_status")
             body["queue"] = totals

@@ -8,6 +8,7 @@ from litestar import Controller, Response, delete, get, post, put
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
+from qualgent.api import waiting
 from qualgent.api.auth import Principal, PrincipalDep
 from qualgent.api.deps import Services, ServicesDep
 from qualgent.api.schemas import (
@@ -25,7 +26,6 @@ from qualgent.api.schemas import (
 )
 from qualgent.domain import InvalidInput, JobStatus, NotFound, Target
 from qualgent.domain.roles import Role
-from qualgent.notify import waiting
 from qualgent.queue import agents, history, jobs, stats
 from qualgent.queue.jobs import JobFilter, JobSpec
 
@@ -127,7 +127,7 @@ class JobController(Controller):
 
     @get("/queue/status", summary="What is waiting and running, by priority, target, org and group")
     async def queue_status(self, services: ServicesDep) -> dict[str, object]:
-        return await stats.queue_status(services.engine)
+        return await stats.queue_status(services.db)
 
     @get("/{job_id:uuid}/wait", summary="Long-poll: the job as soon as it is final, or as it is at the timeout")
     async def wait(
@@ -151,9 +151,7 @@ class JobController(Controller):
         current, changed = await waiting.wait_for_change(services.queue, services.hub, known, data.timeout)
         shown = await _with_queue(services, [job_out(job) for job in current])
         pending_targets = {job.target.value for job in shown if job.status == JobStatus.PENDING}
-        unserved = await agents.targets_without_online_agent(
-            services.engine, pending_targets, services.settings.lease_seconds
-        )
+        unserved = await agents.targets_without_online_agent(services.queue, pending_targets)
         return WaitOut(
             changed=changed,
             jobs=shown,

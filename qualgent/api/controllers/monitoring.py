@@ -17,7 +17,7 @@ class MonitoringController(Controller):
 
     @get("/metrics", summary="What /metrics says, in JSON: the queue's state, this process's counters")
     async def metrics(self, services: ServicesDep, state: State) -> dict[str, Any]:
-        snapshot = await _gauges(state).get(services.engine, services.settings.lease_seconds)
+        snapshot = await _gauges(state).get(services.queue)
         return {
             "database_up": snapshot is not None,
             "state": snapshot,
@@ -29,7 +29,7 @@ class MonitoringController(Controller):
 
     @get("/scale-recommendations", summary="Per target: agents to add or remove, and the figures behind it")
     async def scale(self, services: ServicesDep) -> list[dict[str, object]]:
-        return await stats.scale_recommendations(services.engine, services.settings.lease_seconds)
+        return await stats.scale_recommendations(services.queue)
 
 
 # Litestar adds "; charset=utf-8" to a text/* media type itself: given it twice, it sent it twice.
@@ -38,7 +38,7 @@ _EXPOSITION = metrics.CONTENT_TYPE.removesuffix("; charset=utf-8")
 
 @get("/metrics", summary="Prometheus metrics (text exposition format)", tags=["monitoring"], media_type=_EXPOSITION)
 async def prometheus_metrics(services: ServicesDep, state: State) -> Response[bytes]:
-    snapshot = await _gauges(state).get(services.engine, services.settings.lease_seconds)
+    snapshot = await _gauges(state).get(services.queue)
     body = metrics.exposition(snapshot, listen_state(services.hub))
     return Response(body, media_type=_EXPOSITION)
 

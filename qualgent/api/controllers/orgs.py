@@ -25,14 +25,14 @@ class OrgController(Controller):
         if tier is None and not set_cap:
             raise InvalidInput("give tier, max_running or both", field="tier")
         cap = data.max_running if not isinstance(data.max_running, msgspec.UnsetType) else None
-        return org_out(await orgs.set_tier(services.engine, org_id, tier, cap, set_cap))
+        return org_out(await orgs.set_tier(services.db, org_id, tier, cap, set_cap))
 
     @get("")
     async def list_orgs(self, services: ServicesDep) -> list[OrgOut]:
-        return [org_out(r) for r in await orgs.list_orgs(services.engine)]
+        return [org_out(r) for r in await orgs.list_orgs(services.db)]
 
     @get("/{org_id:str}")
     async def get_org(self, services: ServicesDep, principal: PrincipalDep, org_id: IdentifierPath) -> OrgOut:
         if not principal.sees(org_id):
             raise NotFound(f"no org {org_id}", org_id=org_id)
-        return org_out(await orgs.get(services.engine, org_id))
+        return org_out(await orgs.get(services.db, org_id))

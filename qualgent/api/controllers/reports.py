@@ -33,7 +33,7 @@ class ReportController(Controller):
         since, until = _aware(since), _aware(until)
         if since is not None and until is not None and since >= until:
             raise InvalidInput("since must be before until", field="since")
-        rows = await run_report(services.engine, name, ReportFilter(org_id, since, until, limit))
+        rows = await run_report(services.db, name, ReportFilter(org_id, since, until, limit))
         return {"report": name.value, "org_id": org_id, "since": since, "until": until, "rows": rows}
 
 

@@ -16,10 +16,10 @@ class TargetController(Controller):
 
     @put("/{target:str}", summary="Cap the groups running at once on a target (null: no cap)")
     async def set_cap(self, services: ServicesDep, target: FromPath[Target], data: JSONBody[TargetIn]) -> TargetOut:
-        row = await capacity.set_target_cap(services.engine, target, data.max_running)
-        return msgspec.convert(dict(row), TargetOut)
+        row = await capacity.set_target_cap(services.queue, target, data.max_running)
+        return msgspec.convert(row, TargetOut, from_attributes=True)
 
     @get("", summary="Targets with their caps, running and pending groups, and online agents")
     async def list_targets(self, services: ServicesDep) -> list[TargetOut]:
-        rows = await capacity.list_targets(services.engine, services.settings.lease_seconds)
-        return [msgspec.convert(dict(r), TargetOut) for r in rows]
+        rows = await capacity.list_targets(services.queue)
+        return [msgspec.convert(r, TargetOut, from_attributes=True) for r in rows]

@@ -24,7 +24,7 @@ class TokenController(Controller):
         summary="Make a token: a submitter for one org, or an agent. The secret is shown only here",
     )
     async def create(self, services: ServicesDep, data: JSONBody[TokenIn]) -> NewTokenOut:
-        made = await tokens.create(services.engine, Role(data.role.value), data.org_id, data.name)
+        made = await tokens.create(services.db, Role(data.role.value), data.org_id, data.name)
         enforced = services.settings.admin_token is not None
         return NewTokenOut(token=made.secret, enforced=enforced, **msgspec.structs.asdict(token_out(made.row)))
 
@@ -37,10 +37,10 @@ class TokenController(Controller):
         include_revoked: FromQuery[bool] = False,
     ) -> list[TokenOut]:
         rows = await tokens.list_tokens(
-            services.engine, Role(role.value) if role else None, org_id, include_revoked=include_revoked
+            services.db, Role(role.value) if role else None, org_id, include_revoked=include_revoked
         )
         return [token_out(row) for row in rows]
 
     @delete("/{token_id:uuid}", status_code=200, summary="Revoke a token at once")
     async def revoke(self, services: ServicesDep, token_id: FromPath[uuid.UUID]) -> TokenOut:
-        return token_out(await tokens.revoke(services.engine, token_id, services.tokens))
+        return token_out(await tokens.revoke(services.db, token_id, services.tokens))

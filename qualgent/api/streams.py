@@ -24,7 +24,7 @@ from typing import Any
 
 from litestar.response import ServerSentEventMessage
 
-from qualgent.db.raw import Direct
+from qualgent.db.database import Database
 from qualgent.domain import NotFound
 from qualgent.notify.hub import Hub
 from qualgent.queue import jobs, tokens
@@ -42,7 +42,7 @@ class StreamOwner:
     key: str
     max_streams: int
     token_id: uuid.UUID | None = None
-    direct: Direct | None = None  # where the token is checked
+    db: Database | None = None  # where the token is checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +123,9 @@ async def _current(q: Queue, filters: EventFilter) -> list[dict[str, Any]]:
 
 async def _token_live(owner: StreamOwner) -> bool:
     """api_tokens changed (or changes may have been missed): is the stream's token still live?"""
-    if owner.token_id is None or owner.direct is None:
+    if owner.token_id is None or owner.db is None:
         return True
-    return await tokens.is_live(owner.direct, owner.token_id)
+    return await tokens.is_live(owner.db, owner.token_id)
 
 
 _SHARED_READ = "_read"  # where the first stream to need a notification's jobs leaves the read, for the others
