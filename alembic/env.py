@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from qualgent.db import migrate
-from qualgent.db.engine import create_sync_engine, normalize_url
-from qualgent.db.models import Base
+from qualgent.server.db import migrate
+from qualgent.server.db.engine import create_sync_engine, normalize_url
+from qualgent.server.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -22,7 +22,7 @@ def _url() -> str:
 
 
 def _run() -> None:
-    """The migrations, between dropping and re-creating the functions, triggers and views (qualgent.db.migrate),
+    """The migrations, between dropping and re-creating the functions, triggers and views (qualgent.server.db.migrate),
     all in one transaction."""
     with context.begin_transaction():
         dropped = migrate.before_migrations(context)

@@ -26,10 +26,10 @@ from typing import Any
 import httpx
 
 from qualgent.agent.executor import watch_children_by_pidfd
-from qualgent.bench.common import BenchTarget, ServerProcess, ratio
-from qualgent.bench.run import scratch_database
-from qualgent.bench.throughput import TARGET, timed_drain, wait_parked
-from qualgent.db.engine import libpq_url
+from qualgent.server.bench.common import BenchTarget, ServerProcess, ratio
+from qualgent.server.bench.run import scratch_database
+from qualgent.server.bench.throughput import TARGET, timed_drain, wait_parked
+from qualgent.server.db.engine import libpq_url
 
 TRUE = shutil.which("true") or "/bin/true"
 

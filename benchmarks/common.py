@@ -7,8 +7,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from qualgent.bench.common import BenchTarget, ServerProcess
-from qualgent.db.engine import libpq_url
+from qualgent.server.bench.common import BenchTarget, ServerProcess
+from qualgent.server.db.engine import libpq_url
 
 
 @contextlib.contextmanager

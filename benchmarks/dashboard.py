@@ -19,8 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from qualgent.bench.common import ServerProcess
-from qualgent.bench.run import scratch_database
+from qualgent.server.bench.common import ServerProcess
+from qualgent.server.bench.run import scratch_database
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ import httpx
 import psycopg
 
 from benchmarks.postgres import cpu_of
-from qualgent.db.engine import libpq_url
+from qualgent.server.db.engine import libpq_url
 
 QGJOB = str(Path(sys.executable).with_name("qgjob"))
 ADMIN = "admin-" + secrets.token_hex(8)

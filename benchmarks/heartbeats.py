@@ -50,9 +50,9 @@ from psycopg.rows import dict_row
 
 from benchmarks.common import target_for
 from benchmarks.postgres import APPLICATION_NAME, PostgresCpu, PostgresProcesses, cpu_of
-from qualgent.bench.common import BenchTarget, percentiles
-from qualgent.db.engine import libpq_url
-from qualgent.db.sql import P
+from qualgent.server.bench.common import BenchTarget, percentiles
+from qualgent.server.db.engine import libpq_url
+from qualgent.server.db.sql import P
 
 CONNECTIONS = 100  # keep-alive connections the fleet's beats share
 KEEPALIVE_SECONDS = 2.0

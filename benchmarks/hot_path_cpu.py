@@ -4,7 +4,8 @@ schema experiments of docs/performance.md (a HOT-friendly jobs table, json for j
     .venv/bin/python -m benchmarks.hot_path_cpu [--server-url postgresql://...] [--variant FILE.sql]
         [--jobs 10000] [--group-size 20] [--rounds 2]
 
-It makes the bench's scratch database (qualgent.bench.run.scratch_database) on --server-url's server (default: the
+It makes the bench's scratch database (qualgent.server.bench.run.scratch_database) on --server-url's server (default:
+the
 embedded PostgreSQL, started and stopped here), runs --variant's SQL on it if given (DDL to try: other indexes,
 fillfactor, redefined functions), submits --jobs jobs in groups of --group-size, and drains them with one agent
 calling the queue functions the server calls (`claims.claim`, then `claims.report_progress` with every job started
@@ -25,14 +26,14 @@ from pathlib import Path
 import psycopg
 
 from benchmarks.postgres import cpu_of
-from qualgent.bench.run import scratch_database
-from qualgent.db.database import Database
-from qualgent.db.engine import libpq_url
-from qualgent.queue import agents, claims
-from qualgent.queue import jobs as queue_jobs
-from qualgent.queue.claims import Result, Started
-from qualgent.queue.core import Queue
-from qualgent.settings import Settings
+from qualgent.server.bench.run import scratch_database
+from qualgent.server.db.database import Database
+from qualgent.server.db.engine import libpq_url
+from qualgent.server.queue import agents, claims
+from qualgent.server.queue import jobs as queue_jobs
+from qualgent.server.queue.claims import Result, Started
+from qualgent.server.queue.core import Queue
+from qualgent.server.settings import Settings
 
 PASSED = Result(0, 5)
 
@@ -101,8 +102,8 @@ def main() -> None:
     embedded = None
     server_url = args.server_url
     if server_url is None:
-        from qualgent.db.embedded import EmbeddedPostgres
-        from qualgent.settings import Settings
+        from qualgent.server.db.embedded import EmbeddedPostgres
+        from qualgent.server.settings import Settings
 
         embedded = EmbeddedPostgres(Settings().data_dir)
         server_url = embedded.start()

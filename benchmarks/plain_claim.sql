@@ -1,5 +1,5 @@
 -- qualgent_claim as migration 0009 made it (the plain tier/priority/age order), kept for the scheduling
--- bench's comparison; the live claim is in qualgent/db/schema.sql.
+-- bench's comparison; the live claim is in qualgent/server/db/schema.sql.
 CREATE FUNCTION qualgent_claim(p_agent_id uuid, p_targets text[], p_lease_seconds double precision)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from qualgent.bench.common import process_cpu_seconds
+from qualgent.server.bench.common import process_cpu_seconds
 
 APPLICATION_NAME = "qgjob bench"  # the benchmarks' own bookkeeping connections, left out of what is measured
 

@@ -25,13 +25,13 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
-from qualgent.db import migrate
-from qualgent.db.database import Database
-from qualgent.db.engine import libpq_url
-from qualgent.queue import stats
-from qualgent.queue.core import Queue
-from qualgent.reporting.queries import REPORT_WORK_MEM
-from qualgent.settings import Settings
+from qualgent.server.db import migrate
+from qualgent.server.db.database import Database
+from qualgent.server.db.engine import libpq_url
+from qualgent.server.queue import stats
+from qualgent.server.queue.core import Queue
+from qualgent.server.reporting.queries import REPORT_WORK_MEM
+from qualgent.server.settings import Settings
 
 FILL = """
 SELECT setseed(0.42);

@@ -24,10 +24,10 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from benchmarks.reporting import FILL
-from qualgent.db import migrate
-from qualgent.db.database import Database
-from qualgent.db.engine import libpq_url
-from qualgent.queue import retention
+from qualgent.server.db import migrate
+from qualgent.server.db.database import Database
+from qualgent.server.db.engine import libpq_url
+from qualgent.server.queue import retention
 
 VIEWS = {
     "org_success_rates": ("org_id", "finished", "completed", "failed", "cancelled", "success_rate"),

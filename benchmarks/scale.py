@@ -19,7 +19,7 @@ At each stage, agents registered over HTTP (serving all three targets, or one ea
 `POST /api/agents/{id}/claim` against the running server, timed from the request to the parsed answer, in
 batches of 20; each batch's groups are then released (`POST .../groups/{id}/release`, not timed), so their
 jobs go back into new pending groups and the queue keeps its size. The same is done in-process with the
-queue's own claim transaction (`qualgent.queue.claims.claim`) to separate the database from HTTP. Beside the
+queue's own claim transaction (`qualgent.server.queue.claims.claim`) to separate the database from HTTP. Beside the
 latencies, the CPU time per claim of the server process and of the database's backends (from /proc, read
 between the batches, releases apart): on a shared 2-core machine latency moves with whatever else runs, CPU
 time much less. `EXPLAIN (ANALYZE, BUFFERS)` of the claim statement (rolled back) records the index it walks
@@ -59,14 +59,14 @@ from benchmarks.postgres import (
     cpu_of,
     uptime_ticks,
 )
-from qualgent.bench.common import BenchTarget, percentiles, ratio
-from qualgent.db.database import Database
-from qualgent.db.engine import libpq_url, normalize_url
-from qualgent.db.plans import plans_inside
-from qualgent.db.sql import P
-from qualgent.queue import claims
-from qualgent.queue.core import Queue
-from qualgent.settings import Settings
+from qualgent.server.bench.common import BenchTarget, percentiles, ratio
+from qualgent.server.db.database import Database
+from qualgent.server.db.engine import libpq_url, normalize_url
+from qualgent.server.db.plans import plans_inside
+from qualgent.server.db.sql import P
+from qualgent.server.queue import claims
+from qualgent.server.queue.core import Queue
+from qualgent.server.settings import Settings
 
 ORGS = 200
 HISTORY_AGENTS = 50
@@ -450,7 +450,7 @@ class _Claimers:
         released.raise_for_status()
 
     async def _db_claim(self, i: int) -> tuple[float, Any, int]:
-        """One claim transaction in-process (qualgent.queue.claims.claim), timed."""
+        """One claim transaction in-process (qualgent.server.queue.claims.claim), timed."""
         agent_id, targets = self.agents[i % len(self.agents)]
         agent = uuid.UUID(agent_id)
         started = time.perf_counter()

@@ -4,7 +4,7 @@ simulated time, against the plain tier/priority/age order on the same workload.
     python -m benchmarks.scheduling --database-url postgresql://postgres@127.0.0.1:5432/postgres [--json]
 
 Each policy runs in a scratch database (made beside the one given, migrated, dropped). Submissions, claims and
-reports go through qualgent's own code and SQL (qualgent.queue.jobs.submit, the claim function, report_progress);
+reports go through qualgent's own code and SQL (qualgent.server.queue.jobs.submit, the claim function, report_progress);
 only time is simulated: tests and installs take no real time, and before each step the database's pending groups
 and orgs' fair-share clocks are moved back by the simulated time that passed (less the real time the step took), so
 `now() - oldest_job_at` is the simulated wait (the aging bound is read against it).
@@ -35,13 +35,13 @@ from typing import Any, cast
 import msgspec
 import psycopg
 
-from qualgent.bench.run import scratch_database
-from qualgent.db.database import Database
-from qualgent.db.engine import libpq_url
 from qualgent.domain import Priority, Target
-from qualgent.queue import claims, jobs
-from qualgent.queue.core import Queue
-from qualgent.settings import Settings
+from qualgent.server.bench.run import scratch_database
+from qualgent.server.db.database import Database
+from qualgent.server.db.engine import libpq_url
+from qualgent.server.queue import claims, jobs
+from qualgent.server.queue.core import Queue
+from qualgent.server.settings import Settings
 
 LEASE_SECONDS = 3600.0  # real seconds: no claim lapses while the simulation runs
 AGING_SECONDS = 600.0

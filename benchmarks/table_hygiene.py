@@ -5,7 +5,7 @@
 
 It creates a database of its own (qualgent_hygiene_<pid>), migrates it to --revision (compare `0005`, the
 schema before migration 0006, with `head`), then plays the agent protocol with the named statements of
-qualgent/db/queries.sql, one transaction per request as the server runs them: --agents agents, --groups
+qualgent/server/db/queries.sql, one transaction per request as the server runs them: --agents agents, --groups
 groups of --jobs-per-group jobs submitted in bulk; each group claimed, each job started, --heartbeats-per-job
 heartbeats while it runs (the heartbeat statement: the agent's row, the lease, cancelled jobs), the result
 recorded; one job in ten first fails with an infrastructure error and is retried (finish_runs, requeue).
@@ -28,9 +28,9 @@ import psycopg
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
-from qualgent.db import migrate
-from qualgent.db.engine import create_sync_engine, libpq_url
-from qualgent.db.sql import P
+from qualgent.server.db import migrate
+from qualgent.server.db.engine import create_sync_engine, libpq_url
+from qualgent.server.db.sql import P
 
 
 class _AsText:

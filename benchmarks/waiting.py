@@ -1,4 +1,4 @@
-"""Commit to waiter latency alone (qualgent.bench.waiters, which `qgjob bench` also runs), with any number of
+"""Commit to waiter latency alone (qualgent.server.bench.waiters, which `qgjob bench` also runs), with any number of
 waiters and finishes:
 
     python -m benchmarks.waiting --database-url postgresql://postgres@127.0.0.1:5432/scratch \\
@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from benchmarks.common import target_for
-from qualgent.bench.waiters import measure_wait_latency
+from qualgent.server.bench.waiters import measure_wait_latency
 
 
 def main(argv: Sequence[str] | None = None) -> int:

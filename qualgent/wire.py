@@ -1,6 +1,6 @@
 """The wire contract the client and the server share: the rules of the API's fields and the token roles.
 
-Client side (qgjob's client commands, the agent) and server side (qualgent.api) both import these, so the CLI
+Client side (qgjob's client commands, the agent) and server side (qualgent.server.api) both import these, so the CLI
 refuses exactly what the API would refuse. This module imports msgspec and the standard library only: no
 framework, nothing of the server (tests/unit/test_layers.py checks it)."""
 

@@ -25,10 +25,10 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from qualgent.db import migrate
-from qualgent.db.database import Database
-from qualgent.db.embedded import EmbeddedPostgres
-from qualgent.db.engine import libpq_url, normalize_url
+from qualgent.server.db import migrate
+from qualgent.server.db.database import Database
+from qualgent.server.db.embedded import EmbeddedPostgres
+from qualgent.server.db.engine import libpq_url, normalize_url
 
 _names = itertools.count()
 
@@ -107,6 +107,6 @@ def empty_db_url(pg_server: str) -> Iterator[str]:
 
 @pytest.fixture
 async def db(db_url: str) -> AsyncIterator[Database]:
-    """The server's own way to run SQL (qualgent.db.database), on this test's migrated database."""
+    """The server's own way to run SQL (qualgent.server.db.database), on this test's migrated database."""
     async with Database(db_url, size=5, application_name="qualgent tests") as made:
         yield made

@@ -1,4 +1,4 @@
-"""The named statements (qualgent.db.sql, psycopg's `%(name)s` style) as SQLAlchemy text, for the tests that read
+"""The named statements (qualgent.server.db.sql, psycopg's `%(name)s` style) as SQLAlchemy text, for the tests that read
 plans or row versions on a sync SQLAlchemy connection of their own: `Q.heartbeat` is `P.heartbeat`, bound the
 SQLAlchemy way."""
 
@@ -8,7 +8,7 @@ import re
 
 from sqlalchemy import TextClause, text
 
-from qualgent.db.sql import Named
+from qualgent.server.db.sql import Named
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 

@@ -2,11 +2,11 @@
 
 Migrations 0001-0012 (never released) are squashed into this one, which keeps 0012's revision id: a database the
 old chain brought to 0012 is at the baseline and goes on with 0013. A database at an older revision cannot be
-upgraded by this qgjob (qualgent.db.migrate.SchemaTooOld says what to do).
+upgraded by this qgjob (qualgent.server.db.migrate.SchemaTooOld says what to do).
 
 The tables come from 20261129_0012_baseline.sql (pg_dump --schema-only of a database the old chain made, without
 its functions, triggers and views). Functions, triggers and views are not migrations' business: they come from
-qualgent/db/schema.sql, applied after every upgrade to head (docs/design.md, "Schema and migrations").
+qualgent/server/db/schema.sql, applied after every upgrade to head (docs/design.md, "Schema and migrations").
 
 Revision ID: 0012
 Revises:

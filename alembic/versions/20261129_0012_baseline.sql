@@ -1,5 +1,5 @@
 -- The tables, types, indexes and constraints of revision 0012, the baseline: pg_dump --schema-only of a database
--- the migrations 0001-0012 made, without the functions, triggers and views (qualgent/db/schema.sql holds those).
+-- the migrations 0001-0012 made, without the functions, triggers and views (qualgent/server/db/schema.sql holds those).
 -- Applied by 20261129_0012_baseline.py; later migrations change it.
 
 -- schema reporting

@@ -7,7 +7,7 @@
     ix_job_groups_aging                  pending groups by age: the groups past the aging bound, oldest first
     test_durations                       per (org, target, test path): finished runs, a moving mean of their
                                          duration (the last ~10 weigh most), when it last failed; upserted once
-                                         per finished group (qualgent.queue.history), never per job row
+                                         per finished group (qualgent.server.queue.history), never per job row
     build_installs                       per (org, app version, target): how long its first group took from claim
                                          to first start (the install), for estimates
 
@@ -20,7 +20,7 @@ order: priority, then tests failed in the last day, then the longest expected. d
 lock per target and per org, taken only when the candidate's target or org has a cap, inside the claim's own
 transaction: two claims (on any servers) for a capped key take turns for the rest of their transactions, and the
 second one counts the first one's group. Advisory locks, not the orgs or targets rows, so that a cap's lock never
-meets a foreign-key check, a tier change or a submission. qualgent_claim itself is in qualgent/db/schema.sql.
+meets a foreign-key check, a tier change or a submission. qualgent_claim itself is in qualgent/server/db/schema.sql.
 
 Revision ID: 0015
 Revises: 0014

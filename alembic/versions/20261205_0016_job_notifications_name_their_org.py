@@ -3,7 +3,7 @@
 An event stream (GET /api/events) of one org read every changed job from the database on each notification and only
 then dropped other orgs' jobs: with a thousand streams of one org open, every other org's submit cost the server a
 thousand reads. Now each notification carries the org of its jobs, and a server hands it only to the streams that
-may see that org (qualgent.notify.hub); other orgs' changes cost a stream nothing.
+may see that org (qualgent.server.notify.hub); other orgs' changes cost a stream nothing.
 
     qualgent_notify_org_jobs(status, org_id, ids)   the payload, {"kind": "jobs", "status", "org_id", "ids"}, 150
                                                     ids at most per notification; the hot path's statements
@@ -12,7 +12,7 @@ may see that org (qualgent.notify.hub); other orgs' changes cost a stream nothin
     qualgent_notify_jobs(status, ids)               the same for ids of any orgs: looks their orgs up (submit,
                                                     cancel, re-run and retry, off the hot path)
 
-Both are defined in qualgent/db/schema.sql; this revision stays so that a database at 0016 knows where it is.
+Both are defined in qualgent/server/db/schema.sql; this revision stays so that a database at 0016 knows where it is.
 
 Revision ID: 0016
 Revises: 0015
@@ -28,7 +28,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    """Functions only, which qualgent/db/schema.sql holds now: nothing left for the migration to do."""
+    """Functions only, which qualgent/server/db/schema.sql holds now: nothing left for the migration to do."""
 
 
 def downgrade() -> None:

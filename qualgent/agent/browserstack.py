@@ -1,6 +1,7 @@
 """Uploading a group's build to BrowserStack App Automate once per (org, app version), for every agent.
 
-The server keeps the bs:// id (qualgent/queue/browserstack.py) and hands out one upload lease at a time; this agent
+The server keeps the bs:// id (qualgent/server/queue/browserstack.py) and hands out one upload lease at a time; this
+agent
 uploads only when it holds the lease (`POST <api>/app-automate/upload`, multipart `file` and `custom_id`, basic
 auth), and otherwise waits for the agent that does. AppWright itself uploads a local buildPath on every run
 (its issue 58); given the bs:// id in QUALGENT_BUILD_PATH, it uploads nothing."""

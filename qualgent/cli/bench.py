@@ -12,14 +12,14 @@ import httpx
 import rich_click as click
 from rich.table import Table
 
-from qualgent.bench import appwright as bench_appwright
-from qualgent.bench import run as bench_run
-from qualgent.bench.common import BenchTarget
 from qualgent.cli.client import CliError
 from qualgent.cli.common import json_option
 from qualgent.cli.exit_codes import BAD_INPUT, INFRA_ERROR
 from qualgent.cli.output import console, errors, print_json
-from qualgent.db.engine import libpq_url
+from qualgent.server.bench import appwright as bench_appwright
+from qualgent.server.bench import run as bench_run
+from qualgent.server.bench.common import BenchTarget
+from qualgent.server.db.engine import libpq_url
 
 # What the figures should reach on a 2-core machine (docs/performance.md).
 TARGETS = {

@@ -51,7 +51,7 @@ def client(api_url: str, token: str | None) -> ApiClient:
 
 def checked(kind: Any) -> Callable[[click.Context, click.Parameter, Any], Any]:
     """A click callback that refuses (exit 2, naming the flag) what the API would refuse for `kind`,
-    one of the types of qualgent.api.schemas; repeated flags are checked one by one."""
+    one of the types of qualgent.server.api.schemas; repeated flags are checked one by one."""
 
     def check(_: click.Context, param: click.Parameter, value: Any) -> Any:
         for item in value if isinstance(value, tuple) else (value,):

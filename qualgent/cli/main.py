@@ -37,7 +37,7 @@ COMMANDS: dict[str, str] = {
     "bench": "qualgent.cli.bench:bench",
 }
 # What runs on CI runners and device hosts: these and everything they import stay off the server's modules
-# (tests/unit/test_layers.py). The rest (server, db, prune, bench) are the server's own commands.
+# (tests/static/test_layers.py). The rest (server, db, prune, bench) are the server's own commands.
 CLIENT_COMMANDS = (
     "submit",
     "wait",

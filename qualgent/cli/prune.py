@@ -16,9 +16,9 @@ from qualgent.cli.common import json_option
 from qualgent.cli.exit_codes import BAD_INPUT, INFRA_ERROR
 from qualgent.cli.output import errors, print_json
 from qualgent.cli.server import _database_url, _db_options, _settings
-from qualgent.db import migrate
-from qualgent.db.database import Database
-from qualgent.queue import retention
+from qualgent.server.db import migrate
+from qualgent.server.db.database import Database
+from qualgent.server.queue import retention
 
 
 @click.command()

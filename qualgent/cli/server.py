@@ -15,11 +15,11 @@ import rich_click as click
 
 from qualgent.cli.client import CliError
 from qualgent.cli.exit_codes import BAD_INPUT, INFRA_ERROR
-from qualgent.db import migrate
-from qualgent.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from qualgent.domain import InvalidInput
 from qualgent.logs import FORMATS, configure_logging
-from qualgent.settings import Settings
+from qualgent.server.db import migrate
+from qualgent.server.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from qualgent.server.settings import Settings
 
 log = logging.getLogger("qualgent.server")
 FC = TypeVar("FC", bound=Callable[..., Any])
@@ -76,8 +76,8 @@ def server(
 ) -> None:
     """Run the API server. With no database URL it starts an embedded PostgreSQL 18 in the data dir,
     migrates it, and stops it on exit (SIGTERM or Ctrl-C)."""
-    from qualgent.api import auth, create_app, serving
-    from qualgent.api.connections import raise_open_files_limit
+    from qualgent.server.api import auth, create_app, serving
+    from qualgent.server.api.connections import raise_open_files_limit
 
     settings = _settings(
         host=host,
@@ -161,7 +161,7 @@ def _check_schema(url: str, allow_migrate: bool) -> None:
         log.info("upgrading the database schema from %s to %s", current, head)
         _upgrade(url)
         return
-    needs = f"revision {head}" if current != head else "this version's functions (qualgent/db/schema.sql)"
+    needs = f"revision {head}" if current != head else "this version's functions (qualgent/server/db/schema.sql)"
     raise CliError(
         f"the database schema is at revision {current or 'none'}, this qgjob needs {needs}: "
         "run `qgjob db upgrade` (or start the server with --migrate)",

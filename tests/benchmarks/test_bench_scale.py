@@ -11,8 +11,8 @@ import pytest
 
 from benchmarks.heartbeats import measure_heartbeats
 from benchmarks.scale import measure_claim_scale
-from qualgent.bench.common import BenchTarget, ServerProcess
-from qualgent.db.engine import libpq_url
+from qualgent.server.bench.common import BenchTarget, ServerProcess
+from qualgent.server.db.engine import libpq_url
 
 pytestmark = pytest.mark.anyio
 

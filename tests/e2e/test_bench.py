@@ -12,7 +12,7 @@ import pytest
 
 from qualgent.cli import output
 from qualgent.cli.bench import _print as show
-from qualgent.db.engine import libpq_url
+from qualgent.server.db.engine import libpq_url
 from tests.e2e.harness import QGJOB, clean_env
 
 pytestmark = pytest.mark.e2e

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qualgent.db import migrate
-from qualgent.db.embedded import EmbeddedPostgres
+from qualgent.server.db import migrate
+from qualgent.server.db.embedded import EmbeddedPostgres
 from tests.e2e.harness import QGJOB, Cli, Server, agent, clean_env, fake_appwright, wait_for
 from tests.eventually import parked_now
 

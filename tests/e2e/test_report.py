@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from qualgent.db.engine import libpq_url
+from qualgent.server.db.engine import libpq_url
 from tests.e2e.harness import Cli, Server, agent, fake_appwright
 
 pytestmark = pytest.mark.e2e

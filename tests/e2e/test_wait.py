@@ -16,8 +16,8 @@ import httpx
 import psycopg
 import pytest
 
-from qualgent.api.app import POOL_SIZE
-from qualgent.db.engine import libpq_url
+from qualgent.server.api.app import POOL_SIZE
+from qualgent.server.db.engine import libpq_url
 from tests.e2e.harness import Cli, Server, agent, fake_appwright, wait_for
 from tests.eventually import parked, parked_now
 
@@ -203,7 +203,7 @@ async def _thousand_waiters(server: Server, db_url: str, tmp_path: Path) -> None
         ]
         await parked(api, waiters=WAITERS)
         assert not any(poll.done() for poll in polls), "a long-poll answered before its job was final"
-        # The initial reads went through the server's one pool (qualgent.db.database); parked, the waiters hold
+        # The initial reads went through the server's one pool (qualgent.server.db.database); parked, the waiters hold
         # none of its connections, so what stays is at most the pool (idle) and the LISTEN connection.
         parked_connections = await connections.settled(at_most=POOL_SIZE + 1)
 

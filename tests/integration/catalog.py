@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from qualgent.db.engine import libpq_url
+from qualgent.server.db.engine import libpq_url
 
 SCHEMAS = "ARRAY['public', 'reporting']"
 

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from qualgent.api import create_app, serving
-from qualgent.settings import Settings
+from qualgent.server.api import create_app, serving
+from qualgent.server.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from qualgent.db.engine import libpq_url
-from qualgent.queue.browserstack import custom_id
+from qualgent.server.db.engine import libpq_url
+from qualgent.server.queue.browserstack import custom_id
 from tests.eventually import parked
 from tests.integration.conftest import Api
 

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 from qualgent.agent.client import AgentClient, ServerConflict, ServerRejected
-from qualgent.db.engine import libpq_url
-from qualgent.settings import Settings
+from qualgent.server.db.engine import libpq_url
+from qualgent.server.settings import Settings
 from tests.eventually import until
 from tests.integration.conftest import Api, serve_api
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qualgent.bench.common import BenchTarget, ServerProcess
-from qualgent.bench.waiters import measure_wait_latency
-from qualgent.db.engine import libpq_url
+from qualgent.server.bench.common import BenchTarget, ServerProcess
+from qualgent.server.bench.waiters import measure_wait_latency
+from qualgent.server.db.engine import libpq_url
 
 pytestmark = pytest.mark.anyio
 

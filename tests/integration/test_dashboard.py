@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from qualgent.settings import Settings
+from qualgent.server.settings import Settings
 from tests.integration.conftest import Api, serve_api
 
 pytestmark = pytest.mark.anyio

@@ -1,11 +1,11 @@
-"""qualgent.db.database: one pool, statements alone in autocommit or together in a transaction, typed rows."""
+"""qualgent.server.db.database: one pool, statements alone in autocommit or together in a transaction, typed rows."""
 
 from __future__ import annotations
 
 import msgspec
 import pytest
 
-from qualgent.db.database import Database, NoRow
+from qualgent.server.db.database import Database, NoRow
 
 pytestmark = pytest.mark.anyio
 

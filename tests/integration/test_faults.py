@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from qualgent.db.engine import libpq_url
-from qualgent.settings import Settings
+from qualgent.server.db.engine import libpq_url
+from qualgent.server.settings import Settings
 from tests.integration.conftest import Api, serve_api
 
 pytestmark = pytest.mark.anyio

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from qualgent.db.database import Database
-from qualgent.queue import claims
-from qualgent.queue.core import Queue
-from qualgent.settings import Settings
+from qualgent.server.db.database import Database
+from qualgent.server.queue import claims
+from qualgent.server.queue.core import Queue
+from qualgent.server.settings import Settings
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.anyio

@@ -31,8 +31,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from qualgent.api import create_app
-from qualgent.settings import Settings
+from qualgent.server.api import create_app
+from qualgent.server.settings import Settings
 from tests.conftest import create_database, drop_database
 from tests.e2e.harness import Server
 

@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 from sqlalchemy import text
 
-from qualgent.db.engine import create_sync_engine, libpq_url
-from qualgent.db.models import Base
-from qualgent.db.sql import P
+from qualgent.server.db.engine import create_sync_engine, libpq_url
+from qualgent.server.db.models import Base
+from qualgent.server.db.sql import P
 from tests.sqla import AsText
 
 Q = AsText(P)

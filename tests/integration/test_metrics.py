@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import qualgent
-from qualgent.settings import Settings
+from qualgent.server.settings import Settings
 from tests.integration.conftest import Api, serve_api
 
 pytestmark = pytest.mark.anyio

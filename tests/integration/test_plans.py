@@ -7,8 +7,9 @@ of 20 jobs (100,000 pending jobs); 200 running groups of 10 jobs (one running, a
 leases); 20,000 done groups of 15 finished jobs (300,000 jobs, 300,000 attempts) over 90 days; then VACUUM
 ANALYZE, as autovacuum would have left it.
 Each test runs EXPLAIN (FORMAT JSON) on the very named statement the server runs, through the production driver;
-for the stored functions of the hot path (qualgent/db/schema.sql), auto_explain reports the plan of each statement
-they run (qualgent.db.plans).
+for the stored functions of the hot path (qualgent/server/db/schema.sql), auto_explain reports the plan of each
+statement
+they run (qualgent.server.db.plans).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import psycopg
 import pytest
 from sqlalchemy import TextClause
 
-from qualgent.db.engine import libpq_url
-from qualgent.db.plans import plans_inside
-from qualgent.db.sql import RETENTION, P
+from qualgent.server.db.engine import libpq_url
+from qualgent.server.db.plans import plans_inside
+from qualgent.server.db.sql import RETENTION, P
 from tests.conftest import create_database, drop_database
 from tests.integration.test_schema import _index_names, _node_types, big_sorts, claim_params, explain
 from tests.sqla import AsText
@@ -161,7 +162,7 @@ _RUNS: dict[str, Any] = {
 
 def assert_plans_inside(url: str, sql: str, params: dict[str, Any], *indexes: str) -> list[dict[str, Any]]:
     """As assert_plan, for a call of one of the hot path's stored functions: over the plans of the statements it
-    ran (qualgent.db.plans)."""
+    ran (qualgent.server.db.plans)."""
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         plans = [p for p in plans_inside(conn, sql, params) if "set_config" not in p["Query Text"]]
     shown = json.dumps(plans, indent=1, default=str)

@@ -9,10 +9,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from qualgent.db.engine import libpq_url
-from qualgent.db.plans import plans_inside
-from qualgent.db.sql import P
-from qualgent.settings import Settings
+from qualgent.server.db.engine import libpq_url
+from qualgent.server.db.plans import plans_inside
+from qualgent.server.db.sql import P
+from qualgent.server.settings import Settings
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.anyio

@@ -1,5 +1,5 @@
-"""The reporting views (qualgent/db/schema.sql) and the reports API that `qgjob report` reads: what an analyst sees
-in SQL is what the command prints."""
+"""The reporting views (qualgent/server/db/schema.sql) and the reports API that `qgjob report` reads: what an analyst
+sees in SQL is what the command prints."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from qualgent.db.engine import libpq_url
+from qualgent.server.db.engine import libpq_url
 from tests.integration.conftest import Api
 from tests.integration.test_schema import _index_names, explain
 

@@ -1,4 +1,4 @@
-"""Retention (qualgent/queue/retention.py): old finished work is folded into the reporting
+"""Retention (qualgent/server/queue/retention.py): old finished work is folded into the reporting
 rollups and deleted in batches; live work is never touched; the reporting views say the same before and after."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import psycopg
 import pytest
 
 from benchmarks.reporting import FILL
-from qualgent.db.database import Database
-from qualgent.db.engine import libpq_url
-from qualgent.queue import retention
+from qualgent.server.db.database import Database
+from qualgent.server.db.engine import libpq_url
+from qualgent.server.queue import retention
 from tests.integration.conftest import Api
 from tests.integration.test_reporting import run_group, sql
 

@@ -14,10 +14,10 @@ import psycopg
 import pytest
 from sqlalchemy import TextClause, text
 
-from qualgent.db import migrate
-from qualgent.db.engine import create_sync_engine, libpq_url
-from qualgent.db.plans import plans_inside
-from qualgent.db.sql import P
+from qualgent.server.db import migrate
+from qualgent.server.db.engine import create_sync_engine, libpq_url
+from qualgent.server.db.plans import plans_inside
+from qualgent.server.db.sql import P
 from tests.integration.catalog import REPLACEABLE, catalog, differences
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -139,7 +139,7 @@ def test_upgrading_again_changes_nothing_and_a_changed_schema_sql_is_applied(
 def test_two_upgrades_at_once_take_turns(empty_db_url: str, db_url: str) -> None:
     """Two servers starting on one new database: the second waits for the first's transaction (the migration
     lock), then finds the schema at head and does nothing. Two processes: Alembic's context is one per process."""
-    upgrade = f"from qualgent.db import migrate; migrate.upgrade({empty_db_url!r})"
+    upgrade = f"from qualgent.server.db import migrate; migrate.upgrade({empty_db_url!r})"
     both = [subprocess.Popen([sys.executable, "-c", upgrade], stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for process in both:
         _, stderr = process.communicate(timeout=120)

@@ -15,9 +15,9 @@ import httpx
 import psycopg
 import pytest
 
-from qualgent.api import streams as events
-from qualgent.db.engine import libpq_url
-from qualgent.settings import Settings
+from qualgent.server.api import streams as events
+from qualgent.server.db.engine import libpq_url
+from qualgent.server.settings import Settings
 from tests.eventually import until
 from tests.integration.conftest import Api, serve_api
 

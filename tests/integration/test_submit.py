@@ -1,4 +1,4 @@
-"""A bulk submit answers with its jobs without reading them back from the database (qualgent.queue.jobs.NewJob
+"""A bulk submit answers with its jobs without reading them back from the database (qualgent.server.queue.jobs.NewJob
 mirrors the table's defaults): what it answers must be exactly what a later read shows."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import json
 import psycopg
 import pytest
 
-from qualgent.db.database import Database
-from qualgent.db.engine import libpq_url
-from qualgent.queue import jobs
-from qualgent.queue.core import Queue
-from qualgent.settings import Settings
+from qualgent.server.db.database import Database
+from qualgent.server.db.engine import libpq_url
+from qualgent.server.queue import jobs
+from qualgent.server.queue.core import Queue
+from qualgent.server.settings import Settings
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.anyio

@@ -1,4 +1,5 @@
-"""One owner per state change: the table of transitions (qualgent/queue/transitions.py) is what docs/design.md draws,
+"""One owner per state change: the table of transitions (qualgent/server/queue/transitions.py) is what docs/design.md
+draws,
 every writer of a job's or a group's status is in it, and each writer refuses a row not in the status it moves from
 (tried against a finished job and a done group)."""
 
@@ -14,16 +15,16 @@ from typing import Any
 
 import pytest
 
-from qualgent.db.database import Database
-from qualgent.db.sql import Named, P
-from qualgent.queue.transitions import NEW, TRANSITIONS, writers
+from qualgent.server.db.database import Database
+from qualgent.server.db.sql import Named, P
+from qualgent.server.queue.transitions import NEW, TRANSITIONS, writers
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[2]
-# qualgent/bench writes its own scratch rows to measure against (a lab, not the product): not a state change.
-NOT_THE_PRODUCT = ("qualgent/bench/",)
+# qualgent/server/bench writes its own scratch rows to measure against (a lab, not the product): not a state change.
+NOT_THE_PRODUCT = ("qualgent/server/bench/",)
 
 _ARROW = re.compile(r"^\s*(\S+)\s+-->\s+(\S+)\s*:\s*(.+?)\s*$")
 _UPDATE = re.compile(
@@ -85,8 +86,9 @@ def _python_sql() -> dict[str, str]:
 
 
 def _defined_functions() -> dict[str, str]:
-    """The text of every function qualgent/db/schema.sql defines, and of any a migration still creates, by name."""
-    texts = [(ROOT / "qualgent" / "db" / "schema.sql").read_text(encoding="utf-8")]
+    """The text of every function qualgent/server/db/schema.sql defines, and of any a migration still creates, by
+    name."""
+    texts = [(ROOT / "qualgent" / "server" / "db" / "schema.sql").read_text(encoding="utf-8")]
     texts += [p.read_text(encoding="utf-8") for p in sorted((ROOT / "alembic" / "versions").glob("*.sql"))]
     for path in sorted((ROOT / "alembic" / "versions").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -103,7 +105,11 @@ def _defined_functions() -> dict[str, str]:
 
 
 async def test_every_status_writer_is_in_the_table(db: Database) -> None:
-    files = [Named(path.name) for path in sorted((ROOT / "qualgent" / "db").glob("*.sql")) if path.name != "schema.sql"]
+    files = [
+        Named(path.name)
+        for path in sorted((ROOT / "qualgent" / "server" / "db").glob("*.sql"))
+        if path.name != "schema.sql"
+    ]
     named = {name: getattr(statements, name) for statements in files for name in statements.names()}
     live = {
         r["proname"]: r["prosrc"]
@@ -117,7 +123,8 @@ async def test_every_status_writer_is_in_the_table(db: Database) -> None:
     found = {name for source in sources for name, sql in source.items() if writes_status(sql)}
     # the scan sees the writers it must (else it would pass on nothing)
     assert {"finish_runs", "start_jobs", "qualgent_run_jobs", "qualgent_claim", "copy_jobs"} <= found
-    assert found <= writers(), f"writes a status but is not in qualgent/queue/transitions.py: {found - writers()}"
+    unlisted = found - writers()
+    assert not unlisted, f"writes a status but is not in qualgent/server/queue/transitions.py: {unlisted}"
     known = set(named) | set(live) | set(inline)
     owners = {t.owner for t in TRANSITIONS} | writers()
     assert owners <= known, f"named in the table but nowhere in the repository: {owners - known}"

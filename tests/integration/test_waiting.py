@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from qualgent.db.engine import libpq_url
+from qualgent.server.db.engine import libpq_url
 from tests.eventually import parked
 from tests.integration.conftest import Api
 

@@ -25,18 +25,18 @@ from tests.static.tools import ACTION_DIR, ROOT
 
 PACKAGE = ROOT / "qualgent"
 SERVER_PACKAGES = (
-    "qualgent.api",
-    "qualgent.queue",
-    "qualgent.notify",
-    "qualgent.db",
-    "qualgent.reporting",
-    "qualgent.observability",
-    "qualgent.web",
-    "qualgent.bench",
+    "qualgent.server.api",
+    "qualgent.server.queue",
+    "qualgent.server.notify",
+    "qualgent.server.db",
+    "qualgent.server.reporting",
+    "qualgent.server.observability",
+    "qualgent.server.web",
+    "qualgent.server.bench",
 )
 # The server's commands and its settings (the embedded PostgreSQL's data dir, pools, ...).
 SERVER_COMMANDS = tuple(name for name in COMMANDS if name not in CLIENT_COMMANDS)
-SERVER_MODULES = ("qualgent.settings", *sorted({COMMANDS[name].partition(":")[0] for name in SERVER_COMMANDS}))
+SERVER_MODULES = ("qualgent.server.settings", *sorted({COMMANDS[name].partition(":")[0] for name in SERVER_COMMANDS}))
 # What a client command must never load (PRODUCT.md, "CLI behaviour in CI"): the server's frameworks.
 SERVER_DISTRIBUTION_MODULES = (
     "litestar",
@@ -151,7 +151,8 @@ def reached(roots: Iterable[str], edges: dict[str, Imports], eager_only: bool = 
 
 def import_cycles(edges: dict[str, Imports]) -> list[list[str]]:
     """The cycles of module-level imports (Tarjan's strongly connected components); a module importing its own
-    package's __init__ (as `from qualgent.queue._common import x` inside qualgent.queue does) does not count."""
+    package's __init__ (as `from qualgent.server.queue._common import x` inside qualgent.server.queue does) does not
+    count."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []

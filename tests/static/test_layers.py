@@ -81,7 +81,7 @@ def test_client_modules_import_nothing_of_the_server() -> None:
 def test_the_checks_see_a_server_import() -> None:
     """The graph check is not blind: the server's own commands do reach the server."""
     edges = graph()
-    assert "qualgent.api.app" in reached(["qualgent.cli.server"], edges)
+    assert "qualgent.server.api.app" in reached(["qualgent.cli.server"], edges)
     assert "sqlalchemy" in {n.split(".")[0] for n in reached(["qualgent.cli.prune"], edges)}
 
 

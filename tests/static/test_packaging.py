@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from qualgent.db import migrate
+from qualgent.server.db import migrate
 from tests.static import layers
 from tests.static.tools import DEPLOY, ROOT, dockerfile_stages
 
@@ -65,11 +65,11 @@ def test_the_wheel_has_the_entry_point_and_every_migration(wheel: Path) -> None:
     for name in migrations:
         assert f"qualgent/_migrations/versions/{name}" in names
     assert {"qualgent/_migrations/env.py", "qualgent/_migrations/script.py.mako"} <= names
-    assert "qualgent/db/queries.sql" in names
+    assert "qualgent/server/db/queries.sql" in names
     # The dashboard's templates and assets: served from the package, never from a CDN.
-    web = Path(ROOT / "qualgent" / "web")
+    web = Path(ROOT / "qualgent" / "server" / "web")
     for asset in [*web.glob("templates/*.html"), *web.glob("static/*")]:
-        assert f"qualgent/web/{asset.relative_to(web)}" in names
+        assert f"qualgent/server/web/{asset.relative_to(web)}" in names
     assert "qualgent/agent/playwright_reporter.cjs" in names  # qgjob agent --appwright's Playwright reporter
 
 

@@ -1,4 +1,4 @@
-"""Every SQL statement the server runs is named in a `.sql` file of qualgent/db (issue 18, "one way to run SQL"):
+"""Every SQL statement the server runs is named in a `.sql` file of qualgent/server/db (issue 18, "one way to run SQL"):
 no module elsewhere in the package holds SQL text. Read with ast (nothing is imported): every string constant,
 f-string pieces included, docstrings left out, is held to patterns only SQL matches."""
 
@@ -9,13 +9,13 @@ import re
 
 import pytest
 
-from qualgent.db import sql as named
-from qualgent.notify import CHANNEL
+from qualgent.server.db import sql as named
+from qualgent.server.notify import CHANNEL
 from tests.static.tools import ROOT
 
 PACKAGE = ROOT / "qualgent"
 
-LAB = "qualgent/bench/"  # the lab's own schemas and raw SKIP LOCKED baselines, not the server's SQL (H4's area)
+LAB = "qualgent/server/bench/"  # the lab's own schemas and raw SKIP LOCKED baselines, not the server's SQL (H4's area)
 
 SQL = re.compile(
     r"""
@@ -87,14 +87,14 @@ def test_no_module_outside_qualgent_db_holds_sql() -> None:
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         name = path.relative_to(ROOT).as_posix()
-        if name.startswith(("qualgent/db/", LAB)):
+        if name.startswith(("qualgent/server/db/", LAB)):
             continue
         found += [f"{name}:{line}: {text.strip()[:80]!r}" for line, text in sql_strings(path.read_text())]
-    assert not found, "SQL belongs in a named statement of qualgent/db/*.sql:\n" + "\n".join(found)
+    assert not found, "SQL belongs in a named statement of qualgent/server/db/*.sql:\n" + "\n".join(found)
 
 
 # schema.sql is not statements to run but the definitions every upgrade applies (tests/integration/test_schema.py).
-NAMED_FILES = sorted(p.name for p in (PACKAGE / "db").glob("*.sql") if p.name != "schema.sql")
+NAMED_FILES = sorted(p.name for p in (PACKAGE / "server" / "db").glob("*.sql") if p.name != "schema.sql")
 
 
 @pytest.mark.parametrize("filename", NAMED_FILES)
@@ -134,7 +134,7 @@ def test_every_named_statement_is_used() -> None:
         "reporting.sql": "REPORTING",
         "notify.sql": "NOTIFY",
         "queries.sql": "P",
-        "retention.sql": "R",  # imported as R by qualgent.queue.retention
+        "retention.sql": "R",  # imported as R by qualgent.server.queue.retention
     }
     unused = []
     for filename, holder in files.items():

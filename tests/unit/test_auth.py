@@ -1,4 +1,4 @@
-"""The decisions of qualgent.api.auth that need no database: buckets, the route policy, binding."""
+"""The decisions of qualgent.server.api.auth that need no database: buckets, the route policy, binding."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 
-from qualgent.api.auth import (
+from qualgent.domain.roles import Role
+from qualgent.server.api.auth import (
     POLICY,
     Gate,
     Principal,
@@ -17,9 +18,8 @@ from qualgent.api.auth import (
     policy,
     startup_notices,
 )
-from qualgent.domain.roles import Role
-from qualgent.queue import tokens
-from qualgent.settings import Settings
+from qualgent.server.queue import tokens
+from qualgent.server.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

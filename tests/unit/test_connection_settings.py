@@ -1,4 +1,4 @@
-"""The connection bounds' settings (qualgent/api/connections.py) and the open-files limit raised at start."""
+"""The connection bounds' settings (qualgent/server/api/connections.py) and the open-files limit raised at start."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from qualgent.domain import InvalidInput
-from qualgent.settings import Settings
+from qualgent.server.settings import Settings
 
 
 def test_defaults_and_overrides() -> None:
@@ -44,7 +44,7 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit() -> None:
         pytest.skip(f"a hard limit of {hard} leaves nothing to raise")
     code = (
         "import resource\n"
-        "from qualgent.api.connections import raise_open_files_limit\n"
+        "from qualgent.server.api.connections import raise_open_files_limit\n"
         "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
         "print(*raise_open_files_limit(), hard)\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qualgent.queue.jobs import new_ids
+from qualgent.server.queue.jobs import new_ids
 
 
 def test_bulk_ids_are_distinct_version_4_uuids() -> None:

@@ -1,11 +1,11 @@
-"""What a refused report's runs are recorded as (qualgent.queue.orphans.runs_of): one run per job."""
+"""What a refused report's runs are recorded as (qualgent.server.queue.orphans.runs_of): one run per job."""
 
 from __future__ import annotations
 
 import uuid
 
 from qualgent.domain import Outcome
-from qualgent.queue.orphans import UNKNOWN_RESULT, runs_of
+from qualgent.server.queue.orphans import UNKNOWN_RESULT, runs_of
 
 
 def test_a_run_retried_within_itself_is_recorded_by_its_last_result() -> None:

@@ -1,11 +1,11 @@
-"""QUALGENT_RETENTION_DAYS: how long finished work is kept (qualgent/queue/retention.py)."""
+"""QUALGENT_RETENTION_DAYS: how long finished work is kept (qualgent/server/queue/retention.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from qualgent.domain import InvalidInput
-from qualgent.settings import Settings
+from qualgent.server.settings import Settings
 
 
 def test_finished_work_is_kept_90_days_unless_told_otherwise() -> None:

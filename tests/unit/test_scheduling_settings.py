@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qualgent.domain import InvalidInput
-from qualgent.settings import Settings
+from qualgent.server.settings import Settings
 
 
 def test_defaults_and_values() -> None:

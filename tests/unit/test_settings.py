@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from qualgent.domain import InvalidInput
-from qualgent.settings import Settings
+from qualgent.server.settings import Settings
 
 
 def test_settings_come_from_the_environment_and_flags_override() -> None:

@@ -1,4 +1,4 @@
-"""Property tests of the input rules (qualgent.api.schemas), against oracles written independently of
+"""Property tests of the input rules (qualgent.server.api.schemas), against oracles written independently of
 the regular expressions that implement them. The CLI side is tests/e2e/test_security.py."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qualgent.agent.templates import CommandTemplate
-from qualgent.api.schemas import (
+from qualgent.domain import InvalidInput, Priority, Target
+from qualgent.server.api.schemas import (
     MAX_BULK,
     IdempotencyKey,
     Identifier,
@@ -19,7 +20,6 @@ from qualgent.api.schemas import (
     check_bulk,
     violation,
 )
-from qualgent.domain import InvalidInput, Priority, Target
 
 # Unicode's Bidi_Control characters (PropList.txt) and the two separators, listed one by one.
 _BIDI_CONTROLS = {0x061C, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from qualgent.api import sessions
-from qualgent.web import charts, render
+from qualgent.server.api import sessions
+from qualgent.server.web import charts, render
 
 KEY = "the-admin-token"
 

@@ -1,0 +1,53 @@
+"""Serving the app with uvicorn, draining long-polls first on shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import Any
+
+import uvicorn
+from litestar import Litestar
+
+from qualgent.server.api.connections import ConnectionGuard, protocol_class
+from qualgent.server.settings import Settings
+
+GRACEFUL_SHUTDOWN_SECONDS = 30
+
+
+class Server(uvicorn.Server):
+    """uvicorn waits for in-flight requests before it shuts the app down. Long-polls and waiting claims
+    would hold it for their whole timeout, so they are told to answer first."""
+
+    def __init__(self, config: uvicorn.Config, capture_signals: bool = True) -> None:
+        super().__init__(config)
+        self._capture = capture_signals
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
+        return super().capture_signals() if self._capture else contextlib.nullcontext()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app: Any = self.config.app
+        services = getattr(getattr(app, "state", None), "services", None) if isinstance(app, Litestar) else None
+        if services is not None:
+            services.hub.close_waiters()
+        await super().shutdown(sockets)
+
+
+def config(
+    app: Litestar, host: str, port: int, log_level: str = "info", settings: Settings | None = None
+) -> uvicorn.Config:
+    """uvicorn's settings, with the connection bounds of `settings` (their defaults when None)."""
+    limits = settings or Settings()
+    guard = ConnectionGuard(limits.header_timeout_seconds, limits.max_connections_per_address)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=protocol_class(guard),
+        log_level=log_level,
+        lifespan="on",
+        access_log=False,
+        log_config=None,  # qualgent.logs formats uvicorn's records like ours (text or JSON)
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
