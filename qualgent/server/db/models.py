@@ -283,7 +283,7 @@ class Attempt(Base):
         ATTEMPTS_STORAGE,
     )
 
-    # No foreign keys on the hot tables' per-run writes (migration 0010): the statements that write an attempt
+    # No foreign keys on the hot tables' per-run writes: the statements that write an attempt
     # take its job and agent from rows they have locked, and retention deletes a job's attempts before the job.
     job_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
     number: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -258,13 +258,14 @@ SELECT finished.*, (SELECT count(*) FROM notified) AS notifications, (SELECT cou
 FROM finished;
 
 -- name: claim
--- The agent's claim, whole (migrations 0009, 0015): its sign of life, the best pending group it can run (aged
+-- The agent's claim, whole (qualgent_claim, schema.sql): its sign of life, the best pending group it can run (aged
 -- first; caps; the builds it holds; fair share), the group's jobs. :held is a JSON array of the builds it holds.
 SELECT qualgent_claim(:agent_id, CAST(:targets AS text[]), :lease_seconds, :aging_seconds, CAST(:held AS jsonb),
                       :min_chunk_seconds);
 
 -- name: report_runs
--- A report made only of runs that ended their jobs, all or nothing (SQLSTATE QGRUN otherwise; migration 0009).
+-- A report made only of runs that ended their jobs, all or nothing (qualgent_report_runs, schema.sql; SQLSTATE
+-- QGRUN otherwise).
 SELECT qualgent_report_runs(:agent_id, :group_id, :token, :lease_seconds, CAST(:runs AS jsonb)), NULL;
 
 -- name: report_runs_then_claim
@@ -281,12 +282,12 @@ FROM qualgent_report_runs(:agent_id, :group_id, :token, :lease_seconds, CAST(:ru
 SELECT qualgent_hold_claim(:agent_id, :group_id, :token) AS held;
 
 -- name: run_jobs
--- Runs started and finished within one report that end their jobs, one write each (migration 0009).
+-- Runs started and finished within one report that end their jobs, one write each (qualgent_run_jobs, schema.sql).
 SELECT * FROM qualgent_run_jobs(:agent_id, :group_id, CAST(:runs AS jsonb));
 
 -- name: close_group_and_free_agent
 -- Every batched agent write ends here: the group is done once none of its jobs is left (its agent idle unless it
--- holds another), else its lease is extended (migration 0011).
+-- holds another), else its lease is extended (qualgent_close_group, schema.sql).
 SELECT qualgent_close_group(:group_id, :lease_seconds) AS closed;
 
 -- name: retry_in_place

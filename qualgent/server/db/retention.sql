@@ -1,5 +1,5 @@
 -- Retention: what qualgent.server.queue.retention runs to fold old finished work into the reporting rollups
--- (migration 0006) and delete it, one bounded batch per transaction. Parsed by qualgent/server/db/sql.py like
+-- (the reporting schema) and delete it, one bounded batch per transaction. Parsed by qualgent/server/db/sql.py like
 -- queries.sql. Days are UTC days. Bind parameters are :name; casts are written CAST(... AS ...).
 
 -- name: try_prune_lock

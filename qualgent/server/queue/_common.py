@@ -60,7 +60,7 @@ class GroupAggregate:
 
 async def notify_jobs(tx: Tx, status: str, job_ids: Iterable[uuid.UUID | str] | str) -> None:
     """Tell listeners (waiting clients, other servers) which jobs changed, in the changing transaction:
-    ids only, one channel, chunked under PostgreSQL's payload limit (qualgent_notify_jobs, migration 0007).
+    ids only, one channel, chunked under PostgreSQL's payload limit (qualgent_notify_jobs, schema.sql).
     `job_ids` may be an array literal already ("{id,id}"): a bulk submit's thousands of ids pass as one text
     rather than as an array psycopg would build id by id."""
     if isinstance(job_ids, str):

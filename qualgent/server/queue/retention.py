@@ -2,7 +2,7 @@
 
     prune       one pass, oldest first, in bounded batches of one transaction each:
                   1. finished jobs (completed | failed | cancelled) and their attempts, folded first into
-                     reporting.daily_job_stats, daily_latency, test_run_tails (migration 0006);
+                     reporting.daily_job_stats, daily_latency, test_run_tails (tables of the baseline migration);
                   2. done groups no job points at any more, folded into reporting.daily_installs;
                   3. idempotency keys (submissions).
     prune_loop  what every server runs: a pass an hour; one pruner at a time across servers (an advisory lock).

@@ -138,8 +138,8 @@ class TokenCache:
     """The live tokens this server has looked up, so a request does not cost a read of api_tokens.
 
     An entry is trusted only while the hub's LISTEN connection is up and nothing has changed api_tokens since it was
-    read: a trigger announces every change (migration 0012), a revoke made here counts at once (`forget`), and a
-    (re)connect counts too, as a notification may have been missed. So a revoked token
+    read: a trigger announces every change (api_tokens_changed, schema.sql), a revoke made here counts at once
+    (`forget`), and a (re)connect counts too, as a notification may have been missed. So a revoked token
     is refused by this server from its next request, and by every other server as soon as the notification reaches
     it, milliseconds after the revoke commits. An entry is also read again after `ttl` seconds, which bounds what a
     LISTEN connection that died without anyone noticing (until its next probe) could leave behind. A lookup that
