@@ -57,20 +57,38 @@ class Server:
         return f"http://127.0.0.1:{self.port}/api"
 
     def start(self, timeout: float = 60.0, extra_args: Sequence[str] = ()) -> Server:
+        """Start it and wait until THIS process serves the port. A free port can be taken by another test's server
+        between the probe and the bind: the health check would then reach that one, so the server's own log must
+        say it listens; a first start that lost its port that way tries a new one."""
+        first = self.process is None
+        for _ in range(3):
+            if self._start_once(timeout, extra_args) or not first:
+                return self
+            self.port = free_port()
+        raise AssertionError(f"qgjob server found no free port:\n{self.log()}")
+
+    def _start_once(self, timeout: float, extra_args: Sequence[str]) -> bool:
+        """True once it serves; False if its port was taken (it exits)."""
         args = [QGJOB, "server", "--port", str(self.port), *extra_args]
         if self.database_url:
             args += ["--database-url", self.database_url]
         if self.data_dir:
             args += ["--data-dir", str(self.data_dir)]
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=clean_env(**self.env))
+        listening = f"Uvicorn running on http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            this_start = self.log_path.read_bytes()[offset:].decode(errors="replace")
             if self.process.poll() is not None:
+                if "address already in use" in this_start:
+                    return False
                 raise AssertionError(f"qgjob server exited with {self.process.returncode}:\n{self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.api_url}/health", timeout=1).status_code == 200:
-                    return self
+            if listening in this_start:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{self.api_url}/health", timeout=1).status_code == 200:
+                        return True
             time.sleep(0.1)
         raise AssertionError(f"qgjob server did not answer within {timeout}s:\n{self.log()}")
 
