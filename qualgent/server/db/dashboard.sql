@@ -28,20 +28,15 @@ FROM jobs WHERE status = 'pending' AND run_after <= now()
 GROUP BY target;
 
 -- name: agents_by_target
--- An agent whose heartbeat is older than a lease is offline whatever its row says; deregistered ones are gone.
-SELECT t.target,
-       CASE WHEN a.status <> 'offline' AND a.last_heartbeat_at < now() - make_interval(secs => :offline_after)
-            THEN 'offline' ELSE a.status END AS status,
-       count(*) AS agents
-FROM agents a, unnest(a.targets) AS t(target)
+-- Status as shown (qualgent_agents, schema.sql); deregistered ones are gone.
+SELECT t.target, a.status, count(*) AS agents
+FROM qualgent_agents(:offline_after) a, unnest(a.targets) AS t(target)
 WHERE a.deregistered_at IS NULL
 GROUP BY 1, 2;
 
 -- name: agents_by_status
-SELECT CASE WHEN status <> 'offline' AND last_heartbeat_at < now() - make_interval(secs => :offline_after)
-            THEN 'offline' ELSE status END AS status,
-       count(*) AS agents
-FROM agents
+SELECT status, count(*) AS agents
+FROM qualgent_agents(:offline_after)
 WHERE deregistered_at IS NULL
 GROUP BY 1;
 

@@ -1,38 +1,21 @@
 -- Agents, orgs, capacity caps and BrowserStack builds (qualgent.server.queue.agents, orgs, capacity, browserstack).
 
 -- name: agent
--- An agent whose heartbeat is older than `offline_after` seconds is offline whatever its row says.
-SELECT a.id, a.name, a.targets, a.registered_at, a.last_heartbeat_at, a.deregistered_at,
-       CASE WHEN a.status <> 'offline'
-                 AND a.last_heartbeat_at < now() - make_interval(secs => :offline_after)
-            THEN 'offline' ELSE a.status END AS status,
-       (SELECT g.id FROM job_groups g WHERE g.agent_id = a.id AND g.status = 'running'
-        ORDER BY g.claimed_at DESC LIMIT 1) AS group_id
-FROM agents a
-WHERE a.id = :agent_id;
+-- Its status as shown (qualgent_agents, schema.sql: offline once silent for `offline_after` seconds).
+SELECT * FROM qualgent_agents(:offline_after) WHERE id = :agent_id;
 
 -- name: list_agents
 -- Newest first; `status` NULL: any; the deregistered ones only when asked for.
-SELECT * FROM (
-    SELECT a.id, a.name, a.targets, a.registered_at, a.last_heartbeat_at, a.deregistered_at,
-           CASE WHEN a.status <> 'offline'
-                     AND a.last_heartbeat_at < now() - make_interval(secs => :offline_after)
-                THEN 'offline' ELSE a.status END AS status,
-           (SELECT g.id FROM job_groups g WHERE g.agent_id = a.id AND g.status = 'running'
-            ORDER BY g.claimed_at DESC LIMIT 1) AS group_id
-    FROM agents a
-    WHERE :include_deregistered OR a.deregistered_at IS NULL
-) s
-WHERE CAST(:status AS text) IS NULL OR s.status = :status
+SELECT * FROM qualgent_agents(:offline_after) s
+WHERE (:include_deregistered OR s.deregistered_at IS NULL)
+  AND (CAST(:status AS text) IS NULL OR s.status = :status)
 ORDER BY s.registered_at DESC
 LIMIT :limit;
 
 -- name: served_targets
 -- Of the targets wanted, those some online agent serves.
-SELECT DISTINCT t.target FROM agents a, unnest(a.targets) AS t(target)
-WHERE a.deregistered_at IS NULL AND a.status <> 'offline'
-  AND a.last_heartbeat_at >= now() - make_interval(secs => :offline_after)
-  AND t.target = ANY(CAST(:wanted AS text[]));
+SELECT DISTINCT t.target FROM qualgent_agents(:offline_after) a, unnest(a.targets) AS t(target)
+WHERE a.deregistered_at IS NULL AND a.status <> 'offline' AND t.target = ANY(CAST(:wanted AS text[]));
 
 -- name: register_agent
 INSERT INTO agents (name, targets) VALUES (:name, :targets) RETURNING id;
@@ -78,9 +61,8 @@ ON CONFLICT (target) DO UPDATE SET max_running = EXCLUDED.max_running, updated_a
 SELECT t.target, c.max_running,
        (SELECT count(*) FROM job_groups g WHERE g.status = 'running' AND g.target = t.target)::int AS running,
        (SELECT count(*) FROM job_groups g WHERE g.status = 'pending' AND g.target = t.target)::int AS pending,
-       (SELECT count(*) FROM agents a
-        WHERE t.target = ANY(a.targets) AND a.status <> 'offline'
-          AND a.last_heartbeat_at >= now() - make_interval(secs => :offline_after))::int AS agents_online
+       (SELECT count(*) FROM qualgent_agents(:offline_after) a
+        WHERE t.target = ANY(a.targets) AND a.status <> 'offline')::int AS agents_online
 FROM unnest(CAST(:targets AS text[])) WITH ORDINALITY AS t (target, n)
 LEFT JOIN targets c ON c.target = t.target
 ORDER BY t.n;

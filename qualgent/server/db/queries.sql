@@ -392,9 +392,8 @@ SELECT g.id, g.target, a.ahead, a.work_ms,
             (SELECT count(*) FROM jobs j WHERE j.group_id = r.id AND j.status IN ('pending', 'running'))
             * COALESCE((SELECT ms FROM per_org p WHERE p.org_id = r.org_id AND p.target = r.target), 30000)), 0)
         FROM job_groups r WHERE r.status = 'running' AND r.target = g.target)::float8 AS running_ms,
-       (SELECT count(*) FROM agents ag
-        WHERE g.target = ANY(ag.targets) AND ag.status <> 'offline'
-          AND ag.last_heartbeat_at >= now() - make_interval(secs => :offline_after))::int AS agents_online,
+       (SELECT count(*) FROM qualgent_agents(:offline_after) ag
+        WHERE g.target = ANY(ag.targets) AND ag.status <> 'offline')::int AS agents_online,
        (SELECT max_running FROM targets t WHERE t.target = g.target) AS max_running
 FROM g
 CROSS JOIN LATERAL (

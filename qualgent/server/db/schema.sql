@@ -53,6 +53,22 @@ $$;
 -- a batch passed as one JSON document (procrastinate keeps its fetch and finish in stored functions for the same
 -- reasons).
 
+-- Agents as the API, the dashboard and queue estimates see them: one silent for more than p_offline_after seconds
+-- (OFFLINE_AFTER_LEASES leases) is offline whatever its row says; group_id is the group it runs now, if any. The
+-- one place of that rule. Plain SQL, STABLE: PostgreSQL inlines it, so a caller's WHERE reaches the agents' index.
+CREATE FUNCTION qualgent_agents(p_offline_after double precision)
+RETURNS TABLE (id uuid, name text, targets text[], registered_at timestamptz, last_heartbeat_at timestamptz,
+               deregistered_at timestamptz, status text, group_id uuid)
+LANGUAGE sql STABLE
+AS $$
+SELECT a.id, a.name, a.targets, a.registered_at, a.last_heartbeat_at, a.deregistered_at,
+       CASE WHEN a.status <> 'offline' AND a.last_heartbeat_at < now() - make_interval(secs => p_offline_after)
+            THEN 'offline' ELSE a.status END,
+       (SELECT g.id FROM job_groups g WHERE g.agent_id = a.id AND g.status = 'running'
+        ORDER BY g.claimed_at DESC LIMIT 1)
+FROM agents a
+$$;
+
 -- What a job that ends says went wrong: the agent's words, or for an infrastructure failure it did not explain,
 -- how many attempts it took. Used by qualgent_run_jobs and the finish_runs statement alike. Built with || (not
 -- format(), which is STABLE) so that PostgreSQL inlines this IMMUTABLE function in the statements that call it.
