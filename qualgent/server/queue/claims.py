@@ -482,15 +482,9 @@ async def _finish_runs(tx: Tx, closing: list[tuple[Row, Outcome, Result]]) -> li
     if not closing:
         return []
     params = {
-        "job_ids": [j["id"] for j, _, _ in closing],
-        "numbers": [j["attempts"] for j, _, _ in closing],
-        "outcomes": [o.value for _, o, _ in closing],
+        **_attempt_columns(closing),
         "finals": [r.final for _, _, r in closing],
-        "exit_codes": [r.exit_code for _, _, r in closing],
-        "durations": [r.duration_ms for _, _, r in closing],
         "output_tails": [_tail(r.output_tail) for _, _, r in closing],
-        "errors": [r.error for _, _, r in closing],
-        "error_locations": [r.error_location for _, _, r in closing],
     }
     return await tx.rows(P.finish_runs, params)
 
@@ -507,16 +501,20 @@ async def _requeue_retried(tx: Tx, settled: list[Row]) -> list[Row]:
 
 
 async def _retry_in_place(tx: Tx, tries: list[tuple[Row, Outcome, Result]]) -> list[Row]:
-    params = {
-        "job_ids": [j["id"] for j, _, _ in tries],
-        "numbers": [j["attempts"] for j, _, _ in tries],
-        "outcomes": [o.value for _, o, _ in tries],
-        "exit_codes": [r.exit_code for _, _, r in tries],
-        "durations": [r.duration_ms for _, _, r in tries],
-        "errors": [r.error for _, _, r in tries],
-        "error_locations": [r.error_location for _, _, r in tries],
+    return await tx.rows(P.retry_in_place, _attempt_columns(tries))
+
+
+def _attempt_columns(runs: list[tuple[Row, Outcome, Result]]) -> dict[str, list[Any]]:
+    """What closing these runs' attempts writes, as the arrays finish_runs and retry_in_place read (one per column)."""
+    return {
+        "job_ids": [j["id"] for j, _, _ in runs],
+        "numbers": [j["attempts"] for j, _, _ in runs],
+        "outcomes": [o.value for _, o, _ in runs],
+        "exit_codes": [r.exit_code for _, _, r in runs],
+        "durations": [r.duration_ms for _, _, r in runs],
+        "errors": [r.error for _, _, r in runs],
+        "error_locations": [r.error_location for _, _, r in runs],
     }
-    return await tx.rows(P.retry_in_place, params)
 
 
 async def start_job(q: Queue, agent_id: uuid.UUID, group_id: uuid.UUID, token: uuid.UUID, job_id: uuid.UUID) -> Row:
