@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks.postgres import CpuMeter
 from qualgent.agent.executor import watch_children_by_pidfd
 from qualgent.server.bench.common import BenchTarget, ServerProcess, ratio
 from qualgent.server.bench.run import scratch_database
@@ -45,7 +46,9 @@ async def drain_with_processes(target: BenchTarget, jobs: int, group_size: int, 
         def failed() -> str | None:
             return "a qgjob agent process exited" if any(p.poll() is not None for p in fleet) else None
 
-        elapsed, cpu = await timed_drain(target, jobs, group_size, "bench-processes", failed, lambda _: None)
+        meter = CpuMeter(target.server_pid)
+        elapsed = await timed_drain(target, jobs, group_size, "bench-processes", failed, lambda _: meter.start())
+        cpu = meter.stop()  # and the last count of completed jobs: milliseconds of a drain of seconds
     finally:
         _stop_processes(fleet)
     return {

@@ -1,16 +1,16 @@
-"""What the scale and heartbeat benchmarks read of PostgreSQL itself: a psycopg conninfo, its processes, and
-the CPU time they spend (from /proc, when PostgreSQL runs on this machine)."""
+"""What the benchmarks read of PostgreSQL and of this machine: PostgreSQL's processes and the CPU time they
+spend, the server's and the whole machine's (from /proc, when they run on this machine)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
-
-from qualgent.server.bench.common import process_cpu_seconds
 
 APPLICATION_NAME = "qgjob bench"  # the benchmarks' own bookkeeping connections, left out of what is measured
 
@@ -107,3 +107,41 @@ def cpu_of(pid: int | None) -> float | None:
         return process_cpu_seconds(pid)
     except OSError:
         return None
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent busy since boot (from /proc/stat): differences tell what a run cost
+    the whole machine (PostgreSQL included)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds used during a phase: by the server process, by this process, by the whole machine."""
+
+    server_pid: int | None = None
+    _start: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+
+    def _now(self) -> tuple[float, float, float, float]:
+        server = process_cpu_seconds(self.server_pid) if self.server_pid else 0.0
+        return (time.perf_counter(), server, time.process_time(), machine_busy_seconds())
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def stop(self) -> dict[str, float]:
+        end = self._now()
+        wall, server, own, machine = (b - a for a, b in zip(self._start, end, strict=True))
+        figures = {"wall_s": round(wall, 3), "bench_process_cpu_s": round(own, 3), "machine_cpu_s": round(machine, 3)}
+        if self.server_pid:
+            figures["server_cpu_s"] = round(server, 3)
+            figures["rest_cpu_s"] = round(machine - server - own, 3)  # PostgreSQL, mostly
+        return figures

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import statistics
 import time
@@ -122,6 +123,10 @@ REPORTS = {
 }
 
 
+def fetch_all(conn: psycopg.Connection[Any], query: str) -> list[Any]:
+    return conn.execute(query).fetchall()
+
+
 def timed(run: Callable[[], Any], runs: int) -> tuple[float, int]:
     """Median seconds over `runs` after one warm-up, and how many rows the last run returned."""
     rows = len(run())
@@ -149,7 +154,7 @@ def bench_reports(url: str, runs: int) -> list[tuple[str, str, float, float, int
                 timings = []
                 for work_mem in (default_work_mem, REPORT_WORK_MEM):
                     conn.execute(f"SET work_mem = '{work_mem}'")
-                    seconds, rows = timed(lambda q=query: conn.execute(q).fetchall(), runs)
+                    seconds, rows = timed(functools.partial(fetch_all, conn, query), runs)
                     timings.append(seconds)
                 results.append((name, label, timings[0], timings[1], rows))
         conn.execute(f"SET work_mem = '{default_work_mem}'")
@@ -192,7 +197,7 @@ def main() -> None:
         started = time.perf_counter()
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             fill = FILL.replace("{jobs}", str(args.jobs)).replace("{groups}", str(-(-args.jobs // 15)))
-            conn.execute(fill)  # type: ignore[call-overload]  # several statements, no parameters
+            conn.execute(fill)  # several statements, no parameters
             conn.execute("VACUUM ANALYZE")
             version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
             work_mem = conn.execute("SHOW work_mem").fetchone()[0]  # type: ignore[index]

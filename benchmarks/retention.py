@@ -84,7 +84,7 @@ def main() -> None:
         migrate.upgrade(url)
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             fill = FILL.replace("{jobs}", str(args.jobs)).replace("{groups}", str(-(-args.jobs // 15)))
-            conn.execute(fill)  # type: ignore[call-overload]  # several statements, no parameters
+            conn.execute(fill)  # several statements, no parameters
             conn.execute("VACUUM ANALYZE")
             size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()
         print(f"{args.jobs} finished jobs over 90 days (+10,080 live), database {size[0] if size else '?'}")

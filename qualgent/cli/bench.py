@@ -177,8 +177,6 @@ def _print(result: dict[str, Any]) -> None:
         f"{base['insert_rows_per_s']:,.0f}",
         "bulk_submit_vs_raw_insert",
     )
-    row("  vs a bare table (primary key only)", "", f"{base['insert_bare_table_rows_per_s']:,.0f}",
-        "bulk_submit_vs_bare_table_insert")  # fmt: skip
     claim = e2e["claim_latency"]
     row("claim latency p50 / p99, ms (queue full)", f"{_ms(claim['p50_ms'])} / {_ms(claim['p99_ms'])}", "", None)
     for key in sorted(k for k in result if k.startswith("wait_latency_")):

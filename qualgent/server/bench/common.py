@@ -26,7 +26,7 @@ class BenchTarget:
     api_url: str
     database_url: str
     token: str | None = None  # the admin token, when the server enforces tokens
-    server_pid: int | None = None  # when the server runs on this machine: its CPU time is reported
+    server_pid: int | None = None  # when the server runs on this machine (benchmarks/ report its CPU time)
     agent_token: str | None = None  # what the bench's agents present, as deployed agents do (see agent_token())
 
     def headers(self) -> dict[str, str]:
@@ -124,11 +124,6 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far (from /proc)."""
-        assert self.process is not None
-        return process_cpu_seconds(self.process.pid)
-
     def log_tail(self, lines: int = 30) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
@@ -138,41 +133,3 @@ class ServerProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
-
-
-def process_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores have spent busy since boot (from /proc/stat): differences tell what a run cost
-    the whole machine (PostgreSQL included)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class CpuMeter:
-    """CPU seconds used during a phase: by the server process, by this process, by the whole machine."""
-
-    server_pid: int | None = None
-    _start: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-
-    def _now(self) -> tuple[float, float, float, float]:
-        server = process_cpu_seconds(self.server_pid) if self.server_pid else 0.0
-        return (time.perf_counter(), server, time.process_time(), machine_busy_seconds())
-
-    def start(self) -> None:
-        self._start = self._now()
-
-    def stop(self) -> dict[str, float]:
-        end = self._now()
-        wall, server, own, machine = (b - a for a, b in zip(self._start, end, strict=True))
-        figures = {"wall_s": round(wall, 3), "bench_process_cpu_s": round(own, 3), "machine_cpu_s": round(machine, 3)}
-        if self.server_pid:
-            figures["server_cpu_s"] = round(server, 3)
-            figures["rest_cpu_s"] = round(machine - server - own, 3)  # PostgreSQL, mostly
-        return figures

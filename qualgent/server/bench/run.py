@@ -64,7 +64,6 @@ async def measure(target: BenchTarget, options: Options, say: Callable[[str], No
     raw_2tx = await baseline.claim_complete(target.database_url, options.jobs, options.agents, two_transactions=True)
     say(f"raw multi-row insert of {options.submit_jobs} rows")
     raw_insert = await baseline.insert_into_jobs(target.database_url, options.submit_jobs)
-    bare_insert = await baseline.insert(target.database_url, options.submit_jobs)
     say(f"qualgent bulk submit of {options.submit_jobs} jobs")
     figures["bulk_submit"] = await throughput.bulk_submit(target, options.submit_jobs, options.group_size)
     async with agent_token(target) as agents_target:
@@ -73,7 +72,6 @@ async def measure(target: BenchTarget, options: Options, say: Callable[[str], No
             "claim_complete_per_s": median_raw,
             "claim_then_complete_per_s": round(raw_2tx, 1),
             "insert_rows_per_s": round(raw_insert, 1),
-            "insert_bare_table_rows_per_s": round(bare_insert, 1),
         }
     if options.waiters:
         from qualgent.server.bench import waiters
@@ -81,19 +79,11 @@ async def measure(target: BenchTarget, options: Options, say: Callable[[str], No
         for count in sorted({1, options.waiters}):
             say(f"commit to waiter, {count} waiter(s)")
             figures[f"wait_latency_{count}"] = await waiters.measure_wait_latency(target, count)
+    e2e, submit, base = figures["end_to_end"]["jobs_per_s"], figures["bulk_submit"]["rows_per_s"], figures["baseline"]
     figures["ratios"] = {
-        "end_to_end_vs_raw_claim_complete": ratio(
-            figures["end_to_end"]["jobs_per_s"], figures["baseline"]["claim_complete_per_s"]
-        ),
-        "end_to_end_vs_raw_claim_then_complete": ratio(
-            figures["end_to_end"]["jobs_per_s"], figures["baseline"]["claim_then_complete_per_s"]
-        ),
-        "bulk_submit_vs_raw_insert": ratio(
-            figures["bulk_submit"]["rows_per_s"], figures["baseline"]["insert_rows_per_s"]
-        ),
-        "bulk_submit_vs_bare_table_insert": ratio(
-            figures["bulk_submit"]["rows_per_s"], figures["baseline"]["insert_bare_table_rows_per_s"]
-        ),
+        "end_to_end_vs_raw_claim_complete": ratio(e2e, base["claim_complete_per_s"]),
+        "end_to_end_vs_raw_claim_then_complete": ratio(e2e, base["claim_then_complete_per_s"]),
+        "bulk_submit_vs_raw_insert": ratio(submit, base["insert_rows_per_s"]),
     }
     return figures
 
@@ -170,14 +160,9 @@ def run(
 
 
 def machine(database_url: str) -> dict[str, Any]:
+    settings = ("server_version", "fsync", "synchronous_commit")
     with psycopg.connect(libpq_url(database_url)) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-        fsync = conn.execute("SHOW fsync").fetchone()
-        commit = conn.execute("SHOW synchronous_commit").fetchone()
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "postgresql": row[0] if row else None,
-        "fsync": fsync[0] if fsync else None,
-        "synchronous_commit": commit[0] if commit else None,
-    }
+        row = conn.execute("SELECT " + ", ".join(f"current_setting('{name}')" for name in settings)).fetchone()
+    assert row is not None
+    postgres = dict(zip(("postgresql", *settings[1:]), row, strict=True))
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), **postgres}

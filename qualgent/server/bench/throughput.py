@@ -21,7 +21,7 @@ from qualgent.agent.executor import RunResult
 from qualgent.agent.loop import Agent, AgentConfig, Runner
 from qualgent.agent.templates import CommandTemplate
 from qualgent.server.api.schemas import MAX_BULK
-from qualgent.server.bench.common import BenchTarget, CpuMeter, percentiles
+from qualgent.server.bench.common import BenchTarget, percentiles
 
 TARGET = "emulator"
 
@@ -143,7 +143,7 @@ async def drain(
             stopped = [t.exception() for t in tasks if t.done()]
             return f"an agent stopped: {stopped}" if stopped else None
 
-        elapsed, cpu = await timed_drain(target, jobs, group_size, org_id, failed, since.append)
+        elapsed = await timed_drain(target, jobs, group_size, org_id, failed, since.append)
     finally:
         for agent in fleet:
             agent.stop()
@@ -156,7 +156,6 @@ async def drain(
         "seconds": round(elapsed, 3),
         "jobs_per_s": round(jobs / elapsed, 1),
         "claim_latency": percentiles([ms for r in runs for ms in r.claim_ms]),
-        "cpu": cpu,
     }
 
 
@@ -184,7 +183,7 @@ async def timed_drain(
     org_id: str,
     failed: Callable[[], str | None],
     on_start: Callable[[float], Any],
-) -> tuple[float, dict[str, float]]:
+) -> float:
     """Submit `jobs` jobs for agents already waiting, and time them from the submit's answer until none is pending
     or running (read every 10 ms: a small fraction of any drain worth timing). Every job must have completed after
     exactly one attempt."""
@@ -198,26 +197,22 @@ async def timed_drain(
             submission(min(MAX_BULK, jobs - first), group_size, org_id, org_id, first)
             for first in range(0, jobs, MAX_BULK)
         ]
-        meter = CpuMeter(target.server_pid)
         for index, body in enumerate(bodies):
             response = await http.post("/jobs", content=body, headers={"Content-Type": "application/json"})
             if response.status_code != 201:
                 raise RuntimeError(f"submit answered {response.status_code}: {response.text[:300]}")
             if index == 0:
-                meter.start()
                 started = time.perf_counter()
                 on_start(started)
         while await _unfinished(conn, org_id):
             if problem := failed():
                 raise RuntimeError(problem)
             await asyncio.sleep(0.01)
-        finished = time.perf_counter()
-        elapsed = finished - started
-        cpu = meter.stop()
+        elapsed = time.perf_counter() - started
         completed = await _completed(conn, org_id)
     if completed != jobs:
         raise RuntimeError(f"{completed} of {jobs} jobs completed after one attempt")
-    return elapsed, cpu
+    return elapsed
 
 
 # Is any job left? Asked of the org's groups, through the partial indexes of pending and of running groups: a job

@@ -67,13 +67,9 @@ async def measure_wait_latency(target: BenchTarget, waiters: int, finishes: int 
         "db_connections_busy_parked": run.busy_all,
         "finish_transaction": percentiles(run.transactions_ms),
         "pg_notify_baseline": baseline,
-        "p50_ratio": ratio(_num(latency["p50_ms"]), _num(baseline["p50_ms"])),
-        "p99_ratio": ratio(_num(latency["p99_ms"]), _num(baseline["p99_ms"])),
+        "p50_ratio": ratio(latency["p50_ms"], baseline["p50_ms"]),
+        "p99_ratio": ratio(latency["p99_ms"], baseline["p99_ms"]),
     }
-
-
-def _num(value: float | int) -> float | None:
-    return None if isinstance(value, float) and math.isnan(value) else float(value)
 
 
 @dataclass
