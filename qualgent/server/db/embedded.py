@@ -268,13 +268,22 @@ def _ensure_os_user(name: str) -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(name)
     except KeyError:
-        log.warning("creating the OS user %s to run the embedded PostgreSQL (it refuses to run as root)", name)
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-            check=True,
-            capture_output=True,
-        )
-        return pwd.getpwnam(name)
+        pass
+    # Under a lock, looked up again: two processes starting at once (a server and a test worker, two workers) would
+    # otherwise both run useradd, and its second writer can replace the first's entry with another uid, leaving the
+    # first process to chown its data directory to a uid that no longer exists.
+    with open(Path(tempfile.gettempdir()) / "qualgent-useradd.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            log.warning("creating the OS user %s to run the embedded PostgreSQL (it refuses to run as root)", name)
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                check=True,
+                capture_output=True,
+            )
+            return pwd.getpwnam(name)
 
 
 def _is_our_postmaster(pid: int, pgdata: Path) -> bool:
