@@ -148,23 +148,12 @@ LIMIT :limit
 FOR UPDATE SKIP LOCKED;
 
 -- name: fold_groups
--- Installs as reporting.app_versions counts them: groups that ran something, by the day of their claim.
+-- The installs of groups about to be deleted, by the day of their claim (reporting.group_installs).
 INSERT INTO reporting.daily_installs AS d (org_id, app_version_id, day, installs, install_seconds, test_seconds)
 SELECT r.org_id, r.app_version_id, CAST(r.claimed_at AT TIME ZONE 'UTC' AS date), count(*),
-       COALESCE(sum(EXTRACT(EPOCH FROM r.first_started_at - r.claimed_at)), 0),
-       COALESCE(sum(r.test_ms) / 1000.0, 0)
-FROM (
-    SELECT gr.id, gr.org_id, gr.app_version_id, gr.claimed_at, min(a.started_at) AS first_started_at,
-           sum(a.duration_ms) AS test_ms
-    FROM job_groups gr
-    JOIN (
-        SELECT x.group_id, x.started_at, x.duration_ms FROM attempts x
-        UNION ALL
-        SELECT p.group_id, p.first_started_at, p.test_ms FROM reporting.group_attempts_pruned p
-    ) AS a ON a.group_id = gr.id
-    WHERE gr.id = ANY(CAST(:group_ids AS uuid[])) AND gr.claimed_at IS NOT NULL
-    GROUP BY gr.id
-) AS r
+       COALESCE(sum(r.install_seconds), 0), COALESCE(sum(r.test_ms) / 1000.0, 0)
+FROM reporting.group_installs r
+WHERE r.group_id = ANY(CAST(:group_ids AS uuid[]))
 GROUP BY 1, 2, 3
 ON CONFLICT (org_id, app_version_id, day) DO UPDATE SET
     installs = d.installs + EXCLUDED.installs,

@@ -702,10 +702,27 @@ GROUP BY r.org_id, r.test_path
 HAVING sum(r.failures) > 0
 $$;
 
--- Per app version: its finished jobs, and the groups that ran it. An install happens once per group an agent ran;
--- install_seconds is the time from the claim to the group's first test start (the install and the agent's set-up),
--- test_seconds the sum of every attempt's run time, retries included. A live group's attempts include those
--- pruned from it already (group_attempts_pruned).
+-- One row per group an agent ran: an install. install_seconds is the time from the claim to the group's first test
+-- start (the install and the agent's set-up), test_ms the sum of every attempt's run time, retries included; a live
+-- group's attempts include those pruned from it already (group_attempts_pruned). reporting.app_versions_between
+-- sums these rows, and retention folds them into reporting.daily_installs (fold_groups) before it deletes a group.
+CREATE VIEW reporting.group_installs AS
+SELECT gr.id AS group_id, gr.org_id, gr.app_version_id, gr.target, gr.claimed_at,
+       min(a.started_at) AS first_started_at,
+       EXTRACT(EPOCH FROM min(a.started_at) - gr.claimed_at)::float8 AS install_seconds,
+       sum(a.duration_ms)::bigint AS test_ms
+FROM job_groups gr
+JOIN (
+    SELECT x.group_id, x.started_at, x.duration_ms FROM attempts x
+    UNION ALL
+    SELECT p.group_id, p.first_started_at, p.test_ms FROM reporting.group_attempts_pruned p
+) AS a ON a.group_id = gr.id
+WHERE gr.claimed_at IS NOT NULL
+GROUP BY gr.id, gr.org_id, gr.app_version_id, gr.target, gr.claimed_at;
+
+COMMENT ON VIEW reporting.group_installs IS 'One row per group an agent ran (an install): claim time, first test start, install seconds (claim to first start), test milliseconds (every attempt, retries included).';
+
+-- Per app version: its finished jobs, and its installs (reporting.group_installs, and the days pruned).
 CREATE FUNCTION reporting.app_versions_between(since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL)
 RETURNS TABLE (org_id text, app_version_id text, tests bigint, finished bigint, passed bigint, failed bigint,
                cancelled bigint, pass_rate float8, installs bigint, install_seconds float8, test_seconds float8,
@@ -749,21 +766,10 @@ LEFT JOIN (
     SELECT v.org_id, v.app_version_id, sum(v.installs)::bigint AS installs,
            sum(v.install_seconds)::float8 AS install_seconds, sum(v.test_seconds)::float8 AS test_seconds
     FROM (
-        SELECT r.org_id, r.app_version_id, count(*) AS installs,
-               sum(EXTRACT(EPOCH FROM r.first_started_at - r.claimed_at))::float8 AS install_seconds,
+        SELECT r.org_id, r.app_version_id, count(*) AS installs, sum(r.install_seconds)::float8 AS install_seconds,
                sum(r.test_ms) / 1000.0::float8 AS test_seconds
-        FROM (
-            SELECT gr.org_id, gr.app_version_id, gr.claimed_at, min(a.started_at) AS first_started_at,
-                   sum(a.duration_ms) AS test_ms
-            FROM job_groups gr
-            JOIN (
-                SELECT x.group_id, x.started_at, x.duration_ms FROM attempts x
-                UNION ALL
-                SELECT p.group_id, p.first_started_at, p.test_ms FROM reporting.group_attempts_pruned p
-            ) AS a ON a.group_id = gr.id
-            WHERE gr.claimed_at >= COALESCE(since, '-infinity') AND gr.claimed_at < COALESCE(until, 'infinity')
-            GROUP BY gr.id
-        ) AS r
+        FROM reporting.group_installs r
+        WHERE r.claimed_at >= COALESCE(since, '-infinity') AND r.claimed_at < COALESCE(until, 'infinity')
         GROUP BY r.org_id, r.app_version_id
         UNION ALL
         SELECT d.org_id, d.app_version_id, sum(d.installs), sum(d.install_seconds), sum(d.test_seconds)
