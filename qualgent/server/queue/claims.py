@@ -193,27 +193,24 @@ async def report_progress(
         progress = await report_progress(q, agent_id, group_id, token, starts, results, claim_next, held)
         progress.refused += _refuse_repeats(progress, repeated)
         return progress
-    if (
+    quick = (
         starts
         and {s.job_id for s in starts} == {job_id for job_id, _ in results}
         and len(starts) == len(results)
         and all(result.plain for _, result in results)
-    ):
-        fast = await _report_runs(q, agent_id, group_id, token, starts, results, claim_next, held)
-        if fast is not None:
-            progress, claimed = fast
-            _count(progress)
-            if claimed is not None:
-                progress.next_claim = await _next(q, agent_id, claim_next, held, claimed)
-            if progress.group_done:
-                history.record_group_soon(q.db, group_id, _failed(progress))
-            return progress
-    progress = await _report_in_transaction(q, agent_id, group_id, token, starts, results)
+    )
+    fast = await _report_runs(q, agent_id, group_id, token, starts, results, claim_next, held) if quick else None
+    if fast is not None:
+        progress, claimed = fast
+        if claimed is not None:
+            progress.next_claim = await _next(q, agent_id, claim_next, held, claimed)
+    else:
+        progress = await _report_in_transaction(q, agent_id, group_id, token, starts, results)
+        if claim_next is not None and progress.group_done:
+            progress.next_claim = await _next(q, agent_id, claim_next, held)
     _count(progress)
     if progress.group_done:
         history.record_group_soon(q.db, group_id, _failed(progress))
-    if claim_next is not None and progress.group_done:
-        progress.next_claim = await _next(q, agent_id, claim_next, held)
     return progress
 
 
