@@ -5,13 +5,18 @@ asserted here (benchmarks are for that); that the figures are measured, consiste
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+from pathlib import Path
 
+import httpx
+import psutil
 import psycopg
 import pytest
 
 from qualgent.cli import output
 from qualgent.cli.bench import _print as show
+from qualgent.server.bench.common import ServerProcess
 from qualgent.server.db.engine import libpq_url
 from tests.e2e.harness import QGJOB, clean_env
 
@@ -92,3 +97,21 @@ def test_bench_refuses_a_running_server_without_its_database() -> None:
     )
     assert done.returncode == 2
     assert "--database-url" in done.stderr
+
+
+def test_the_bench_server_whose_port_was_taken_starts_on_another_and_is_itself_what_answers(
+    db_url: str, tmp_path: Path
+) -> None:
+    # the scenario: between free_port()'s probe and the server's bind, another process took the port
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = ServerProcess(db_url, tmp_path / "server.log", port=port)
+        with server:
+            assert server.port != port
+            assert "address already in use" in server.log_path.read_text()
+            assert server.process is not None
+            listening = [c for c in psutil.net_connections(kind="tcp") if c.laddr and c.laddr.port == server.port]
+            assert {c.pid for c in listening if c.status == psutil.CONN_LISTEN} == {server.process.pid}
+            assert httpx.get(f"{server.api_url}/health", timeout=5).status_code == 200

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,22 +99,45 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}/api"
 
     def start(self, args: Sequence[str] = (), timeout: float = 60.0) -> ServerProcess:
+        """Start it and wait until THIS process serves its port: a free port can be taken by another process between
+        the probe and the bind, and a health check would then reach that one. A start that lost its port so tries
+        another."""
+        for _ in range(3):
+            if self._start_once(args, timeout):
+                return self
+            self.port = free_port()
+        raise RuntimeError(f"qgjob server found no free port: {self.log_tail()}")
+
+    def _start_once(self, args: Sequence[str], timeout: float) -> bool:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("QUALGENT_", "QGJOB_"))}
         env.update({"QUALGENT_RATE_LIMIT": "0", **self.env})
         command = [sys.executable, "-m", "qualgent", "server", "--port", str(self.port)]
         command += ["--database-url", self.database_url, "--log-level", "warning", *args]
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if "address already in use" in self.log_path.read_bytes()[offset:].decode(errors="replace"):
+                    return False
                 raise RuntimeError(f"qgjob server exited with {self.process.returncode}: {self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.api_url}/health", timeout=1).status_code == 200:
-                    return self
+            if self._listens():
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{self.api_url}/health", timeout=1).status_code == 200:
+                        return True
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"qgjob server did not answer within {timeout} s: {self.log_tail()}")
+
+    def _listens(self) -> bool:
+        """Whether the port is bound by this server's process (not by another that took it first)."""
+        assert self.process is not None
+        pid = self.process.pid
+        return any(
+            c.pid == pid and c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port
+            for c in psutil.net_connections(kind="tcp")
+        )
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
