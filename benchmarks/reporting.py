@@ -24,9 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from sqlalchemy.engine import make_url
 
-from qualgent.server.db import migrate
+from qualgent.server.bench.run import scratch_database
 from qualgent.server.db.database import Database
 from qualgent.server.db.engine import libpq_url
 from qualgent.server.queue import stats
@@ -189,11 +188,7 @@ def main() -> None:
     args = parser.parse_args()
 
     name = f"qualgent_bench_{os.getpid()}"
-    url = make_url(args.server_url).set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(libpq_url(args.server_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        migrate.upgrade(url)
+    with scratch_database(args.server_url, name, keep=args.keep) as url:
         started = time.perf_counter()
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             fill = FILL.replace("{jobs}", str(args.jobs)).replace("{groups}", str(-(-args.jobs // 15)))
@@ -216,12 +211,8 @@ def main() -> None:
         print("|---|---:|")
         for label, seconds in asyncio.run(bench_state(url, args.runs)):
             print(f"| {label} | {seconds:.4f} |")
-    finally:
         if args.keep:
             print(f"kept: {url}")
-        else:
-            with psycopg.connect(libpq_url(args.server_url), autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

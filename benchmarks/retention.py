@@ -21,10 +21,9 @@ import time
 from typing import Any
 
 import psycopg
-from sqlalchemy.engine import make_url
 
 from benchmarks.reporting import FILL
-from qualgent.server.db import migrate
+from qualgent.server.bench.run import scratch_database
 from qualgent.server.db.database import Database
 from qualgent.server.db.engine import libpq_url
 from qualgent.server.queue import retention
@@ -75,13 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.server_url:
         parser.error("--server-url or QUALGENT_TEST_DATABASE_URL is required")
-    name = f"qualgent_retention_{os.getpid()}"
-    admin = libpq_url(args.server_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(args.server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate.upgrade(url)
+    with scratch_database(args.server_url, f"qualgent_retention_{os.getpid()}", keep=args.keep) as url:
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             fill = FILL.replace("{jobs}", str(args.jobs)).replace("{groups}", str(-(-args.jobs // 15)))
             conn.execute(fill)  # several statements, no parameters
@@ -113,10 +106,6 @@ def main() -> None:
         for view in VIEWS:
             (t0, rows0), (t1, rows1) = before[view], after[view]
             print(f"{view:<28}{t0:>10.3f}{t1:>10.3f}  {len(rows1):>5}  {rows0 == rows1}")
-    finally:
-        if not args.keep:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -39,20 +39,24 @@ class Options:
 
 
 @contextlib.contextmanager
-def scratch_database(server_url: str) -> Iterator[str]:
-    """A fresh database beside `server_url`'s, migrated, dropped afterwards: the bench never touches yours."""
-    name = f"qualgent_bench_{os.getpid()}"
+def scratch_database(
+    server_url: str, name: str | None = None, revision: str = "head", keep: bool = False
+) -> Iterator[str]:
+    """A fresh database beside `server_url`'s (`name`, else qualgent_bench_<pid>), migrated to `revision`, dropped
+    afterwards unless `keep`: the bench never touches yours."""
+    name = name or f"qualgent_bench_{os.getpid()}"
     admin = libpq_url(server_url)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     url = make_url(admin).set(database=name).render_as_string(hide_password=False)
     try:
-        migrate.upgrade(url)
+        migrate.upgrade(url, revision)
         yield url
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if not keep:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def measure(target: BenchTarget, options: Options, say: Callable[[str], None]) -> dict[str, Any]:
