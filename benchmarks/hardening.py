@@ -35,17 +35,12 @@ import httpx
 import psycopg
 
 from benchmarks.postgres import cpu_of
+from qualgent.server.bench.common import ServerProcess
 from qualgent.server.db.engine import libpq_url
 
 QGJOB = str(Path(sys.executable).with_name("qgjob"))
 ADMIN = "admin-" + secrets.token_hex(8)
 ROUNDS = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -62,32 +57,6 @@ def _database(server_url: str, env: dict[str, str]) -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextlib.contextmanager
-def _server(url: str, env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
-    port = _free_port()
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [QGJOB, "server", "--port", str(port), "--database-url", url, "--log-level", "warning"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    base = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            raise SystemExit(f"the server did not start: {log.read_text()[-2000:]}")
-        yield base, process.pid
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
@@ -237,12 +206,13 @@ def main() -> None:
         env["PYTHONPATH"] = str(args.code.resolve())
     env.update({"QUALGENT_ADMIN_TOKEN": ADMIN, "QUALGENT_RATE_LIMIT": "0"})
     log = Path(f"/tmp/qualgent-hardening-{os.getpid()}.log")
+    server_env = {"QUALGENT_ADMIN_TOKEN": ADMIN, **({"PYTHONPATH": env["PYTHONPATH"]} if args.code else {})}
     with _database(args.server_url, env) as url:
-        with _server(url, env, log) as (base, pid):
-            port = int(base.split(":")[2].split("/")[0])
-            print("half-sent:", asyncio.run(half_sent(base, port, args.half_sent)))
-        with _server(url, env, log) as (base, pid):
-            print("streams:", asyncio.run(streams(base, pid, args.streams, args.submits)))
+        with ServerProcess(url, log, env=server_env) as server:
+            print("half-sent:", asyncio.run(half_sent(server.api_url, server.port, args.half_sent)))
+        with ServerProcess(url, log, env=server_env) as server:
+            assert server.process is not None
+            print("streams:", asyncio.run(streams(server.api_url, server.process.pid, args.streams, args.submits)))
 
 
 if __name__ == "__main__":
