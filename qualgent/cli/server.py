@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import logging
 import signal
@@ -95,6 +96,17 @@ def server(
         raise CliError(refusal, BAD_INPUT)
     for level, notice in auth.startup_notices(settings):
         log.log(level, "%s", notice)
+    try:
+        sockets = serving.bind(settings.host, settings.port)
+    except OSError as err:  # in use: the machine's state (3); an address not ours or a name unknown: the input (2)
+        reason = (err.strerror or str(err)).lower()
+        hint = (
+            " (another qgjob server? choose another --port or QUALGENT_PORT)" if err.errno == errno.EADDRINUSE else ""
+        )
+        raise CliError(
+            f"{reason}: cannot serve on {settings.host}:{settings.port}{hint}",
+            INFRA_ERROR if err.errno == errno.EADDRINUSE else BAD_INPUT,
+        ) from err
     embedded: EmbeddedPostgres | None = None
     try:
         if settings.database_url is None:
@@ -120,8 +132,11 @@ def server(
             settings.max_connections_per_address or "no bound",
         )
         with _stop_on_signals():
-            serving.Server(serving.config(app, settings.host, settings.port, settings.log_level, settings)).run()
+            uvicorn_config = serving.config(app, settings.host, settings.port, settings.log_level, settings)
+            serving.Server(uvicorn_config).run(sockets=sockets)
     finally:
+        for sock in sockets:
+            sock.close()
         if embedded is not None:
             embedded.stop()
 

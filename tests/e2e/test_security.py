@@ -4,6 +4,7 @@ refusals and the server's safe defaults."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
@@ -175,3 +176,33 @@ def test_without_an_admin_token_the_server_serves_loopback_only_and_says_so(tmp_
         assert "127.0.0.1" in local.log()
     finally:
         local.stop()
+
+
+def test_a_port_in_use_or_an_address_not_ours_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    # bound before the embedded PostgreSQL: nothing is started (no data dir made) and nothing is left to shut down
+    data_dir = tmp_path / "pg"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        in_use = subprocess.run(
+            [QGJOB, "server", "--port", str(port), "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(),
+        )
+    assert in_use.returncode == 3, in_use.stderr
+    assert "address already in use" in in_use.stderr
+    assert f"127.0.0.1:{port}" in in_use.stderr
+    assert "--port" in in_use.stderr
+    not_ours = subprocess.run(
+        [QGJOB, "server", "--host", "192.0.2.1", "--insecure", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(QUALGENT_DATA_DIR=str(data_dir)),
+    )
+    assert not_ours.returncode == 2, not_ours.stderr
+    assert "192.0.2.1" in not_ours.stderr
+    assert not data_dir.exists()
