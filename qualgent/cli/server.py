@@ -98,15 +98,8 @@ def server(
         log.log(level, "%s", notice)
     try:
         sockets = serving.bind(settings.host, settings.port)
-    except OSError as err:  # in use: the machine's state (3); an address not ours or a name unknown: the input (2)
-        reason = (err.strerror or str(err)).lower()
-        hint = (
-            " (another qgjob server? choose another --port or QUALGENT_PORT)" if err.errno == errno.EADDRINUSE else ""
-        )
-        raise CliError(
-            f"{reason}: cannot serve on {settings.host}:{settings.port}{hint}",
-            INFRA_ERROR if err.errno == errno.EADDRINUSE else BAD_INPUT,
-        ) from err
+    except OSError as err:  # in use: the machine's state (3); a port or address we may not have: the input (2)
+        raise CliError(_bind_refusal(settings.host, settings.port, err), _bind_exit_code(err)) from err
     embedded: EmbeddedPostgres | None = None
     try:
         if settings.database_url is None:
@@ -139,6 +132,20 @@ def server(
             sock.close()
         if embedded is not None:
             embedded.stop()
+
+
+def _bind_refusal(host: str, port: int, err: OSError) -> str:
+    if err.errno == errno.EADDRINUSE:
+        hint = "another qgjob server? choose another --port or QUALGENT_PORT"
+    elif err.errno == errno.EACCES:
+        hint = "ports below 1024 need privileges: choose another --port or QUALGENT_PORT"
+    else:
+        hint = "--host or QUALGENT_HOST must be an address of this machine"
+    return f"{(err.strerror or str(err)).lower()}: cannot serve on {host}:{port} ({hint})"
+
+
+def _bind_exit_code(err: OSError) -> int:
+    return INFRA_ERROR if err.errno == errno.EADDRINUSE else BAD_INPUT
 
 
 class _Stopped(Exception):

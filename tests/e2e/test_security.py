@@ -205,4 +205,5 @@ def test_a_port_in_use_or_an_address_not_ours_is_refused_before_anything_starts(
     )
     assert not_ours.returncode == 2, not_ours.stderr
     assert "192.0.2.1" in not_ours.stderr
+    assert "--host" in not_ours.stderr
     assert not data_dir.exists()
