@@ -35,6 +35,7 @@ from qualgent.agent import browserstack
 from qualgent.agent.client import ServerConflict, ServerRejected
 from qualgent.agent.executor import Run, RunResult
 from qualgent.agent.templates import CommandTemplate
+from qualgent.aio import cancel_and_wait
 
 if TYPE_CHECKING:
     from qualgent.agent.loop import Agent, _Current
@@ -305,9 +306,8 @@ class GroupRun:
                 result = await run.execute()
                 await events.drained(timeout=5)
             finally:
-                watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await watch
+                with contextlib.suppress(Exception):
+                    await cancel_and_wait(watch)
                 server.close()
                 with contextlib.suppress(Exception):
                     await server.wait_closed()

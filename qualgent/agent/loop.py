@@ -34,6 +34,7 @@ from qualgent.agent.clock import lease_clock
 from qualgent.agent.executor import Run, RunResult
 from qualgent.agent.reporter import Reporter
 from qualgent.agent.templates import CommandTemplate
+from qualgent.aio import cancel_and_wait
 
 log = logging.getLogger("qualgent.agent")
 
@@ -115,9 +116,7 @@ class Agent:
         try:
             await self._work()
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            await cancel_and_wait(beat)  # its wait_for on the re-arm event can lose a plain cancel (Python 3.11)
             with contextlib.suppress(Exception):
                 await self.client.call("DELETE", f"/agents/{self.agent_id}", retry_for=10)
             await self.client.close()
@@ -174,9 +173,8 @@ class Agent:
         finally:
             stop.cancel()
         if not request.done():
-            request.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await request
+            with contextlib.suppress(Exception):
+                await cancel_and_wait(request)
             return None
         claim: dict[str, Any] | None = request.result()
         return claim
@@ -437,9 +435,8 @@ class _CancelWatch:
         if self._timer is not None:
             self._timer.cancel()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            with contextlib.suppress(Exception):
+                await cancel_and_wait(self._task)
 
 
 def _fields(claim: dict[str, Any], job: dict[str, Any]) -> dict[str, str]:

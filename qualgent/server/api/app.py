@@ -12,6 +12,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from qualgent import __version__
+from qualgent.aio import cancel_and_wait
 from qualgent.server import web
 from qualgent.server.api import auth
 from qualgent.server.api.controllers.agents import AgentController
@@ -65,9 +66,7 @@ def create_app(settings: Settings) -> Litestar:
             yield
         finally:
             for task in (rescuer, pruner):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)  # a plain cancel can be lost while the loop waits for a connection
             await hub.stop()
             await history.recorded()  # the last groups' history, before the pool it writes through closes
             await db.close()

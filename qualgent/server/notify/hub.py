@@ -32,6 +32,7 @@ from typing import Any
 
 import psycopg
 
+from qualgent.aio import cancel_and_wait
 from qualgent.server.db.engine import libpq_url
 from qualgent.server.db.sql import NOTIFY
 
@@ -127,9 +128,7 @@ class Hub:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         self.connected = False
 
     # -- what waiters use ------------------------------------------------------------------------
