@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from litestar import Litestar
 
 from qualgent.server.api import create_app, serving
 from qualgent.server.settings import Settings
@@ -59,21 +59,29 @@ def settings(db_url: str) -> Settings:
 async def serve_api(settings: Settings) -> AsyncIterator[Api]:
     """The real app served by uvicorn on a free port in this test's event loop, spoken to over HTTP:
     concurrent requests (long-polls, waiting claims) really run concurrently."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = serving.Server(serving.config(create_app(settings), "127.0.0.1", port, "warning"), capture_signals=False)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
+    async with serve_app(create_app(settings)) as served:
+        yield served
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Litestar) -> AsyncIterator[Api]:
+    """`app` served as `qgjob server` serves it: on sockets bound first (port 0: the kernel picks a free one)."""
+    sockets = serving.bind("127.0.0.1", 0)
+    port = sockets[0].getsockname()[1]
+    server = serving.Server(serving.config(app, "127.0.0.1", port, "warning"), capture_signals=False)
+    task = asyncio.create_task(server.serve(sockets))
     try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             yield Api(client)
     finally:
         server.should_exit = True
         await task
+        for sock in sockets:
+            sock.close()
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from qualgent.server.api import create_app
 from qualgent.server.db.engine import libpq_url
 from qualgent.server.settings import Settings
-from tests.integration.conftest import Api, serve_api
+from tests.integration.conftest import Api, serve_api, serve_app
 
 pytestmark = pytest.mark.anyio
 
@@ -192,3 +193,31 @@ async def test_a_heartbeat_extends_the_leases_it_holds_and_names_those_it_lost(a
     nobody = "00000000-0000-4000-8000-0000000000bb"
     unknown = await api.call("PUT", f"/agents/{nobody}/heartbeat", {"claims": []}, expect=404)
     assert unknown["error"] == "NotFound"
+
+
+async def test_when_its_connections_are_killed_one_request_fails_and_the_pool_replaces_the_rest(
+    settings: Settings, db_url: str
+) -> None:
+    # what a PostgreSQL restart does to the server's idle connections, on one database only: kill their backends
+    app = create_app(settings)
+    async with serve_app(app) as api:
+        await api.call("GET", "/jobs")  # the start-up is over: the pool is the app's
+        db = app.state.services.queue.db
+        held = [await db.pool.getconn() for _ in range(5)]
+        for conn in held:
+            await db.pool.putconn(conn)
+        assert db.pool.get_stats()["pool_available"] == 5
+        with psycopg.connect(libpq_url(db_url), autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'qgjob server'"
+            ).fetchone()
+        assert killed == (5,)
+        answers = []
+        for _ in range(8):
+            response = await api.client.get("/api/jobs")
+            answers.append(response.status_code)
+            if response.status_code == 503:
+                assert response.headers["Retry-After"] == "1"
+        # the first request met a broken connection; the other four were tested and replaced before any was used
+        assert answers == [503] + [200] * 7

@@ -97,8 +97,12 @@ def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Res
 
 def database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     """From psycopg (qualgent.server.db.database). A connection that broke (a PostgreSQL restart, a killed backend) or
-    could not be made is psycopg.OperationalError: the pool drops it, and the client retries on the 503."""
+    could not be made is psycopg.OperationalError: the pool drops it and tests the others (a restart broke them all),
+    and the client retries on the 503."""
     if isinstance(exc, psycopg.OperationalError):
+        services = getattr(request.app.state, "services", None)
+        if services is not None:
+            services.queue.db.check_soon()
         return database_unavailable(request, exc)
     log.exception("database error during %s %s", request.method, request.url.path, exc_info=exc)
     return _body(500, "InternalError", "internal error")

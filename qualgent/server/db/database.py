@@ -11,6 +11,8 @@ SQLAlchemy is not used at run time: it describes the tables (qualgent.server.db.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast, overload
@@ -22,8 +24,10 @@ from psycopg.rows import AsyncRowFactory, dict_row, kwargs_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
+from qualgent.aio import cancel_and_wait
 from qualgent.server.db.engine import CONNECT_ARGS, POOL_TIMEOUT_SECONDS, libpq_url
 
+log = logging.getLogger(__name__)
 Row = dict[str, Any]
 T = TypeVar("T")
 Params = Mapping[str, Any] | Sequence[Any] | None
@@ -123,6 +127,7 @@ class Database:
             name="qualgent",
             configure=_configure,
         )
+        self._checking: asyncio.Task[None] | None = None
 
     @property
     def pool(self) -> AsyncConnectionPool[Any]:
@@ -134,7 +139,22 @@ class Database:
         that has nothing to do without one; a server opens at once and answers 503 while the database is away."""
         await self._pool.open(wait=wait, timeout=POOL_TIMEOUT_SECONDS)
 
+    def check_soon(self) -> None:
+        """A connection broke (PostgreSQL restarted, backends were killed): its idle siblings most likely broke with
+        it. Test them all once, in the background, replacing the broken ones, so that each does not fail a request
+        of its own first. One check at a time; a no-op outside an event loop's task."""
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.get_running_loop().create_task(self._check(), name="qualgent-pool-check")
+
+    async def _check(self) -> None:
+        try:
+            await self._pool.check()
+        except Exception as err:  # the database still away: the next broken connection asks again
+            log.info("checking the pool's connections failed: %s", str(err).splitlines()[0] if str(err) else err)
+
     async def close(self) -> None:
+        if self._checking is not None:
+            await cancel_and_wait(self._checking)
         await self._pool.close()
 
     async def __aenter__(self) -> Database:
