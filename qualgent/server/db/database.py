@@ -142,7 +142,7 @@ class Database:
     def check_soon(self) -> None:
         """A connection broke (PostgreSQL restarted, backends were killed): its idle siblings most likely broke with
         it. Test them all once, in the background, replacing the broken ones, so that each does not fail a request
-        of its own first. One check at a time; a no-op outside an event loop's task."""
+        of its own first. One check at a time; called from the event loop (a request's error handler)."""
         if self._checking is None or self._checking.done():
             self._checking = asyncio.get_running_loop().create_task(self._check(), name="qualgent-pool-check")
 
