@@ -6,27 +6,18 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from qualgent.server.bench.common import PORT_TAKEN, ServerFailed, free_port, start_server
 from tests.eventually import wait_for  # noqa: F401  (the e2e tests import it from here)
 
 QGJOB = str(Path(sys.executable).with_name("qgjob"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -57,40 +48,26 @@ class Server:
         return f"http://127.0.0.1:{self.port}/api"
 
     def start(self, timeout: float = 60.0, extra_args: Sequence[str] = ()) -> Server:
-        """Start it and wait until THIS process serves the port. A free port can be taken by another test's server
-        between the probe and the bind: the health check would then reach that one, so the server's own log must
-        say it listens; a first start that lost its port that way tries a new one."""
+        """Start it and wait until THIS process serves the port (qualgent.server.bench.common.start_server). A first
+        start whose probed port was taken meanwhile tries another; a restart keeps its address (the clients know
+        only that one) and raises, saying "address already in use", if it was taken."""
         first = self.process is None
-        for _ in range(3):
-            if self._start_once(timeout, extra_args) or not first:
+        for _ in range(3 if first else 1):
+            args = [QGJOB, "server", "--port", str(self.port), *extra_args]
+            if self.database_url:
+                args += ["--database-url", self.database_url]
+            if self.data_dir:
+                args += ["--data-dir", str(self.data_dir)]
+            try:
+                self.process = start_server(args, self.port, self.log_path, clean_env(**self.env), timeout)
+            except ServerFailed as failed:
+                self.process = failed.process
+                raise AssertionError(str(failed)) from failed
+            if self.process is not None:
                 return self
-            self.port = free_port()
-        raise AssertionError(f"qgjob server found no free port:\n{self.log()}")
-
-    def _start_once(self, timeout: float, extra_args: Sequence[str]) -> bool:
-        """True once it serves; False if its port was taken (it exits)."""
-        args = [QGJOB, "server", "--port", str(self.port), *extra_args]
-        if self.database_url:
-            args += ["--database-url", self.database_url]
-        if self.data_dir:
-            args += ["--data-dir", str(self.data_dir)]
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=clean_env(**self.env))
-        listening = f"Uvicorn running on http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            this_start = self.log_path.read_bytes()[offset:].decode(errors="replace")
-            if self.process.poll() is not None:
-                if "address already in use" in this_start:
-                    return False
-                raise AssertionError(f"qgjob server exited with {self.process.returncode}:\n{self.log()}")
-            if listening in this_start:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{self.api_url}/health", timeout=1).status_code == 200:
-                        return True
-            time.sleep(0.1)
-        raise AssertionError(f"qgjob server did not answer within {timeout}s:\n{self.log()}")
+            if first:
+                self.port = free_port()
+        raise AssertionError(f"qgjob server: port {self.port}: {PORT_TAKEN}:\n{self.log()}")
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
         assert self.process is not None

@@ -83,6 +83,48 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+PORT_TAKEN = "address already in use"  # what `qgjob server` says, and exits 3, when its port is taken
+
+
+class ServerFailed(RuntimeError):
+    """`qgjob server` exited (not for its port) or did not answer in time; `process` says how it ended."""
+
+    def __init__(self, message: str, process: subprocess.Popen[bytes]) -> None:
+        super().__init__(message)
+        self.process = process
+
+
+def start_server(
+    command: Sequence[str], port: int, log_path: Path, env: dict[str, str], timeout: float = 60.0
+) -> subprocess.Popen[bytes] | None:
+    """Run `command` (`qgjob server ... --port <port>`), output appended to `log_path`, until THIS process serves
+    `port` and answers its health check (a health check alone could reach another process that took the probed
+    port first). None if the port was taken: the server then exits at once saying so."""
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            if PORT_TAKEN in log_path.read_bytes()[offset:].decode(errors="replace"):
+                return None
+            raise ServerFailed(f"qgjob server exited with {process.returncode}: {_tail(log_path)}", process)
+        listening = psutil.net_connections(kind="tcp")
+        if any(c.pid == process.pid and c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in listening):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                    return process
+        time.sleep(0.1)
+    process.kill()
+    process.wait()
+    raise ServerFailed(f"qgjob server did not answer within {timeout} s: {_tail(log_path)}", process)
+
+
+def _tail(log_path: Path, lines: int = 30) -> str:
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
 @dataclass
 class ServerProcess:
     """`qgjob server` in its own process on a free port, against `database_url`: what is measured is the
@@ -99,45 +141,17 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}/api"
 
     def start(self, args: Sequence[str] = (), timeout: float = 60.0) -> ServerProcess:
-        """Start it and wait until THIS process serves its port: a free port can be taken by another process between
-        the probe and the bind, and a health check would then reach that one. A start that lost its port so tries
-        another."""
+        """Start it and wait until it serves, on another free port if its own was taken meanwhile."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("QUALGENT_", "QGJOB_"))}
+        env.update({"QUALGENT_RATE_LIMIT": "0", **self.env})
         for _ in range(3):
-            if self._start_once(args, timeout):
+            command = [sys.executable, "-m", "qualgent", "server", "--port", str(self.port)]
+            command += ["--database-url", self.database_url, "--log-level", "warning", *args]
+            self.process = start_server(command, self.port, self.log_path, env, timeout)
+            if self.process is not None:
                 return self
             self.port = free_port()
         raise RuntimeError(f"qgjob server found no free port: {self.log_tail()}")
-
-    def _start_once(self, args: Sequence[str], timeout: float) -> bool:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("QUALGENT_", "QGJOB_"))}
-        env.update({"QUALGENT_RATE_LIMIT": "0", **self.env})
-        command = [sys.executable, "-m", "qualgent", "server", "--port", str(self.port)]
-        command += ["--database-url", self.database_url, "--log-level", "warning", *args]
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                if "address already in use" in self.log_path.read_bytes()[offset:].decode(errors="replace"):
-                    return False
-                raise RuntimeError(f"qgjob server exited with {self.process.returncode}: {self.log_tail()}")
-            if self._listens():
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{self.api_url}/health", timeout=1).status_code == 200:
-                        return True
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"qgjob server did not answer within {timeout} s: {self.log_tail()}")
-
-    def _listens(self) -> bool:
-        """Whether the port is bound by this server's process (not by another that took it first)."""
-        assert self.process is not None
-        pid = self.process.pid
-        return any(
-            c.pid == pid and c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == self.port
-            for c in psutil.net_connections(kind="tcp")
-        )
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -149,8 +163,7 @@ class ServerProcess:
                 self.process.wait()
 
     def log_tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return _tail(self.log_path, lines)
 
     def __enter__(self) -> ServerProcess:
         return self if self.process is not None else self.start()  # `with ServerProcess(...).start(args)` too
