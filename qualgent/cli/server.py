@@ -98,8 +98,8 @@ def server(
         log.log(level, "%s", notice)
     try:
         sockets = serving.bind(settings.host, settings.port)
-    except OSError as err:  # in use: the machine's state (3); a port or address we may not have: the input (2)
-        raise CliError(_bind_refusal(settings.host, settings.port, err), _bind_exit_code(err)) from err
+    except OSError as err:
+        raise _bind_refusal(settings.host, settings.port, err) from err
     embedded: EmbeddedPostgres | None = None
     try:
         if settings.database_url is None:
@@ -134,18 +134,15 @@ def server(
             embedded.stop()
 
 
-def _bind_refusal(host: str, port: int, err: OSError) -> str:
+def _bind_refusal(host: str, port: int, err: OSError) -> CliError:
+    """In use: the machine's state (exit 3). A port or an address this process may not have: the input (exit 2)."""
     if err.errno == errno.EADDRINUSE:
-        hint = "another qgjob server? choose another --port or QUALGENT_PORT"
+        hint, code = "another qgjob server? choose another --port or QUALGENT_PORT", INFRA_ERROR
     elif err.errno == errno.EACCES:
-        hint = "ports below 1024 need privileges: choose another --port or QUALGENT_PORT"
+        hint, code = "ports below 1024 need privileges: choose another --port or QUALGENT_PORT", BAD_INPUT
     else:
-        hint = "--host or QUALGENT_HOST must be an address of this machine"
-    return f"{(err.strerror or str(err)).lower()}: cannot serve on {host}:{port} ({hint})"
-
-
-def _bind_exit_code(err: OSError) -> int:
-    return INFRA_ERROR if err.errno == errno.EADDRINUSE else BAD_INPUT
+        hint, code = "--host or QUALGENT_HOST must be an address of this machine", BAD_INPUT
+    return CliError(f"{(err.strerror or str(err)).lower()}: cannot serve on {host}:{port} ({hint})", code)
 
 
 class _Stopped(Exception):
